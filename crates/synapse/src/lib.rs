@@ -1,1 +1,42 @@
-//! placeholder
+//! The paper's three synaptic-diversity mechanisms as candle building blocks.
+//!
+//! *Synaptic diversity in ANNs can facilitate faster learning* proposes
+//! (I) fuzzy learning rates ([`fuzzy`]), (II) weight rejuvenation ([`rejuvenation`]) and
+//! (III) weight splitting ([`splitting`]). This crate provides
+//! - the layers every model of the zoo is built from ([`Linear`], [`Conv2d`], [`BatchNorm2d`],
+//!   [`pool`]), which carry splitting and the per-weight fuzzy factors;
+//! - the [`Builder`] that creates their parameters from a seed, so that every party that
+//!   rebuilds a model from the same spec gets the same bytes;
+//! - [`SynapticSgd`], the optimizer step that applies (I) and (II).
+//!
+//! Randomness never comes from candle (its CPU generator cannot be seeded) but from
+//! `rand_chacha` streams derived from the model seed ([`rng`]).
+
+pub mod batchnorm;
+pub mod builder;
+pub mod conv;
+pub mod error;
+pub mod fuzzy;
+pub mod hyper;
+pub mod init;
+pub mod linear;
+pub mod methods;
+pub mod mode;
+pub mod param;
+pub mod pool;
+pub mod rejuvenation;
+pub mod rng;
+pub mod sgd;
+pub mod splitting;
+
+pub use batchnorm::BatchNorm2d;
+pub use builder::{Builder, LayerOptions, Placement};
+pub use conv::Conv2d;
+pub use error::{Result, SynapseError};
+pub use hyper::Hyper;
+pub use init::Init;
+pub use linear::Linear;
+pub use methods::{Method, MethodSet};
+pub use mode::Mode;
+pub use param::{Param, ParamStore, Role};
+pub use sgd::{StepReport, SynapticSgd};

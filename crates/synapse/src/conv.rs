@@ -1,0 +1,55 @@
+//! A 2-D convolution whose output channels may be split (method III).
+
+use crate::error::Result;
+use crate::splitting::Split;
+use candle_core::{Tensor, Var};
+
+/// Square-kernel convolution of NCHW tensors, then weight splitting over channels when split.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Var,
+    bias: Option<Var>,
+    stride: usize,
+    padding: usize,
+    split: Option<Split>,
+}
+
+impl Conv2d {
+    pub(crate) fn new(
+        weight: Var,
+        bias: Option<Var>,
+        stride: usize,
+        padding: usize,
+        split: Option<Split>,
+    ) -> Self {
+        Self {
+            weight,
+            bias,
+            stride,
+            padding,
+            split,
+        }
+    }
+
+    /// Weight `[out, in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        self.weight.as_tensor()
+    }
+
+    /// Whether the layer is split.
+    pub fn split(&self) -> Option<Split> {
+        self.split
+    }
+
+    /// Forward pass on `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?;
+        }
+        match &self.split {
+            Some(split) => split.apply(&y),
+            None => Ok(y),
+        }
+    }
+}
