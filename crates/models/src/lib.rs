@@ -1,1 +1,28 @@
-//! placeholder
+//! The model zoo: every architecture of the paper and of the gradient-inversion literature,
+//! built from [`synfed_synapse`] layers so that each one can carry any [`MethodSet`].
+//!
+//! A [`ModelSpec`] is the identity of a model: from it (and nothing else) any party of a
+//! federation rebuilds the exact same parameters, fuzzy factors included.
+//!
+//! [`MethodSet`]: synfed_synapse::MethodSet
+
+pub mod alexnet;
+pub mod arch;
+pub mod checkpoint;
+pub mod convnet;
+pub mod error;
+pub mod gradcheck;
+pub mod lenet;
+pub mod loss;
+pub mod mlp;
+pub mod model;
+pub mod network;
+pub mod resnet;
+pub mod spec;
+
+pub use arch::Arch;
+pub use error::{ModelError, Result};
+pub use loss::{accuracy, cross_entropy};
+pub use model::Model;
+pub use network::Network;
+pub use spec::{InputShape, ModelSpec};

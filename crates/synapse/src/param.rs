@@ -167,6 +167,38 @@ impl ParamStore {
     }
 }
 
+impl ParamStore {
+    /// Replaces the fuzzy factors of synaptic weight `name` (restoring a checkpoint). Create
+    /// optimizers after restoring: they keep a copy of the store.
+    pub fn set_fuzzy(&mut self, name: &str, factors: &Tensor) -> Result<()> {
+        let param = self
+            .params
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| SynapseError::BadParameter {
+                name: name.to_string(),
+                problem: "the model has no such tensor".into(),
+            })?;
+        if param.fuzzy.is_none() || factors.dims() != param.var.dims() {
+            return Err(SynapseError::BadParameter {
+                name: name.to_string(),
+                problem: format!(
+                    "fuzzy factors of shape {:?} do not fit (the parameter has shape {:?} and {} fuzzy factors)",
+                    factors.dims(),
+                    param.var.dims(),
+                    if param.fuzzy.is_some() { "has" } else { "no" }
+                ),
+            });
+        }
+        param.fuzzy = Some(
+            factors
+                .to_dtype(param.var.dtype())?
+                .to_device(param.var.device())?,
+        );
+        Ok(())
+    }
+}
+
 /// Name under which the fuzzy factors of parameter `name` are stored.
 pub fn fuzzy_name(name: &str) -> String {
     format!("{name}.fuzzy")

@@ -1,0 +1,39 @@
+//! Typed errors of the model zoo.
+
+use synfed_synapse::SynapseError;
+
+/// Errors of building, running, saving or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Synapse(#[from] SynapseError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("unknown architecture `{0}` (expected one of: {list})", list = crate::arch::Arch::NAMES.join(", "))]
+    UnknownArch(String),
+    #[error("{arch} cannot take inputs of shape {input}: {reason}")]
+    BadInput {
+        arch: crate::arch::Arch,
+        input: crate::spec::InputShape,
+        reason: String,
+    },
+    #[error("batch of shape {got:?} does not match the model's input {want}")]
+    BatchShape {
+        got: Vec<usize>,
+        want: crate::spec::InputShape,
+    },
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: String, problem: String },
+}
+
+/// Result alias of the model zoo.
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl From<safetensors::SafeTensorError> for ModelError {
+    fn from(e: safetensors::SafeTensorError) -> Self {
+        ModelError::Checkpoint {
+            path: String::new(),
+            problem: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! A built model: its spec, its parameters and its forward pass.
+
+use crate::arch::Arch;
+use crate::error::{ModelError, Result};
+use crate::network::Network;
+use crate::spec::ModelSpec;
+use crate::{alexnet, convnet, lenet, loss, mlp, resnet};
+use candle_core::{DType, Device, Tensor};
+use synfed_synapse::{Builder, Mode, ParamStore};
+
+/// A model of the zoo, built from a [`ModelSpec`].
+pub struct Model {
+    spec: ModelSpec,
+    params: ParamStore,
+    net: Box<dyn Network>,
+}
+
+impl Model {
+    /// Builds `spec` with parameters of `dtype` on `device`.
+    pub fn build(spec: &ModelSpec, dtype: DType, device: &Device) -> Result<Self> {
+        let mut b = Builder::new(spec.seed, spec.methods, spec.hyper, dtype, device)?;
+        let net: Box<dyn Network> = match spec.arch {
+            Arch::Mlp => Box::new(mlp::Mlp::new(&mut b, spec)?),
+            Arch::AlexNet => Box::new(alexnet::AlexNet::new(&mut b, spec)?),
+            Arch::ResNet20 => Box::new(resnet::ResNet::new(&mut b, spec, 3)?),
+            Arch::ResNet32 => Box::new(resnet::ResNet::new(&mut b, spec, 5)?),
+            Arch::ResNet56 => Box::new(resnet::ResNet::new(&mut b, spec, 9)?),
+            Arch::ConvNet => Box::new(convnet::ConvNet::new(&mut b, spec)?),
+            Arch::LeNet => Box::new(lenet::LeNet::new(&mut b, spec)?),
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            params: b.finish(),
+            net,
+        })
+    }
+
+    /// The spec the model was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Its parameters and buffers.
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// Mutable access to the parameters (to restore fuzzy factors from a checkpoint).
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        self.params
+            .iter()
+            .next()
+            .map(|p| p.var.device())
+            .unwrap_or(&Device::Cpu)
+    }
+
+    /// Logits `[B, classes]` of images `[B, C, H, W]`.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4().map_err(|_| self.shape_error(x))?;
+        let want = self.spec.input;
+        if (c, h, w) != (want.channels, want.height, want.width) {
+            return Err(self.shape_error(x));
+        }
+        Ok(self.net.forward(x, mode)?)
+    }
+
+    fn shape_error(&self, x: &Tensor) -> ModelError {
+        ModelError::BatchShape {
+            got: x.dims().to_vec(),
+            want: self.spec.input,
+        }
+    }
+
+    /// Mean cross-entropy of the batch `(x, labels)`.
+    pub fn loss(&self, x: &Tensor, labels: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(loss::cross_entropy(&self.forward(x, mode)?, labels)?)
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.params.trainable_elem_count()
+    }
+}
