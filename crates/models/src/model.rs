@@ -18,6 +18,24 @@ pub struct Model {
 impl Model {
     /// Builds `spec` with parameters of `dtype` on `device`.
     pub fn build(spec: &ModelSpec, dtype: DType, device: &Device) -> Result<Self> {
+        // Degenerate specs (e.g. from a crafted checkpoint) would otherwise build empty layers
+        // that fail obscurely in the forward pass, or panic (LeNet on 0×0 images).
+        let degenerate = if spec.input.elem_count() == 0 {
+            Some("images must have at least one channel and pixel")
+        } else if spec.classes == 0 {
+            Some("a classifier needs at least one class")
+        } else if spec.width == Some(0) {
+            Some("width 0 gives layers without units")
+        } else {
+            None
+        };
+        if let Some(reason) = degenerate {
+            return Err(ModelError::BadInput {
+                arch: spec.arch,
+                input: spec.input,
+                reason: reason.into(),
+            });
+        }
         let mut b = Builder::new(spec.seed, spec.methods, spec.hyper, dtype, device)?;
         let net: Box<dyn Network> = match spec.arch {
             Arch::Mlp => Box::new(mlp::Mlp::new(&mut b, spec)?),

@@ -1,0 +1,122 @@
+//! End-to-end tests of `synfed train`: the binary, on the embedded real data.
+
+use std::path::Path;
+use std::process::Command;
+
+fn synfed(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synfed"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the synfed binary runs")
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+#[test]
+fn mlp_learns_demo_mnist_with_all_methods() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let result = synfed(&[
+        "train", "--model", "mlp", "--data", "demo-mnist", "--epochs", "3", "--methods", "I+II+III",
+        "--lr", "0.05", "--out", dir.to_str().unwrap(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let s = summary(&dir);
+    let acc = s["test_accuracy"]["mean"].as_f64().unwrap();
+    assert!(acc > 0.8, "test accuracy {acc} (chance is 0.1)");
+    assert_eq!(s["spec"]["methods"], "I+II+III");
+    assert_eq!(s["parameters"], 784 * 1000 + 1000 + 1000 * 10 + 10);
+    let best = s["folds"][0]["best_epoch"].as_u64().unwrap();
+    assert!((1..=3).contains(&best));
+    // rejuvenation happened and was counted
+    assert!(s["folds"][0]["rejuvenated_total"].as_u64().unwrap() > 0);
+    // one CSV row per epoch, plus the header
+    let csv = std::fs::read_to_string(dir.join("epochs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.starts_with("fold,epoch,train_loss"));
+    for file in ["model-fold0.safetensors", "accuracy.png", "accuracy.svg"] {
+        assert!(dir.join(file).metadata().unwrap().len() > 100, "{file}");
+    }
+}
+
+#[test]
+fn same_seed_gives_the_same_bytes_and_folds_differ() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let dir = out.path().join(name);
+        let result = synfed(&[
+            "train", "--model", "lenet", "--data", "demo-cifar10", "--epochs", "2", "--folds", "2",
+            "--methods", "I+II", "--train-limit", "300", "--batch-size", "50", "--seed", "5", "--device", "cpu",
+            "--out", dir.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        dir
+    };
+    let (a, b) = (run("a"), run("b"));
+    for file in ["model-fold0.safetensors", "model-fold1.safetensors"] {
+        assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file}");
+    }
+    assert_ne!(
+        std::fs::read(a.join("model-fold0.safetensors")).unwrap(),
+        std::fs::read(a.join("model-fold1.safetensors")).unwrap()
+    );
+    let s = summary(&a);
+    assert_eq!(s["folds"].as_array().unwrap().len(), 2);
+    assert!(s["folds"][0]["validation_accuracy"].is_number());
+}
+
+#[test]
+fn every_architecture_trains_with_every_method_set() {
+    let out = tempfile::tempdir().unwrap();
+    let sets = ["none", "III", "II", "II+III", "I", "I+III", "I+II", "I+II+III"];
+    for (model, width) in [
+        ("mlp", "16"),
+        ("alexnet", "4"),
+        ("resnet20", "4"),
+        ("resnet32", "2"),
+        ("resnet56", "2"),
+        ("convnet", "4"),
+        ("lenet", "4"),
+    ] {
+        for methods in sets {
+            let dir = out.path().join(format!("{model}-{methods}"));
+            let result = synfed(&[
+                "train", "--model", model, "--width", width, "--data", "demo-cifar10", "--epochs", "1",
+                "--methods", methods, "--train-limit", "64", "--batch-size", "32", "--out", dir.to_str().unwrap(),
+            ]);
+            assert!(
+                result.status.success(),
+                "{model} {methods}: {}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+            let acc = summary(&dir)["test_accuracy"]["mean"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&acc));
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("x");
+    let d = dir.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["train", "--model", "vgg", "--out", d], "vgg"),
+        (vec!["train", "--methods", "IV", "--out", d], "IV"),
+        (vec!["train", "--data", "mnist", "--out", d], "data"),
+        (vec!["train", "--data", "mnist", "--data-dir", "/nonexistent/dir", "--out", d], "/nonexistent/dir"),
+        (vec!["train", "--model", "resnet20", "--width", "3", "--methods", "III", "--data", "demo-cifar10", "--out", d], "divisible"),
+        (vec!["train", "--device", "tpu", "--out", d], "tpu"),
+        (vec!["train", "--lr", "-1", "--out", d], "lr"),
+    ] {
+        let result = synfed(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
