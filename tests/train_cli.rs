@@ -21,10 +21,25 @@ fn mlp_learns_demo_mnist_with_all_methods() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("run");
     let result = synfed(&[
-        "train", "--model", "mlp", "--data", "demo-mnist", "--epochs", "3", "--methods", "I+II+III",
-        "--lr", "0.05", "--out", dir.to_str().unwrap(),
+        "train",
+        "--model",
+        "mlp",
+        "--data",
+        "demo-mnist",
+        "--epochs",
+        "3",
+        "--methods",
+        "I+II+III",
+        "--lr",
+        "0.05",
+        "--out",
+        dir.to_str().unwrap(),
     ]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let s = summary(&dir);
     let acc = s["test_accuracy"]["mean"].as_f64().unwrap();
     assert!(acc > 0.8, "test accuracy {acc} (chance is 0.1)");
@@ -49,16 +64,42 @@ fn same_seed_gives_the_same_bytes_and_folds_differ() {
     let run = |name: &str| {
         let dir = out.path().join(name);
         let result = synfed(&[
-            "train", "--model", "lenet", "--data", "demo-cifar10", "--epochs", "2", "--folds", "2",
-            "--methods", "I+II", "--train-limit", "300", "--batch-size", "50", "--seed", "5", "--device", "cpu",
-            "--out", dir.to_str().unwrap(),
+            "train",
+            "--model",
+            "lenet",
+            "--data",
+            "demo-cifar10",
+            "--epochs",
+            "2",
+            "--folds",
+            "2",
+            "--methods",
+            "I+II",
+            "--train-limit",
+            "300",
+            "--batch-size",
+            "50",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            dir.to_str().unwrap(),
         ]);
-        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
         dir
     };
     let (a, b) = (run("a"), run("b"));
     for file in ["model-fold0.safetensors", "model-fold1.safetensors"] {
-        assert_eq!(std::fs::read(a.join(file)).unwrap(), std::fs::read(b.join(file)).unwrap(), "{file}");
+        assert_eq!(
+            std::fs::read(a.join(file)).unwrap(),
+            std::fs::read(b.join(file)).unwrap(),
+            "{file}"
+        );
     }
     assert_ne!(
         std::fs::read(a.join("model-fold0.safetensors")).unwrap(),
@@ -72,7 +113,9 @@ fn same_seed_gives_the_same_bytes_and_folds_differ() {
 #[test]
 fn every_architecture_trains_with_every_method_set() {
     let out = tempfile::tempdir().unwrap();
-    let sets = ["none", "III", "II", "II+III", "I", "I+III", "I+II", "I+II+III"];
+    let sets = [
+        "none", "III", "II", "II+III", "I", "I+III", "I+II", "I+II+III",
+    ];
     for (model, width) in [
         ("mlp", "16"),
         ("alexnet", "4"),
@@ -85,8 +128,23 @@ fn every_architecture_trains_with_every_method_set() {
         for methods in sets {
             let dir = out.path().join(format!("{model}-{methods}"));
             let result = synfed(&[
-                "train", "--model", model, "--width", width, "--data", "demo-cifar10", "--epochs", "1",
-                "--methods", methods, "--train-limit", "64", "--batch-size", "32", "--out", dir.to_str().unwrap(),
+                "train",
+                "--model",
+                model,
+                "--width",
+                width,
+                "--data",
+                "demo-cifar10",
+                "--epochs",
+                "1",
+                "--methods",
+                methods,
+                "--train-limit",
+                "64",
+                "--batch-size",
+                "32",
+                "--out",
+                dir.to_str().unwrap(),
             ]);
             assert!(
                 result.status.success(),
@@ -108,10 +166,36 @@ fn bad_input_gets_a_clear_error() {
         (vec!["train", "--model", "vgg", "--out", d], "vgg"),
         (vec!["train", "--methods", "IV", "--out", d], "IV"),
         (vec!["train", "--data", "mnist", "--out", d], "data"),
-        (vec!["train", "--data", "mnist", "--data-dir", "/nonexistent/dir", "--out", d], "/nonexistent/dir"),
-        (vec!["train", "--model", "resnet20", "--width", "3", "--methods", "III", "--data", "demo-cifar10", "--out", d], "divisible"),
+        (
+            vec![
+                "train",
+                "--data",
+                "mnist",
+                "--data-dir",
+                "/nonexistent/dir",
+                "--out",
+                d,
+            ],
+            "/nonexistent/dir",
+        ),
+        (
+            vec![
+                "train",
+                "--model",
+                "resnet20",
+                "--width",
+                "3",
+                "--methods",
+                "III",
+                "--data",
+                "demo-cifar10",
+                "--out",
+                d,
+            ],
+            "divisible",
+        ),
         (vec!["train", "--device", "tpu", "--out", d], "tpu"),
-        (vec!["train", "--lr", "-1", "--out", d], "lr"),
+        (vec!["train", "--lr=-1", "--out", d], "lr"),
     ] {
         let result = synfed(&args);
         let stderr = String::from_utf8_lossy(&result.stderr);

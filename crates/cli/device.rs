@@ -19,12 +19,13 @@ impl DeviceChoice {
     pub fn open(self) -> anyhow::Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Auto if candle_core::utils::cuda_is_available() => {
-                Device::new_cuda(0).or_else(|e| {
-                    tracing::warn!("CUDA is compiled in but device 0 cannot be opened ({e}); using the CPU");
+            DeviceChoice::Auto if candle_core::utils::cuda_is_available() => Device::new_cuda(0)
+                .or_else(|e| {
+                    tracing::warn!(
+                        "CUDA is compiled in but device 0 cannot be opened ({e}); using the CPU"
+                    );
                     Ok(Device::Cpu)
-                })
-            }
+                }),
             DeviceChoice::Auto => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
@@ -59,7 +60,9 @@ impl FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("`{s}` is not a device (expected auto, cpu, cuda or cuda:N)")),
+                .ok_or_else(|| {
+                    format!("`{s}` is not a device (expected auto, cpu, cuda or cuda:N)")
+                }),
         }
     }
 }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "synfed", version, about = "Federated-learning privacy simulator for synaptic-diversity mechanisms")]
+#[command(
+    name = "synfed",
+    version,
+    about = "Federated-learning privacy simulator for synaptic-diversity mechanisms"
+)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]

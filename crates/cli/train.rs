@@ -118,7 +118,10 @@ impl MeanStd {
         } else {
             0.0
         };
-        Self { mean, std: var.sqrt() }
+        Self {
+            mean,
+            std: var.sqrt(),
+        }
     }
 }
 
@@ -154,7 +157,9 @@ pub fn run(args: Args) -> Result<()> {
         .data
         .load(args.data_dir.as_deref())
         .with_context(|| format!("loading data set {}", args.data.as_str()))?;
-    let train_len = args.train_limit.map_or(splits.train.len(), |n| n.min(splits.train.len()));
+    let train_len = args
+        .train_limit
+        .map_or(splits.train.len(), |n| n.min(splits.train.len()));
     let folds: Vec<Fold> = if args.folds == 1 {
         vec![Fold {
             train: (0..train_len).collect(),
@@ -173,10 +178,15 @@ pub fn run(args: Args) -> Result<()> {
     );
     spec.hyper = hyper;
     spec.width = args.width;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let csv_path = args.out.join("epochs.csv");
-    let mut csv = std::fs::File::create(&csv_path).with_context(|| format!("creating {}", csv_path.display()))?;
-    writeln!(csv, "fold,epoch,train_loss,validation_accuracy,test_loss,test_accuracy,rejuvenated,seconds")?;
+    let mut csv = std::fs::File::create(&csv_path)
+        .with_context(|| format!("creating {}", csv_path.display()))?;
+    writeln!(
+        csv,
+        "fold,epoch,train_loss,validation_accuracy,test_loss,test_accuracy,rejuvenated,seconds"
+    )?;
     let test_indices: Vec<usize> = (0..splits.test.len()).collect();
     let mut results = Vec::new();
     let mut curves = Vec::new();
@@ -224,9 +234,21 @@ pub fn run(args: Args) -> Result<()> {
             let validation = if fold.holdout.is_empty() {
                 None
             } else {
-                Some(evaluate(&model, &splits.train, &fold.holdout, &splits.normalization, args.eval_batch_size)?)
+                Some(evaluate(
+                    &model,
+                    &splits.train,
+                    &fold.holdout,
+                    &splits.normalization,
+                    args.eval_batch_size,
+                )?)
             };
-            let test = evaluate(&model, &splits.test, &test_indices, &splits.normalization, args.eval_batch_size)?;
+            let test = evaluate(
+                &model,
+                &splits.test,
+                &test_indices,
+                &splits.normalization,
+                args.eval_batch_size,
+            )?;
             let seconds = started.elapsed().as_secs_f64();
             let validation_accuracy = validation.map(|v| v.accuracy());
             writeln!(
@@ -246,7 +268,10 @@ pub fn run(args: Args) -> Result<()> {
                 "fold {} epoch {epoch}: train loss {:.4}, {}test accuracy {:.2}%, rejuvenated {}",
                 k + 1,
                 stats.train_loss,
-                validation_accuracy.map_or(String::new(), |a| format!("validation accuracy {:.2}%, ", 100.0 * a)),
+                validation_accuracy.map_or(String::new(), |a| format!(
+                    "validation accuracy {:.2}%, ",
+                    100.0 * a
+                )),
                 100.0 * test.accuracy(),
                 stats.rejuvenated
             );
@@ -290,7 +315,12 @@ pub fn run(args: Args) -> Result<()> {
         folds: results,
     };
     write_json(&args.out.join("summary.json"), &summary)?;
-    let title = format!("{} on {}, methods {}", args.model, args.data.as_str(), args.methods);
+    let title = format!(
+        "{} on {}, methods {}",
+        args.model,
+        args.data.as_str(),
+        args.methods
+    );
     let chart = LineChart {
         title: &title,
         x_label: "epoch",

@@ -2,8 +2,10 @@
 //! the header's metadata, its [`ModelSpec`] and any state the caller wants to keep.
 //!
 //! Tensors are stored under their parameter names (`layer1.0.conv1.weight`, BatchNorm running
-//! statistics included); fuzzy factors under `<name>.fuzzy`. Metadata keys: `format`
-//! (`synfed-checkpoint`), `version` (1), `spec` (JSON) and optionally `state` (JSON). Loading
+//! statistics included); fuzzy factors under `<name>.fuzzy`. The header's metadata has one key,
+//! `synfed`, holding a JSON object with `format` (`synfed-checkpoint`), `version` (1), `spec`
+//! and optionally `state`. (One key, because safetensors writes its metadata map in hash order:
+//! several keys would make the bytes of equal checkpoints differ from run to run.) Loading
 //! rebuilds the model from the spec and checks that every tensor is present with the right
 //! shape, that there is no unexpected one, and that all values are finite.
 
@@ -12,6 +14,7 @@ use crate::model::Model;
 use crate::spec::ModelSpec;
 use candle_core::{DType, Device, Tensor};
 use safetensors::SafeTensors;
+use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use synfed_synapse::param::fuzzy_name;
@@ -20,6 +23,19 @@ use synfed_synapse::param::fuzzy_name;
 pub const FORMAT: &str = "synfed-checkpoint";
 /// Current version of the format.
 pub const VERSION: u32 = 1;
+
+/// The metadata key holding the [`Header`].
+pub const META_KEY: &str = "synfed";
+
+/// What the header's metadata says about the checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+    spec: Option<ModelSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<serde_json::Value>,
+}
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
@@ -36,16 +52,16 @@ pub fn save(model: &Model, state: Option<&serde_json::Value>, path: &Path) -> Re
     };
     let mut tensors: Vec<(String, Tensor)> = model.params().tensors();
     tensors.extend(model.params().fuzzy_tensors());
-    let mut meta = HashMap::new();
-    meta.insert("format".to_string(), FORMAT.to_string());
-    meta.insert("version".to_string(), VERSION.to_string());
-    meta.insert(
-        "spec".to_string(),
-        serde_json::to_string(model.spec()).map_err(|e| err(e.to_string()))?,
-    );
-    if let Some(state) = state {
-        meta.insert("state".to_string(), state.to_string());
-    }
+    let header = Header {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        spec: Some(model.spec().clone()),
+        state: state.cloned(),
+    };
+    let meta = HashMap::from([(
+        META_KEY.to_string(),
+        serde_json::to_string(&header).map_err(|e| err(e.to_string()))?,
+    )]);
     let bytes = safetensors::serialize(tensors, Some(meta)).map_err(|e| err(e.to_string()))?;
     let tmp = path.with_extension("safetensors.partial");
     std::fs::write(&tmp, bytes).map_err(|e| err(format!("cannot write: {e}")))?;
@@ -70,8 +86,7 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Checkpoint> {
 
 /// Reads the spec stored in a checkpoint without building the model.
 pub fn read_spec(bytes: &[u8]) -> Result<ModelSpec> {
-    let meta = metadata(bytes)?;
-    spec_of(&meta)
+    spec_of(&header(bytes)?)
 }
 
 fn bad(problem: impl Into<String>) -> ModelError {
@@ -81,40 +96,62 @@ fn bad(problem: impl Into<String>) -> ModelError {
     }
 }
 
-fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+fn header(bytes: &[u8]) -> Result<Header> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let meta = meta.metadata().clone().unwrap_or_default();
-    match meta.get("format").map(String::as_str) {
-        Some(FORMAT) => {}
-        Some(other) => return Err(bad(format!("format is `{other}`, expected `{FORMAT}`"))),
-        None => return Err(bad("no `format` metadata: not a synfed checkpoint")),
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| {
+            bad(format!(
+                "no `{META_KEY}` metadata: not a synfed checkpoint (no format)"
+            ))
+        })?;
+    let value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| bad(format!("malformed `{META_KEY}` metadata: {e}")))?;
+    let field = |name: &str| value.get(name).filter(|v| !v.is_null());
+    let format = field("format").and_then(|v| v.as_str()).unwrap_or("");
+    if format != FORMAT {
+        return Err(bad(format!("format is `{format}`, expected `{FORMAT}`")));
     }
-    match meta.get("version").map(|v| v.parse::<u32>()) {
-        Some(Ok(VERSION)) => Ok(meta),
-        Some(Ok(v)) => Err(bad(format!(
-            "version {v} is not supported (this synfed reads version {VERSION})"
-        ))),
-        _ => Err(bad("missing or malformed `version` metadata")),
+    match field("version").map(|v| v.as_u64()) {
+        Some(Some(v)) if v == VERSION as u64 => {}
+        Some(Some(v)) => {
+            return Err(bad(format!(
+                "version {v} is not supported (this synfed reads version {VERSION})"
+            )))
+        }
+        _ => return Err(bad("missing or malformed `version`")),
     }
+    let spec = match field("spec") {
+        Some(v) => {
+            Some(ModelSpec::deserialize(v).map_err(|e| bad(format!("malformed spec: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Header {
+        format: format.to_string(),
+        version: VERSION,
+        spec,
+        state: field("state").cloned(),
+    })
 }
 
-fn spec_of(meta: &HashMap<String, String>) -> Result<ModelSpec> {
-    let json = meta.get("spec").ok_or_else(|| bad("no `spec` metadata"))?;
-    let spec: ModelSpec =
-        serde_json::from_str(json).map_err(|e| bad(format!("malformed spec: {e}")))?;
+fn spec_of(header: &Header) -> Result<ModelSpec> {
+    let spec = header
+        .spec
+        .clone()
+        .ok_or_else(|| bad("the header has no `spec`"))?;
     spec.hyper.validate()?;
     Ok(spec)
 }
 
 /// Parses a checkpoint held in memory.
 pub fn from_bytes(bytes: &[u8], dtype: DType, device: &Device) -> Result<Checkpoint> {
-    let meta = metadata(bytes)?;
-    let spec = spec_of(&meta)?;
-    let state = match meta.get("state") {
-        Some(s) => Some(serde_json::from_str(s).map_err(|e| bad(format!("malformed state: {e}")))?),
-        None => None,
-    };
+    let header = header(bytes)?;
+    let spec = spec_of(&header)?;
+    let state = header.state;
     let stored = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
         .map_err(|e| bad(e.to_string()))?;
     let mut model = Model::build(&spec, dtype, device)?;

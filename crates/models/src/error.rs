@@ -10,7 +10,11 @@ pub enum ModelError {
     #[error(transparent)]
     Data(#[from] synfed_data::DataError),
     #[error("training diverged: the loss became {loss} at epoch {epoch}, step {step}")]
-    Diverged { epoch: usize, step: usize, loss: f64 },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error("unknown architecture `{0}` (expected one of: {list})", list = crate::arch::Arch::NAMES.join(", "))]

@@ -54,7 +54,11 @@ pub fn train_epoch(
         seen += batch.len();
         on_step(seen);
     }
-    stats.train_loss = if seen > 0 { loss_sum / seen as f64 } else { 0.0 };
+    stats.train_loss = if seen > 0 {
+        loss_sum / seen as f64
+    } else {
+        0.0
+    };
     Ok(stats)
 }
 
@@ -97,7 +101,11 @@ pub fn evaluate(
         eval.correct += loss::accuracy(&logits, &y)?;
         eval.total += batch.len();
     }
-    eval.loss = if eval.total > 0 { loss_sum / eval.total as f64 } else { 0.0 };
+    eval.loss = if eval.total > 0 {
+        loss_sum / eval.total as f64
+    } else {
+        0.0
+    };
     Ok(eval)
 }
 
@@ -111,7 +119,8 @@ mod tests {
     #[test]
     fn an_mlp_learns_the_demo_digits_and_evaluation_counts_right() {
         let splits = synfed_data::load("demo-mnist", None).unwrap();
-        let spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 28, 28), 10, MethodSet::ALL, 1).with_width(64);
+        let spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 28, 28), 10, MethodSet::ALL, 1)
+            .with_width(64);
         let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let train: Vec<usize> = (0..splits.train.len()).collect();
         let test: Vec<usize> = (0..splits.test.len()).collect();
@@ -122,7 +131,18 @@ mod tests {
         let mut steps_seen = 0;
         let mut stats = EpochStats::default();
         for epoch in 0..2 {
-            stats = train_epoch(&model, &mut opt, &splits.train, &train, norm, 32, 1, epoch, |_| steps_seen += 1).unwrap();
+            stats = train_epoch(
+                &model,
+                &mut opt,
+                &splits.train,
+                &train,
+                norm,
+                32,
+                1,
+                epoch,
+                |_| steps_seen += 1,
+            )
+            .unwrap();
         }
         assert_eq!(stats.steps, splits.train.len().div_ceil(32));
         assert_eq!(steps_seen, 2 * stats.steps);

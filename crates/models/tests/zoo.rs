@@ -875,16 +875,41 @@ fn checkpoint_round_trip_restores_everything() {
     assert_eq!(leftovers.len(), 1);
 }
 
-/// Decodes a checkpoint into its tensors and metadata.
+/// Decodes a checkpoint into its tensors and the fields of its `synfed` header, each as JSON
+/// text (`format` as the bare string).
 fn decode(bytes: &[u8]) -> (HashMap<String, Tensor>, HashMap<String, String>) {
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-    (tensors, meta.metadata().clone().unwrap_or_default())
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&meta[checkpoint::META_KEY]).unwrap();
+    let fields = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
+    (tensors, fields)
 }
 
-fn encode(tensors: HashMap<String, Tensor>, meta: Option<HashMap<String, String>>) -> Vec<u8> {
+/// Encodes tensors and header fields (JSON text, or a bare string) as `decode` returns them.
+fn encode(tensors: HashMap<String, Tensor>, fields: Option<HashMap<String, String>>) -> Vec<u8> {
     let mut list: Vec<(String, Tensor)> = tensors.into_iter().collect();
     list.sort_by(|a, b| a.0.cmp(&b.0));
+    let meta = fields.map(|fields| {
+        let header: serde_json::Map<String, serde_json::Value> = fields
+            .into_iter()
+            .map(|(k, v)| {
+                let value = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+                (k, value)
+            })
+            .collect();
+        HashMap::from([(
+            checkpoint::META_KEY.to_string(),
+            serde_json::Value::Object(header).to_string(),
+        )])
+    });
     safetensors::serialize(list, meta).unwrap()
 }
 
@@ -981,10 +1006,20 @@ fn checkpoint_loading_rejects_bad_files_without_panicking() {
         m.insert("spec".into(), s);
     });
     assert_rejected(&arch, &["spec"], "unknown arch");
-    let st = corrupt(&valid, |_, m| {
-        m.insert("state".into(), "{\"round\": ".into());
-    });
-    assert_rejected(&st, &["state"], "malformed state");
+    // a header that is not JSON
+    let (tensors, _) = decode(&valid);
+    let broken = HashMap::from([(
+        checkpoint::META_KEY.to_string(),
+        "{\"format\": ".to_string(),
+    )]);
+    let mut list: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    let st = safetensors::serialize(list, Some(broken)).unwrap();
+    assert_rejected(
+        &st,
+        &["malformed", checkpoint::META_KEY],
+        "malformed header",
+    );
     // re-encoding without an edit is accepted: the rejections above are due to the edits
     let (_, meta) = decode(&valid);
     assert_eq!(meta["format"], FORMAT);
