@@ -128,6 +128,11 @@ impl Builder {
         out
     }
 
+    /// The current prefix (`layer1.0.conv1`), i.e. the name of the layer being built.
+    pub fn prefix(&self) -> String {
+        self.prefix.join(".")
+    }
+
     /// Full name of `local` under the current prefix.
     pub fn full_name(&self, local: &str) -> String {
         let mut parts = self.prefix.clone();
@@ -194,7 +199,7 @@ impl Builder {
             } else {
                 None
             };
-            Ok(Linear::new(b.full_name(""), weight, bias, split))
+            Ok(Linear::new(b.prefix(), weight, bias, split))
         })
     }
 

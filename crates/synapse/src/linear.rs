@@ -16,7 +16,7 @@ pub struct Linear {
 impl Linear {
     pub(crate) fn new(name: String, weight: Var, bias: Option<Var>, split: Option<Split>) -> Self {
         Self {
-            name: name.trim_end_matches('.').to_string(),
+            name,
             weight,
             bias,
             split,

@@ -1,0 +1,40 @@
+//! The gradient-inversion attacker of synfed, and how its results are judged.
+//!
+//! This crate hosts the honest-but-curious server's attack on shared gradients:
+//!
+//! - [`inversion`]: Geiping et al.'s "Inverting Gradients" reconstruction — the
+//!   [`objective`] (cosine similarity of parameter gradients over all layers, plus total
+//!   variation) minimised with signed Adam in the box of valid pixels, with restarts;
+//! - [`labels`]: recovery of the batch's labels from the classifier's gradient (iDLG for one
+//!   image, counts from the bias gradient for more);
+//!
+//! and the layers its results are judged and shown with:
+//!
+//! - [`metrics`]: MSE, PSNR and SSIM of reconstructions against ground truth, on de-normalised
+//!   images in [0, 1] (SSIM as in Wang et al. 2004 / scikit-image with Gaussian weights), and
+//!   MSE in the normalised space;
+//! - [`assignment`]: the optimal one-to-one matching of reconstructions to ground-truth images
+//!   (Hungarian algorithm) before they are scored, since a batch is recovered unordered;
+//! - [`picture`]: PNG grids of images and reconstructions, written atomically.
+//!
+//! Images are `[C, H, W]` values, either flat `&[f32]` slices with an [`ImageShape`] or candle
+//! tensors (`[B, C, H, W]` for batches). Bad input — wrong shapes, empty batches, NaN — is an
+//! [`AttackError`] that names the argument and the pixel, never a panic.
+
+pub mod assignment;
+pub mod error;
+pub mod inversion;
+pub mod labels;
+pub mod metrics;
+pub mod objective;
+pub mod picture;
+pub mod shape;
+
+pub use assignment::{assign, Assignment};
+pub use error::{AttackError, Result};
+pub use metrics::{
+    mse, mse_batch, mse_matrix, mse_normalized, mse_normalized_batch, psnr, psnr_batch, score,
+    score_batch, ssim, ssim_batch, ImageScores,
+};
+pub use picture::{save_grid, save_image, Image};
+pub use shape::ImageShape;

@@ -1,0 +1,447 @@
+//! Captures: one intercepted client update, i.e. what an honest-but-curious server (or a
+//! network attacker) sees of one client in one round.
+//!
+//! A capture is a safetensors file with
+//! - `global/<param>` for every tensor of the model (trainable parameters and BatchNorm
+//!   running statistics, [`ParamStore::iter`](synfed_synapse::ParamStore::iter)): the global
+//!   model the client started from;
+//! - `update/<param>` for every trainable parameter
+//!   ([`ParamStore::trainable`](synfed_synapse::ParamStore::trainable)): what the client sent, a
+//!   gradient for FedSGD, θ_local − θ_global for FedAvg;
+//! - one header metadata key, [`META_KEY`], holding a JSON object: `format` ([`FORMAT`]),
+//!   `version` ([`VERSION`]) and the fields of [`CaptureMeta`].
+//!
+//! Reading validates everything an attacker's code would otherwise trip over: the header, the
+//! spec (bounded before any model is built from it), every tensor's presence, shape and
+//! finiteness against the model the spec describes, and the consistency of the metadata.
+
+use crate::error::{FileKind, Problem, Result, WireError};
+use crate::{all_finite, dtype_name, invalid, IN_MEMORY};
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use synfed_data::Normalization;
+use synfed_models::{Model, ModelSpec};
+use synfed_synapse::Mode;
+
+/// Value of the header's `format` field.
+pub const FORMAT: &str = "synfed-capture";
+/// Version written by this crate.
+pub const VERSION: u64 = 1;
+/// Versions this crate reads.
+pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+/// The one safetensors metadata key, holding the header JSON.
+pub const META_KEY: &str = "synfed-capture";
+/// Prefix of the global parameters' tensor names.
+pub const GLOBAL_PREFIX: &str = "global/";
+/// Prefix of the update's tensor names.
+pub const UPDATE_PREFIX: &str = "update/";
+
+/// Largest `width` a capture's spec may have (checked before building the model).
+pub const MAX_WIDTH: usize = 4096;
+/// Largest number of classes a capture's spec may have.
+pub const MAX_CLASSES: usize = 100_000;
+/// Largest input C·H·W a capture's spec may have.
+pub const MAX_INPUT_ELEMS: usize = 16 * 1024 * 1024;
+/// Largest splitting Γ a capture's spec may have (Γ multiplies every synaptic weight).
+pub const MAX_GAMMA: usize = 64;
+
+const KIND: FileKind = FileKind::Capture;
+
+/// How the update was computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateKind {
+    /// One gradient of the loss on one batch (`fedsgd`).
+    FedSgd,
+    /// θ_local − θ_global after `local_steps` SGD steps of `local_lr` (`fedavg`).
+    FedAvg,
+}
+
+/// The public facts of an intercepted update, stored in the capture's header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureMeta {
+    /// The model, from which the attacker rebuilds the architecture (and whatever the spec
+    /// determines, such as fuzzy factors).
+    pub spec: ModelSpec,
+    /// Federation round.
+    pub round: u64,
+    /// Client id.
+    pub client: String,
+    /// Number of examples the update is computed on.
+    pub examples: usize,
+    /// Batch size of the client's steps.
+    pub batch_size: usize,
+    pub kind: UpdateKind,
+    /// Local SGD steps (FedAvg only).
+    pub local_steps: Option<usize>,
+    /// Local learning rate (FedAvg only).
+    pub local_lr: Option<f64>,
+    /// The BatchNorm mode the client computed in.
+    pub mode: Mode,
+    /// The normalisation the client's images went through.
+    pub normalization: Normalization,
+    /// Labels of the batch, when the scenario exposes them.
+    pub labels: Option<Vec<u32>>,
+}
+
+/// The header as written: `format` and `version` first, then the metadata.
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    format: &'static str,
+    version: u64,
+    #[serde(flatten)]
+    meta: &'a CaptureMeta,
+}
+
+/// One intercepted client update.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    pub meta: CaptureMeta,
+    /// Every tensor of the global model, by parameter name (without the `global/` prefix).
+    pub global: Vec<(String, Tensor)>,
+    /// The update of every trainable parameter, by parameter name (without `update/`).
+    pub update: Vec<(String, Tensor)>,
+}
+
+impl Capture {
+    /// A capture of `update` (one tensor per trainable parameter, in
+    /// [`trainable`](synfed_synapse::ParamStore::trainable) order) computed from the global
+    /// model `model`. Tensors are copied: later training of `model` does not change the capture.
+    pub fn new(meta: CaptureMeta, model: &Model, update: Vec<Tensor>) -> Result<Self> {
+        if meta.spec != *model.spec() {
+            return Err(WireError::Mismatch(
+                "the capture's spec is not the model's".into(),
+            ));
+        }
+        let trainable: Vec<_> = model.params().trainable().collect();
+        if update.len() != trainable.len() {
+            return Err(WireError::Mismatch(format!(
+                "{} update tensors for {} trainable parameters",
+                update.len(),
+                trainable.len()
+            )));
+        }
+        let mut named = Vec::with_capacity(update.len());
+        for (p, u) in trainable.iter().zip(update) {
+            if u.dims() != p.var.dims() {
+                return Err(WireError::Mismatch(format!(
+                    "update of `{}` has shape {:?}, the parameter {:?}",
+                    p.name,
+                    u.dims(),
+                    p.var.dims()
+                )));
+            }
+            named.push((p.name.clone(), u.detach().copy()?));
+        }
+        let global = model
+            .params()
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.var.as_tensor().detach().copy()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            meta,
+            global,
+            update: named,
+        })
+    }
+
+    /// The file's bytes: identical for equal captures.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.to_bytes_at(IN_MEMORY)
+    }
+
+    fn to_bytes_at(&self, origin: &str) -> Result<Vec<u8>> {
+        let bad = |problem| invalid(KIND, origin, problem);
+        check_meta(&self.meta).map_err(bad)?;
+        let mut tensors: Vec<(String, &Tensor)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (prefix, list) in [(GLOBAL_PREFIX, &self.global), (UPDATE_PREFIX, &self.update)] {
+            for (name, t) in list {
+                let full = format!("{prefix}{name}");
+                if !seen.insert(full.clone()) {
+                    return Err(bad(Problem::BadMeta(format!(
+                        "tensor `{full}` appears twice"
+                    ))));
+                }
+                tensors.push((full, t));
+            }
+        }
+        let header = HeaderOut {
+            format: FORMAT,
+            version: VERSION,
+            meta: &self.meta,
+        };
+        let json = serde_json::to_string(&header).map_err(|e| {
+            bad(Problem::MalformedHeader {
+                key: META_KEY,
+                reason: e.to_string(),
+            })
+        })?;
+        let meta = HashMap::from([(META_KEY.to_string(), json)]);
+        safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| bad(Problem::NotSafetensors(e.to_string())))
+    }
+
+    /// Writes the capture to `path` atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes_at(&path.display().to_string())?;
+        crate::write_atomic(KIND, path, &bytes)
+    }
+
+    /// Reads and validates the capture at `path`, with its tensors on `device`.
+    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = crate::read_file(KIND, path)?;
+        Self::from_bytes(&bytes, device).map_err(|e| crate::with_path(e, path))
+    }
+
+    /// Parses and validates a capture held in memory, with its tensors on `device`.
+    pub fn from_bytes(bytes: &[u8], device: &Device) -> Result<Self> {
+        parse(bytes, device, IN_MEMORY)
+    }
+
+    /// The attacker's copy of the global model: built from the spec with `dtype` on `device`,
+    /// every tensor set from [`global`](Self::global). It shares no storage with anything.
+    pub fn model(&self, dtype: DType, device: &Device) -> Result<Model> {
+        check_spec_size(&self.meta.spec).map_err(|p| invalid(KIND, IN_MEMORY, p))?;
+        let model = Model::build(&self.meta.spec, dtype, device)?;
+        let names: BTreeSet<&str> = model.params().iter().map(|p| p.name.as_str()).collect();
+        for (name, value) in &self.global {
+            model.params().set(name, value)?;
+        }
+        let given: BTreeSet<&str> = self.global.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some(missing) = names.difference(&given).next() {
+            return Err(WireError::Mismatch(format!(
+                "the capture has no global value of `{missing}`"
+            )));
+        }
+        Ok(model)
+    }
+
+    /// The update tensors in `model.params().trainable()` order, converted to each parameter's
+    /// dtype and device.
+    pub fn update_in_param_order(&self, model: &Model) -> Result<Vec<Tensor>> {
+        let by_name: HashMap<&str, &Tensor> =
+            self.update.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let trainable: Vec<_> = model.params().trainable().collect();
+        if by_name.len() != trainable.len() {
+            return Err(WireError::Mismatch(format!(
+                "the capture updates {} tensors, the model has {} trainable ones",
+                by_name.len(),
+                trainable.len()
+            )));
+        }
+        trainable
+            .iter()
+            .map(|p| {
+                let t = by_name.get(p.name.as_str()).ok_or_else(|| {
+                    WireError::Mismatch(format!("the capture has no update of `{}`", p.name))
+                })?;
+                if t.dims() != p.var.dims() {
+                    return Err(WireError::Mismatch(format!(
+                        "the update of `{}` has shape {:?}, the model's parameter {:?}",
+                        p.name,
+                        t.dims(),
+                        p.var.dims()
+                    )));
+                }
+                Ok(t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)
+            })
+            .collect()
+    }
+}
+
+/// Refuses specs whose model would be too large to build (a hostile file must not make the
+/// reader allocate gigabytes), before anything is built.
+fn check_spec_size(spec: &ModelSpec) -> std::result::Result<(), Problem> {
+    let too_large = |what: String| Err(Problem::SpecTooLarge(what));
+    if let Some(w) = spec.width.filter(|w| *w > MAX_WIDTH) {
+        return too_large(format!("width {w} exceeds {MAX_WIDTH}"));
+    }
+    if spec.classes > MAX_CLASSES {
+        return too_large(format!("{} classes exceed {MAX_CLASSES}", spec.classes));
+    }
+    let i = spec.input;
+    let elems = i
+        .channels
+        .checked_mul(i.height)
+        .and_then(|n| n.checked_mul(i.width));
+    if elems.is_none_or(|n| n > MAX_INPUT_ELEMS) {
+        return too_large(format!(
+            "input {}×{}×{} exceeds {MAX_INPUT_ELEMS} values",
+            i.channels, i.height, i.width
+        ));
+    }
+    if spec.hyper.gamma > MAX_GAMMA {
+        return too_large(format!(
+            "splitting Γ = {} exceeds {MAX_GAMMA}",
+            spec.hyper.gamma
+        ));
+    }
+    Ok(())
+}
+
+/// The consistency of the metadata on its own (no tensors, no model built).
+fn check_meta(meta: &CaptureMeta) -> std::result::Result<(), Problem> {
+    check_spec_size(&meta.spec)?;
+    meta.spec
+        .hyper
+        .validate()
+        .map_err(|e| Problem::BadSpec(e.to_string()))?;
+    if meta.examples == 0 {
+        return Err(Problem::NoExamples);
+    }
+    if meta.batch_size == 0 {
+        return Err(Problem::BadMeta("`batch_size` is 0".into()));
+    }
+    match meta.kind {
+        UpdateKind::FedAvg => {
+            let steps = meta
+                .local_steps
+                .ok_or(Problem::FedAvgWithout("local_steps"))?;
+            let lr = meta.local_lr.ok_or(Problem::FedAvgWithout("local_lr"))?;
+            if steps == 0 {
+                return Err(Problem::BadMeta("`local_steps` is 0".into()));
+            }
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Problem::BadMeta(format!(
+                    "`local_lr` is {lr}, expected a positive number"
+                )));
+            }
+        }
+        UpdateKind::FedSgd => {
+            if meta.local_steps.is_some() || meta.local_lr.is_some() {
+                return Err(Problem::BadMeta(
+                    "a FedSGD update has no `local_steps` or `local_lr` (they must be null)".into(),
+                ));
+            }
+        }
+    }
+    let norm = &meta.normalization;
+    let channels = meta.spec.input.channels;
+    if norm.mean.len() != channels || norm.std.len() != channels {
+        return Err(Problem::BadMeta(format!(
+            "the normalization has {} means and {} stds for {channels}-channel images",
+            norm.mean.len(),
+            norm.std.len()
+        )));
+    }
+    if !norm.mean.iter().all(|m| m.is_finite())
+        || !norm.std.iter().all(|s| s.is_finite() && *s > 0.0)
+    {
+        return Err(Problem::BadMeta(
+            "the normalization's means must be finite and its stds positive".into(),
+        ));
+    }
+    if let Some(labels) = &meta.labels {
+        if labels.len() != meta.batch_size {
+            return Err(Problem::LabelCount {
+                found: labels.len(),
+                batch_size: meta.batch_size,
+            });
+        }
+        if let Some((index, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= meta.spec.classes)
+        {
+            return Err(Problem::LabelOutOfRange {
+                index,
+                label,
+                classes: meta.spec.classes,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn is_float(d: safetensors::Dtype) -> bool {
+    use safetensors::Dtype::*;
+    matches!(d, F16 | BF16 | F32 | F64)
+}
+
+fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
+    let bad = |problem| invalid(KIND, origin, problem);
+    let (st, header) = crate::open(KIND, origin, bytes, META_KEY, FORMAT, SUPPORTED_VERSIONS)?;
+    let meta = CaptureMeta::deserialize(serde_json::Value::Object(header)).map_err(|e| {
+        bad(Problem::MalformedHeader {
+            key: META_KEY,
+            reason: e.to_string(),
+        })
+    })?;
+    check_meta(&meta).map_err(bad)?;
+
+    // The model the spec describes tells which tensors, of which shapes, must be there.
+    let reference = Model::build(&meta.spec, DType::F32, &Device::Cpu)
+        .map_err(|e| bad(Problem::BadSpec(e.to_string())))?;
+    let mut expected: Vec<(String, String, Vec<usize>)> = Vec::new();
+    for p in reference.params().iter() {
+        expected.push((
+            format!("{GLOBAL_PREFIX}{}", p.name),
+            p.name.clone(),
+            p.var.dims().to_vec(),
+        ));
+    }
+    let n_global = expected.len();
+    for p in reference.params().trainable() {
+        expected.push((
+            format!("{UPDATE_PREFIX}{}", p.name),
+            p.name.clone(),
+            p.var.dims().to_vec(),
+        ));
+    }
+    drop(reference);
+
+    let mut views = Vec::with_capacity(expected.len());
+    for (full, _, shape) in &expected {
+        let view = st
+            .tensor(full)
+            .map_err(|_| bad(Problem::MissingTensor(full.clone())))?;
+        if !is_float(view.dtype()) {
+            return Err(bad(Problem::BadDtype {
+                name: full.clone(),
+                found: dtype_name(view.dtype()),
+                expected: "a floating-point type (F16, BF16, F32 or F64)",
+            }));
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(bad(Problem::ShapeMismatch {
+                name: full.clone(),
+                found: view.shape().to_vec(),
+                expected: shape.clone(),
+            }));
+        }
+        views.push(view);
+    }
+    let known: BTreeSet<&str> = expected.iter().map(|(f, _, _)| f.as_str()).collect();
+    let mut names = st.names();
+    names.sort_unstable();
+    if let Some(extra) = names.into_iter().find(|n| !known.contains(n)) {
+        return Err(bad(Problem::UnexpectedTensor(extra.to_string())));
+    }
+
+    let mut global = Vec::with_capacity(n_global);
+    let mut update = Vec::with_capacity(expected.len() - n_global);
+    for (i, ((full, name, _), view)) in expected.into_iter().zip(views).enumerate() {
+        let t = view.load(&Device::Cpu)?;
+        if !all_finite(&t)? {
+            return Err(bad(Problem::NonFinite(full)));
+        }
+        let t = t.to_device(device)?;
+        if i < n_global {
+            global.push((name, t));
+        } else {
+            update.push((name, t));
+        }
+    }
+    Ok(Capture {
+        meta,
+        global,
+        update,
+    })
+}
