@@ -203,5 +203,9 @@ pub enum AttackError {
     #[error(transparent)]
     Model(#[from] synfed_models::ModelError),
     #[error(transparent)]
+    Wire(#[from] synfed_wire::WireError),
+    #[error(transparent)]
+    Data(#[from] synfed_data::DataError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -28,6 +28,8 @@ pub mod labels;
 pub mod metrics;
 pub mod objective;
 pub mod picture;
+pub mod pipeline;
+pub mod scoring;
 pub mod shape;
 
 pub use assignment::{assign, Assignment};
