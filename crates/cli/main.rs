@@ -3,6 +3,7 @@
 //!
 //! One file per subcommand; each is thin and drives the library crates.
 
+mod attack;
 mod device;
 mod plot;
 mod progress;
@@ -30,6 +31,9 @@ enum Command {
     /// Centralized training with k-fold cross-validation: the paper's accuracy and
     /// learning-speed measurements (Tables 1–2).
     Train(train::Args),
+    /// Gradient inversion (Geiping et al.'s Inverting Gradients) of a captured client update,
+    /// or of a batch captured on the spot from a model and a data set.
+    Attack(attack::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Attack(args) => attack::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,168 @@
+//! End-to-end tests of `synfed attack`: the self-contained form writes a capture and its escrow,
+//! and the capture form attacks those files again with the same result.
+
+use std::path::Path;
+use std::process::Command;
+
+fn synfed(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_synfed"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the synfed binary runs")
+}
+
+fn metrics(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn self_contained_attack_then_the_same_from_its_capture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    let out = synfed(&[
+        "attack",
+        "--model",
+        "lenet",
+        "--width",
+        "4",
+        "--data",
+        "demo-cifar10",
+        "--methods",
+        "III",
+        "--batch-size",
+        "2",
+        "--iterations",
+        "30",
+        "--seed",
+        "4",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = metrics(&first);
+    for key in [
+        "mse",
+        "ssim",
+        "mse_normalized",
+        "fmse",
+        "label_accuracy",
+        "seconds",
+    ] {
+        assert!(m[key].is_number(), "{key}: {}", m[key]);
+    }
+    assert_eq!(m["images"].as_array().unwrap().len(), 2);
+    assert_eq!(m["labels_recovered"], true);
+    let mut assignment: Vec<u64> = m["assignment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assignment.sort();
+    assert_eq!(assignment, [0, 1]);
+    let trace = std::fs::read_to_string(first.join("trace.csv")).unwrap();
+    assert_eq!(trace.lines().count(), 31);
+    for f in [
+        "capture.safetensors",
+        "escrow.safetensors",
+        "grid.png",
+        "truth_00.png",
+        "recon_01.png",
+    ] {
+        assert!(first.join(f).exists(), "{f}");
+    }
+    let second = tmp.path().join("second");
+    let out = synfed(&[
+        "attack",
+        "--capture",
+        first.join("capture.safetensors").to_str().unwrap(),
+        "--escrow",
+        first.join("escrow.safetensors").to_str().unwrap(),
+        "--iterations",
+        "30",
+        "--seed",
+        "4",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = metrics(&second);
+    assert_eq!(
+        m["mse"], n["mse"],
+        "the same capture and seed give the same reconstruction"
+    );
+    assert_eq!(m["labels"], n["labels"]);
+    assert_eq!(
+        std::fs::read(first.join("grid.png")).unwrap(),
+        std::fs::read(second.join("grid.png")).unwrap()
+    );
+}
+
+#[test]
+fn mismatched_or_missing_inputs_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    for (dir, batch) in [(&a, "1"), (&b, "2")] {
+        let out = synfed(&[
+            "attack",
+            "--model",
+            "mlp",
+            "--width",
+            "8",
+            "--data",
+            "demo-mnist",
+            "--batch-size",
+            batch,
+            "--iterations",
+            "2",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = tmp.path().join("c");
+    let out = synfed(&[
+        "attack",
+        "--capture",
+        a.join("capture.safetensors").to_str().unwrap(),
+        "--escrow",
+        b.join("escrow.safetensors").to_str().unwrap(),
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("batch"), "{err}");
+    let out = synfed(&["attack", "--out", c.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--capture"), "{err}");
+    let out = synfed(&[
+        "attack",
+        "--capture",
+        "/nonexistent.safetensors",
+        "--escrow",
+        "/x",
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("/nonexistent.safetensors")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+}
