@@ -164,22 +164,15 @@ pub fn reconstruct(
             Var::from_tensor(&Tensor::from_vec(noise, shape.to_vec(), &device)?.to_dtype(dtype)?)?;
         let mut adam = Adam::new(x.as_tensor())?;
         for i in 0..config.iterations {
-            let (distance, tv) = objective(target, config, x.as_tensor())?;
-            let total = (&distance + (&tv * config.tv)?)?;
-            let value = total.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let eval = evaluate(target, config, x.as_tensor())?;
+            let value = eval.objective;
             if !value.is_finite() {
                 return Err(AttackError::Diverged {
                     trial: k,
                     iteration: i,
                 });
             }
-            let grad = total
-                .backward()?
-                .get(x.as_tensor())
-                .cloned()
-                .ok_or_else(|| {
-                    AttackError::Shape("the objective does not depend on the images".into())
-                })?;
+            let grad = eval.gradient;
             let grad = if config.signed { grad.sign()? } else { grad };
             let lr = config.lr_at(i);
             let mut next = adam.step(x.as_tensor(), &grad, lr)?;
@@ -191,8 +184,8 @@ pub fn reconstruct(
                 trial: k,
                 iteration: i,
                 objective: value,
-                distance: distance.to_dtype(DType::F64)?.to_scalar()?,
-                tv: tv.to_dtype(DType::F64)?.to_scalar()?,
+                distance: eval.distance,
+                tv: eval.tv,
                 lr,
             });
             on_iteration(k, i, value);
@@ -212,6 +205,33 @@ pub fn reconstruct(
         trials,
         best,
         trace,
+    })
+}
+
+/// The objective at images `x` and its exact gradient with respect to them: one iteration's
+/// work (a forward pass, the parameter gradients, and the backward pass through them).
+pub struct Evaluation {
+    /// Gradient distance + tv · TV.
+    pub objective: f64,
+    pub distance: f64,
+    pub tv: f64,
+    /// d objective / d x.
+    pub gradient: Tensor,
+}
+
+/// Evaluates the objective and its image gradient at `x`.
+pub fn evaluate(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
+    let (distance, tv) = objective(target, config, x)?;
+    let total = (&distance + (&tv * config.tv)?)?;
+    let gradient = total.backward()?.get(x).cloned().ok_or_else(|| {
+        AttackError::Shape("the objective does not depend on the images (pass a variable)".into())
+    })?;
+    let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+    Ok(Evaluation {
+        objective: scalar(&total)?,
+        distance: scalar(&distance)?,
+        tv: scalar(&tv)?,
+        gradient,
     })
 }
 
