@@ -44,16 +44,9 @@ fn attack_iteration(c: &mut Criterion) {
         let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let labels = Tensor::new(vec![3u32; batch], &Device::Cpu).unwrap();
         let truth = images(batch, input, 1);
-        let grads = model
-            .loss(&truth, &labels, Mode::TrainFrozenStats)
-            .unwrap()
-            .backward()
-            .unwrap();
         let gradient = model
-            .params()
-            .trainable()
-            .map(|p| grads.get(p.var.as_tensor()).unwrap().detach())
-            .collect();
+            .gradients(&truth, &labels, Mode::TrainFrozenStats)
+            .unwrap();
         let target = Target {
             model: &model,
             gradient,

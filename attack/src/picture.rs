@@ -18,7 +18,7 @@ use candle_core::{DType, Tensor};
 use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
 
 use crate::error::{AttackError, Result};
-use crate::shape::ImageShape;
+use crate::shape::{ImageShape, ShapeChecks};
 
 /// Width in pixels of the white gutter around and between the images of a grid.
 pub const GUTTER: usize = 2;

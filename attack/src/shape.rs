@@ -6,47 +6,23 @@
 //! that names the argument and the pixel, in one place, so that every public function validates
 //! its input the same way.
 
-use std::fmt;
-
 use candle_core::{DType, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{AttackError, Result};
 
-/// Channels, height and width of one image stored as `[C, H, W]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ImageShape {
-    /// Number of channels (1 for grey, 3 for RGB).
-    pub channels: usize,
-    /// Rows.
-    pub height: usize,
-    /// Columns.
-    pub width: usize,
+/// Channels, height and width of one image stored as `[C, H, W]` (the data crate's type).
+pub use synfed_data::ImageShape;
+
+/// The input checks on an [`ImageShape`] that scores and pictures share.
+pub(crate) trait ShapeChecks {
+    /// Checks that the shape is non-empty and that `values` holds exactly one image of it.
+    fn check_len(&self, what: &str, values: &[f32]) -> Result<()>;
+    /// `(channel, row, column)` of flat index `index`.
+    fn position(&self, index: usize) -> (usize, usize, usize);
 }
 
-impl ImageShape {
-    /// A `[channels, height, width]` shape.
-    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
-        Self {
-            channels,
-            height,
-            width,
-        }
-    }
-
-    /// Values per channel, `height × width` (saturating on overflow).
-    pub const fn plane(&self) -> usize {
-        self.height.saturating_mul(self.width)
-    }
-
-    /// Values per image, `channels × height × width` (saturating on overflow, so that a
-    /// nonsensical shape never matches the length of a real slice).
-    pub const fn numel(&self) -> usize {
-        self.channels.saturating_mul(self.plane())
-    }
-
-    /// Checks that the shape is non-empty and that `values` holds exactly one image of it.
-    pub(crate) fn check_len(&self, what: &str, values: &[f32]) -> Result<()> {
+impl ShapeChecks for ImageShape {
+    fn check_len(&self, what: &str, values: &[f32]) -> Result<()> {
         let addressable = self
             .height
             .checked_mul(self.width)
@@ -69,18 +45,11 @@ impl ImageShape {
         Ok(())
     }
 
-    /// `(channel, row, column)` of flat index `index`.
-    pub(crate) fn position(&self, index: usize) -> (usize, usize, usize) {
+    fn position(&self, index: usize) -> (usize, usize, usize) {
         let plane = self.plane().max(1);
         let width = self.width.max(1);
         let within = index % plane;
         (index / plane, within / width, within % width)
-    }
-}
-
-impl fmt::Display for ImageShape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, {}, {}]", self.channels, self.height, self.width)
     }
 }
 

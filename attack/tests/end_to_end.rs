@@ -19,12 +19,7 @@ fn capture(
         .train
         .batch(indices, &splits.normalization, &Device::Cpu, DType::F32)
         .unwrap();
-    let grads = model.loss(&x, &y, Mode::Train).unwrap().backward().unwrap();
-    let update: Vec<Tensor> = model
-        .params()
-        .trainable()
-        .map(|p| grads.get(p.var.as_tensor()).unwrap().detach())
-        .collect();
+    let update = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
     let meta = CaptureMeta {
         spec: model.spec().clone(),
         round: 0,

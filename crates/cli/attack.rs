@@ -41,7 +41,7 @@ pub struct Args {
     pub escrow: Option<PathBuf>,
     /// Self-contained form: the architecture to attack.
     #[arg(long)]
-    #[serde(serialize_with = "display_opt")]
+    #[serde(serialize_with = "crate::serde_text::display_opt")]
     pub model: Option<Arch>,
     /// Self-contained form: the data set the client's batch comes from.
     #[arg(long)]
@@ -81,35 +81,21 @@ pub struct Args {
     pub lr: f64,
     /// cosine (Geiping et al.) or l2 (DLG).
     #[arg(long, default_value = "cosine")]
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::serde_text::display")]
     pub distance: Distance,
     /// equal, linear or exp weighting of the layers in the objective.
     #[arg(long, default_value = "equal")]
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::serde_text::display")]
     pub weighting: LayerWeighting,
     /// Seed of the model, the batch choice and the attack's initial noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::serde_text::display")]
     pub device: DeviceChoice,
     #[arg(long)]
     pub out: PathBuf,
-}
-
-fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn display_opt<T: std::fmt::Display, S: serde::Serializer>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
 }
 
 #[derive(Serialize)]
@@ -211,17 +197,7 @@ fn self_contained(args: &Args, device: &Device) -> Result<(Capture, Escrow)> {
         .batch(&indices, &splits.normalization, device, DType::F32)?;
     // a FedSGD client: the gradient of one batch at the global weights, BatchNorm on batch
     // statistics (without drifting the running statistics the capture records)
-    let grads = model.loss(&x, &y, Mode::TrainFrozenStats)?.backward()?;
-    let update = model
-        .params()
-        .trainable()
-        .map(|p| {
-            grads
-                .get(p.var.as_tensor())
-                .map(Tensor::detach)
-                .with_context(|| format!("no gradient for {}", p.name))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let update = model.gradients(&x, &y, Mode::TrainFrozenStats)?;
     let labels = y.to_vec1::<u32>()?;
     let meta = CaptureMeta {
         spec,

@@ -7,6 +7,7 @@ mod attack;
 mod device;
 mod plot;
 mod progress;
+mod serde_text;
 mod train;
 
 use clap::{Parser, Subcommand};

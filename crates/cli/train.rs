@@ -29,7 +29,7 @@ use synfed_synapse::{Hyper, MethodSet, SynapticSgd};
 pub struct Args {
     /// Architecture: mlp, alexnet, resnet20, resnet32, resnet56, convnet, lenet.
     #[arg(long, default_value = "mlp")]
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::serde_text::display")]
     pub model: Arch,
     /// Data set: mnist, cifar10, cifar100 (from --data-dir) or embedded demo-mnist, demo-cifar10.
     #[arg(long, default_value = "demo-mnist")]
@@ -55,7 +55,7 @@ pub struct Args {
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    #[serde(serialize_with = "display")]
+    #[serde(serialize_with = "crate::serde_text::display")]
     pub device: DeviceChoice,
     /// Output directory.
     #[arg(long)]
@@ -81,10 +81,6 @@ pub struct Args {
     /// Batch size of evaluation passes.
     #[arg(long, default_value_t = 500)]
     pub eval_batch_size: usize,
-}
-
-fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 /// One fold's outcome.

@@ -30,6 +30,8 @@ pub enum ModelError {
         got: Vec<usize>,
         want: crate::spec::InputShape,
     },
+    #[error("the loss does not depend on parameter `{0}`")]
+    NoGradient(String),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: String, problem: String },
 }

@@ -99,6 +99,21 @@ impl Model {
         Ok(loss::cross_entropy(&self.forward(x, mode)?, labels)?)
     }
 
+    /// The gradient of the mean loss on `(x, labels)` with respect to every trainable parameter,
+    /// in `params().trainable()` order and detached: what a FedSGD client sends.
+    pub fn gradients(&self, x: &Tensor, labels: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
+        let grads = self.loss(x, labels, mode)?.backward()?;
+        self.params
+            .trainable()
+            .map(|p| {
+                grads
+                    .get(p.var.as_tensor())
+                    .map(Tensor::detach)
+                    .ok_or_else(|| ModelError::NoGradient(p.name.clone()))
+            })
+            .collect()
+    }
+
     /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.params.trainable_elem_count()
