@@ -7,7 +7,7 @@ use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::{match_to_truth, score};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode};
-use synfed_wire::{Capture, CaptureMeta, UpdateKind};
+use synfed_wire::{Capture, CaptureMeta};
 
 /// A FedSGD capture of `model`'s gradient on training images `indices` of `data`, labels hidden.
 fn capture(
@@ -20,19 +20,14 @@ fn capture(
         .batch(indices, &splits.normalization, &Device::Cpu, DType::F32)
         .unwrap();
     let update = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
-    let meta = CaptureMeta {
-        spec: model.spec().clone(),
-        round: 0,
-        client: "client-0".into(),
-        examples: indices.len(),
-        batch_size: indices.len(),
-        kind: UpdateKind::FedSgd,
-        local_steps: None,
-        local_lr: None,
-        mode: Mode::Train,
-        normalization: splits.normalization.clone(),
-        labels: None,
-    };
+    let meta = CaptureMeta::fedsgd(
+        model.spec().clone(),
+        0,
+        "client-0",
+        indices.len(),
+        splits.normalization.clone(),
+        None,
+    );
     let labels = y.to_vec1::<u32>().unwrap();
     (Capture::new(meta, model, update).unwrap(), x, labels)
 }

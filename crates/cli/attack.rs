@@ -29,7 +29,7 @@ use synfed_attack::{save_grid, save_image, Image};
 use synfed_data::{DatasetName, Splits};
 use synfed_models::{train_epoch, Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode, SynapticSgd};
-use synfed_wire::{Capture, CaptureMeta, Escrow, EscrowMeta, UpdateKind};
+use synfed_wire::{Capture, CaptureMeta, Escrow, EscrowMeta};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
@@ -199,19 +199,14 @@ fn self_contained(args: &Args, device: &Device) -> Result<(Capture, Escrow)> {
     // statistics (without drifting the running statistics the capture records)
     let update = model.gradients(&x, &y, Mode::TrainFrozenStats)?;
     let labels = y.to_vec1::<u32>()?;
-    let meta = CaptureMeta {
+    let meta = CaptureMeta::fedsgd(
         spec,
-        round: 0,
-        client: "client-0".into(),
-        examples: indices.len(),
-        batch_size: indices.len(),
-        kind: UpdateKind::FedSgd,
-        local_steps: None,
-        local_lr: None,
-        mode: Mode::Train,
-        normalization: splits.normalization.clone(),
-        labels: args.expose_labels.then(|| labels.clone()),
-    };
+        0,
+        "client-0",
+        indices.len(),
+        splits.normalization.clone(),
+        args.expose_labels.then(|| labels.clone()),
+    );
     let capture = Capture::new(meta, &model, update)?;
     let escrow = Escrow::new(
         EscrowMeta {

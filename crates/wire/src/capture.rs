@@ -88,6 +88,33 @@ pub struct CaptureMeta {
     pub labels: Option<Vec<u32>>,
 }
 
+impl CaptureMeta {
+    /// The metadata of a FedSGD update: the gradient of one batch of `batch_size` examples at
+    /// the global weights, computed with BatchNorm on batch statistics (train mode).
+    pub fn fedsgd(
+        spec: ModelSpec,
+        round: u64,
+        client: impl Into<String>,
+        batch_size: usize,
+        normalization: Normalization,
+        labels: Option<Vec<u32>>,
+    ) -> Self {
+        Self {
+            spec,
+            round,
+            client: client.into(),
+            examples: batch_size,
+            batch_size,
+            kind: UpdateKind::FedSgd,
+            local_steps: None,
+            local_lr: None,
+            mode: Mode::Train,
+            normalization,
+            labels,
+        }
+    }
+}
+
 /// The header as written: `format` and `version` first, then the metadata.
 #[derive(Serialize)]
 struct HeaderOut<'a> {
