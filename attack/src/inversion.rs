@@ -267,7 +267,11 @@ fn validate(target: &Target, shape: [usize; 4], config: &InversionConfig) -> Res
             shape[1]
         )));
     }
-    if config.iterations == 0 || !(config.lr > 0.0) || !(config.tv >= 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if config.iterations == 0
+        || !positive(config.lr)
+        || !(config.tv.is_finite() && config.tv >= 0.0)
+    {
         return Err(AttackError::BadOption(
             "iterations ≥ 1, lr > 0 and tv ≥ 0 are required".into(),
         ));
