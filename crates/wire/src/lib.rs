@@ -16,13 +16,17 @@
 //! written atomically (temporary file + rename) and are fully validated when read: a hostile or
 //! corrupt file yields a [`WireError`] naming the file and the problem, never a panic.
 //!
-//! Later this crate also holds the federation protocol (gRPC, tonic).
+//! - [`proto`]: the federation's gRPC protocol (`proto/synfed.proto`, package `synfed.v1`),
+//!   and [`chunks`]: tensors cut into ≤ 4 MiB checksummed chunks and reassembled with checks.
 
 pub mod capture;
+pub mod chunks;
 pub mod error;
 pub mod escrow;
+pub mod proto;
 
 pub use capture::{Capture, CaptureMeta, UpdateKind};
+pub use chunks::{Assembler, ChunkProblem, EncodedTensor, TensorLayout, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
 pub use error::{FileKind, Problem, Result, WireError};
 pub use escrow::{Escrow, EscrowMeta};
 

@@ -1,0 +1,579 @@
+//! Tensors on the wire: cut into chunks of at most [`MAX_CHUNK_BYTES`], reassembled with every
+//! check a server needs before it lets a peer's bytes near its model.
+//!
+//! gRPC messages have a size limit (4 MiB by default) and the CIFAR `mlp` alone is ~74 MB, so
+//! every tensor travels as consecutive chunks, each naming the tensor, its dtype and shape, the
+//! total byte length, where the chunk starts and the CRC-32 of the whole tensor. The receiving
+//! side ([`Assembler`]) knows which tensors it expects ([`TensorLayout`]) and refuses, with a
+//! specific [`ChunkProblem`], anything else: unknown or repeated tensors, wrong dtype, shape or
+//! length, oversized chunks, gaps or overlaps, checksum mismatches and non-finite values.
+
+use crate::proto;
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// The largest chunk payload either side sends or accepts.
+pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// The gRPC message size limit both sides set: one chunk plus its envelope.
+pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
+
+/// What a tensor must look like: its name, element type and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorLayout {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorLayout {
+    /// The layout of `tensor` under `name`.
+    pub fn of(name: impl Into<String>, tensor: &Tensor) -> Self {
+        Self {
+            name: name.into(),
+            dtype: tensor.dtype(),
+            shape: tensor.dims().to_vec(),
+        }
+    }
+
+    /// Number of elements.
+    pub fn elem_count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Byte length on the wire.
+    pub fn byte_len(&self) -> usize {
+        self.elem_count() * self.dtype.size_in_bytes()
+    }
+}
+
+/// The wire name of a dtype (only f32 and f64 travel).
+pub fn wire_dtype(dtype: DType) -> Option<proto::DataType> {
+    match dtype {
+        DType::F32 => Some(proto::DataType::F32),
+        DType::F64 => Some(proto::DataType::F64),
+        _ => None,
+    }
+}
+
+fn dtype_of_wire(value: i32) -> Option<DType> {
+    match proto::DataType::try_from(value).ok()? {
+        proto::DataType::F32 => Some(DType::F32),
+        proto::DataType::F64 => Some(DType::F64),
+        proto::DataType::Unspecified => None,
+    }
+}
+
+/// Why a tensor could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("tensor `{name}` has dtype {dtype:?}; only f32 and f64 travel")]
+    UnsupportedDType { name: String, dtype: DType },
+    #[error("tensor `{name}`: {source}")]
+    Candle {
+        name: String,
+        #[source]
+        source: candle_core::Error,
+    },
+}
+
+/// One tensor in wire form: little-endian bytes and their checksum, ready to be chunked any
+/// number of times (the server encodes the global model once per round and streams it to
+/// every client).
+#[derive(Clone, Debug)]
+pub struct EncodedTensor {
+    pub layout: TensorLayout,
+    pub bytes: Arc<[u8]>,
+    pub crc32: u32,
+}
+
+impl EncodedTensor {
+    /// Encodes `tensor` (f32 or f64, any device) under `name`.
+    pub fn new(name: impl Into<String>, tensor: &Tensor) -> Result<Self, EncodeError> {
+        let name = name.into();
+        let candle = |source| EncodeError::Candle {
+            name: name.clone(),
+            source,
+        };
+        let flat = tensor.flatten_all().map_err(candle)?;
+        let bytes: Vec<u8> = match tensor.dtype() {
+            DType::F32 => flat
+                .to_vec1::<f32>()
+                .map_err(candle)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            DType::F64 => flat
+                .to_vec1::<f64>()
+                .map_err(candle)?
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+            dtype => return Err(EncodeError::UnsupportedDType { name, dtype }),
+        };
+        Ok(Self {
+            layout: TensorLayout::of(name, tensor),
+            crc32: crc32fast::hash(&bytes),
+            bytes: bytes.into(),
+        })
+    }
+
+    /// The tensor as consecutive chunks of at most `max_chunk` bytes (an empty tensor is one
+    /// empty chunk, so its layout still arrives).
+    pub fn chunks(&self, max_chunk: usize) -> impl Iterator<Item = proto::TensorChunk> + '_ {
+        let max_chunk = max_chunk.clamp(1, MAX_CHUNK_BYTES);
+        let count = self.bytes.len().div_ceil(max_chunk).max(1);
+        (0..count).map(move |i| {
+            let start = i * max_chunk;
+            let end = (start + max_chunk).min(self.bytes.len());
+            proto::TensorChunk {
+                name: self.layout.name.clone(),
+                dtype: wire_dtype(self.layout.dtype).map_or(0, |d| d as i32),
+                shape: self.layout.shape.iter().map(|&d| d as u64).collect(),
+                total_bytes: self.bytes.len() as u64,
+                offset: start as u64,
+                data: self.bytes[start..end].to_vec(),
+                crc32: self.crc32,
+            }
+        })
+    }
+}
+
+/// Encodes every `(name, tensor)`.
+pub fn encode_all(tensors: &[(String, Tensor)]) -> Result<Vec<EncodedTensor>, EncodeError> {
+    tensors
+        .iter()
+        .map(|(name, t)| EncodedTensor::new(name.clone(), t))
+        .collect()
+}
+
+/// What was wrong with a stream of chunks. Each maps to a specific gRPC status
+/// ([`ChunkProblem::code`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ChunkProblem {
+    #[error("unknown tensor `{name}`")]
+    UnknownTensor { name: String },
+    #[error("tensor `{name}` sent twice")]
+    DuplicateTensor { name: String },
+    #[error("tensor `{name}` started before `{unfinished}` was complete")]
+    Interleaved { name: String, unfinished: String },
+    #[error("tensor `{name}` has dtype {got}, expected {expected:?}")]
+    WrongDType {
+        name: String,
+        expected: DType,
+        got: String,
+    },
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    WrongShape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<u64>,
+    },
+    #[error("tensor `{name}` claims {got} bytes, its shape and dtype need {expected}")]
+    WrongByteLength {
+        name: String,
+        expected: usize,
+        got: u64,
+    },
+    #[error("chunk of `{name}` has {len} bytes, more than the limit of {max}")]
+    ChunkTooLarge { name: String, len: usize, max: usize },
+    #[error("chunk of `{name}` starts at byte {got}, expected {expected} (gap or overlap)")]
+    BadOffset {
+        name: String,
+        expected: usize,
+        got: u64,
+    },
+    #[error("chunk of `{name}` runs past the tensor's {total} bytes")]
+    Overrun { name: String, total: usize },
+    #[error("chunks of `{name}` disagree about the tensor's header (shape, length or checksum)")]
+    InconsistentHeader { name: String },
+    #[error("checksum mismatch in tensor `{name}`: got {got:08x}, header says {expected:08x}")]
+    Checksum {
+        name: String,
+        expected: u32,
+        got: u32,
+    },
+    #[error("tensor `{name}` holds a non-finite value at element {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("tensor `{name}` is incomplete: {received} of {total} bytes")]
+    Incomplete {
+        name: String,
+        received: usize,
+        total: usize,
+    },
+    #[error("missing tensors: {}", names.join(", "))]
+    Missing { names: Vec<String> },
+}
+
+impl ChunkProblem {
+    /// The gRPC status code the server answers this problem with.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ChunkProblem::Checksum { .. } => tonic::Code::DataLoss,
+            ChunkProblem::ChunkTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ChunkProblem::BadOffset { .. } | ChunkProblem::Overrun { .. } => {
+                tonic::Code::OutOfRange
+            }
+            _ => tonic::Code::InvalidArgument,
+        }
+    }
+}
+
+impl From<ChunkProblem> for tonic::Status {
+    fn from(problem: ChunkProblem) -> Self {
+        tonic::Status::new(problem.code(), problem.to_string())
+    }
+}
+
+struct Partial {
+    index: usize,
+    crc32: u32,
+    bytes: Vec<u8>,
+}
+
+/// Reassembles and checks a stream of chunks against the tensors it expects.
+pub struct Assembler {
+    expected: Vec<TensorLayout>,
+    index_of: HashMap<String, usize>,
+    done: Vec<Option<Vec<u8>>>,
+    current: Option<Partial>,
+    max_chunk: usize,
+    received: usize,
+}
+
+impl Assembler {
+    /// Expects exactly the tensors of `expected`, each once, in any order.
+    pub fn new(expected: Vec<TensorLayout>) -> Self {
+        let index_of = expected
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.clone(), i))
+            .collect();
+        let done = vec![None; expected.len()];
+        Self {
+            expected,
+            index_of,
+            done,
+            current: None,
+            max_chunk: MAX_CHUNK_BYTES,
+            received: 0,
+        }
+    }
+
+    /// Payload bytes accepted so far.
+    pub fn bytes_received(&self) -> usize {
+        self.received
+    }
+
+    /// Takes one chunk.
+    pub fn push(&mut self, chunk: proto::TensorChunk) -> Result<(), ChunkProblem> {
+        let name = chunk.name.clone();
+        if chunk.data.len() > self.max_chunk {
+            return Err(ChunkProblem::ChunkTooLarge {
+                name,
+                len: chunk.data.len(),
+                max: self.max_chunk,
+            });
+        }
+        let continues = matches!(&self.current, Some(p) if self.expected[p.index].name == name);
+        if !continues {
+            if let Some(p) = &self.current {
+                return Err(ChunkProblem::Interleaved {
+                    name,
+                    unfinished: self.expected[p.index].name.clone(),
+                });
+            }
+            let index = *self
+                .index_of
+                .get(&name)
+                .ok_or_else(|| ChunkProblem::UnknownTensor { name: name.clone() })?;
+            if self.done[index].is_some() {
+                return Err(ChunkProblem::DuplicateTensor { name });
+            }
+            self.check_header(index, &chunk)?;
+            self.current = Some(Partial {
+                index,
+                crc32: chunk.crc32,
+                bytes: Vec::with_capacity(self.expected[index].byte_len()),
+            });
+        }
+        let Some(partial) = self.current.as_mut() else {
+            unreachable!("a current tensor was set above")
+        };
+        let layout = &self.expected[partial.index];
+        let total = layout.byte_len();
+        if chunk.crc32 != partial.crc32 || chunk.total_bytes != total as u64 {
+            return Err(ChunkProblem::InconsistentHeader { name });
+        }
+        if chunk.offset != partial.bytes.len() as u64 {
+            return Err(ChunkProblem::BadOffset {
+                name,
+                expected: partial.bytes.len(),
+                got: chunk.offset,
+            });
+        }
+        if partial.bytes.len() + chunk.data.len() > total {
+            return Err(ChunkProblem::Overrun { name, total });
+        }
+        partial.bytes.extend_from_slice(&chunk.data);
+        self.received += chunk.data.len();
+        if partial.bytes.len() == total {
+            let Some(partial) = self.current.take() else {
+                unreachable!("checked above")
+            };
+            let got = crc32fast::hash(&partial.bytes);
+            if got != partial.crc32 {
+                return Err(ChunkProblem::Checksum {
+                    name,
+                    expected: partial.crc32,
+                    got,
+                });
+            }
+            check_finite(&name, layout.dtype, &partial.bytes)?;
+            self.done[partial.index] = Some(partial.bytes);
+        }
+        Ok(())
+    }
+
+    fn check_header(&self, index: usize, chunk: &proto::TensorChunk) -> Result<(), ChunkProblem> {
+        let layout = &self.expected[index];
+        let name = layout.name.clone();
+        if dtype_of_wire(chunk.dtype) != Some(layout.dtype) {
+            let got = proto::DataType::try_from(chunk.dtype)
+                .map(|d| d.as_str_name().to_string())
+                .unwrap_or_else(|_| format!("code {}", chunk.dtype));
+            return Err(ChunkProblem::WrongDType {
+                name,
+                expected: layout.dtype,
+                got,
+            });
+        }
+        let same_shape = chunk.shape.len() == layout.shape.len()
+            && chunk
+                .shape
+                .iter()
+                .zip(&layout.shape)
+                .all(|(&a, &b)| a == b as u64);
+        if !same_shape {
+            return Err(ChunkProblem::WrongShape {
+                name,
+                expected: layout.shape.clone(),
+                got: chunk.shape.clone(),
+            });
+        }
+        if chunk.total_bytes != layout.byte_len() as u64 {
+            return Err(ChunkProblem::WrongByteLength {
+                name,
+                expected: layout.byte_len(),
+                got: chunk.total_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The names of tensors not (completely) received.
+    pub fn missing(&self) -> Vec<String> {
+        self.expected
+            .iter()
+            .zip(&self.done)
+            .filter(|(_, d)| d.is_none())
+            .map(|(l, _)| l.name.clone())
+            .collect()
+    }
+
+    /// Every expected tensor, in the order given to [`new`](Self::new), on `device`.
+    pub fn finish(self, device: &Device) -> Result<Vec<(String, Tensor)>, AssembleError> {
+        if let Some(p) = &self.current {
+            return Err(ChunkProblem::Incomplete {
+                name: self.expected[p.index].name.clone(),
+                received: p.bytes.len(),
+                total: self.expected[p.index].byte_len(),
+            }
+            .into());
+        }
+        let missing = self.missing();
+        if !missing.is_empty() {
+            return Err(ChunkProblem::Missing { names: missing }.into());
+        }
+        self.expected
+            .into_iter()
+            .zip(self.done)
+            .map(|(layout, bytes)| {
+                let bytes = bytes.unwrap_or_default();
+                let tensor = decode(&layout, &bytes, device)?;
+                Ok((layout.name, tensor))
+            })
+            .collect()
+    }
+}
+
+/// Why assembled chunks could not become tensors.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error(transparent)]
+    Problem(#[from] ChunkProblem),
+    #[error("cannot build tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl From<AssembleError> for tonic::Status {
+    fn from(e: AssembleError) -> Self {
+        match e {
+            AssembleError::Problem(p) => p.into(),
+            AssembleError::Candle(e) => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn decode(layout: &TensorLayout, bytes: &[u8], device: &Device) -> candle_core::Result<Tensor> {
+    let shape = layout.shape.as_slice();
+    match layout.dtype {
+        DType::F64 => {
+            let values: Vec<f64> = bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                .collect();
+            Tensor::from_vec(values, shape, device)
+        }
+        _ => {
+            let values: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            Tensor::from_vec(values, shape, device)
+        }
+    }
+}
+
+fn check_finite(name: &str, dtype: DType, bytes: &[u8]) -> Result<(), ChunkProblem> {
+    let bad = match dtype {
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .position(|b| !f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()),
+        _ => bytes
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+    };
+    match bad {
+        Some(index) => Err(ChunkProblem::NonFinite {
+            name: name.to_string(),
+            index,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for TensorLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?} {:?}", self.name, self.dtype, self.shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(n: usize) -> Tensor {
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+        Tensor::from_vec(values, (n / 4, 4), &Device::Cpu).unwrap()
+    }
+
+    fn assembler_for(t: &Tensor) -> Assembler {
+        Assembler::new(vec![TensorLayout::of("w", t)])
+    }
+
+    #[test]
+    fn round_trips_through_small_chunks() {
+        let t = tensor(1000);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let chunks: Vec<_> = enc.chunks(333).collect();
+        assert_eq!(chunks.len(), 4000usize.div_ceil(333));
+        let mut asm = assembler_for(&t);
+        for c in chunks {
+            asm.push(c).unwrap();
+        }
+        let out = asm.finish(&Device::Cpu).unwrap();
+        assert_eq!(out[0].0, "w");
+        let diff = (&out[0].1 - &t).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn corrupted_byte_is_a_checksum_error() {
+        let t = tensor(64);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut chunks: Vec<_> = enc.chunks(100).collect();
+        chunks[1].data[3] ^= 0x10;
+        let mut asm = assembler_for(&t);
+        let err = chunks
+            .into_iter()
+            .map(|c| asm.push(c))
+            .find_map(Result::err)
+            .unwrap();
+        assert!(matches!(err, ChunkProblem::Checksum { .. }), "{err}");
+        assert_eq!(err.code(), tonic::Code::DataLoss);
+    }
+
+    #[test]
+    fn gaps_overlaps_and_shapes_are_refused() {
+        let t = tensor(64);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let chunks: Vec<_> = enc.chunks(100).collect();
+
+        let mut asm = assembler_for(&t);
+        asm.push(chunks[0].clone()).unwrap();
+        let err = asm.push(chunks[2].clone()).unwrap_err();
+        assert!(matches!(err, ChunkProblem::BadOffset { expected: 100, got: 200, .. }));
+
+        let mut bad = chunks[0].clone();
+        bad.shape = vec![4, 16];
+        let err = assembler_for(&t).push(bad).unwrap_err();
+        assert!(matches!(err, ChunkProblem::WrongShape { .. }));
+
+        let mut bad = chunks[0].clone();
+        bad.dtype = proto::DataType::F64 as i32;
+        let err = assembler_for(&t).push(bad).unwrap_err();
+        assert!(matches!(err, ChunkProblem::WrongDType { .. }));
+
+        let mut bad = chunks[0].clone();
+        bad.total_bytes = 1 << 40;
+        let err = assembler_for(&t).push(bad).unwrap_err();
+        assert!(matches!(err, ChunkProblem::WrongByteLength { .. }));
+
+        let mut bad = chunks[0].clone();
+        bad.name = "nope".into();
+        let err = assembler_for(&t).push(bad).unwrap_err();
+        assert!(matches!(err, ChunkProblem::UnknownTensor { .. }));
+
+        let mut bad = chunks[0].clone();
+        bad.data = vec![0; MAX_CHUNK_BYTES + 1];
+        let err = assembler_for(&t).push(bad).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+        let mut asm = assembler_for(&t);
+        asm.push(chunks[0].clone()).unwrap();
+        let err = asm.finish(&Device::Cpu).unwrap_err();
+        assert!(matches!(err, AssembleError::Problem(ChunkProblem::Incomplete { received: 100, total: 256, .. })));
+
+        let err = assembler_for(&t).finish(&Device::Cpu).unwrap_err();
+        assert!(matches!(err, AssembleError::Problem(ChunkProblem::Missing { .. })));
+    }
+
+    #[test]
+    fn non_finite_values_and_duplicates_are_refused() {
+        let mut values = vec![1.0f32; 8];
+        values[5] = f32::NAN;
+        let t = Tensor::from_vec(values, 8, &Device::Cpu).unwrap();
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let err = assembler_for(&t).push(enc.chunks(1024).next().unwrap()).unwrap_err();
+        assert_eq!(err, ChunkProblem::NonFinite { name: "w".into(), index: 5 });
+
+        let t = tensor(8);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut asm = assembler_for(&t);
+        asm.push(enc.chunks(1024).next().unwrap()).unwrap();
+        let err = asm.push(enc.chunks(1024).next().unwrap()).unwrap_err();
+        assert!(matches!(err, ChunkProblem::DuplicateTensor { .. }));
+    }
+}

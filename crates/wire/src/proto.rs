@@ -1,0 +1,6 @@
+//! The generated gRPC code of `proto/synfed.proto` (package `synfed.v1`): messages, the
+//! `Federation` client and the server trait. See the `.proto` for the protocol's design.
+
+#![allow(clippy::all, missing_docs)]
+
+tonic::include_proto!("synfed.v1");
