@@ -119,24 +119,31 @@ impl EncodedTensor {
         })
     }
 
-    /// The tensor as consecutive chunks of at most `max_chunk` bytes (an empty tensor is one
-    /// empty chunk, so its layout still arrives).
-    pub fn chunks(&self, max_chunk: usize) -> impl Iterator<Item = proto::TensorChunk> + '_ {
+    /// Number of chunks of at most `max_chunk` bytes (an empty tensor is one empty chunk, so
+    /// its layout still arrives).
+    pub fn chunk_count(&self, max_chunk: usize) -> usize {
+        self.bytes.len().div_ceil(max_chunk.clamp(1, MAX_CHUNK_BYTES)).max(1)
+    }
+
+    /// Chunk `index` of [`chunk_count`](Self::chunk_count) chunks of at most `max_chunk` bytes.
+    pub fn chunk(&self, index: usize, max_chunk: usize) -> proto::TensorChunk {
         let max_chunk = max_chunk.clamp(1, MAX_CHUNK_BYTES);
-        let count = self.bytes.len().div_ceil(max_chunk).max(1);
-        (0..count).map(move |i| {
-            let start = i * max_chunk;
-            let end = (start + max_chunk).min(self.bytes.len());
-            proto::TensorChunk {
-                name: self.layout.name.clone(),
-                dtype: wire_dtype(self.layout.dtype).map_or(0, |d| d as i32),
-                shape: self.layout.shape.iter().map(|&d| d as u64).collect(),
-                total_bytes: self.bytes.len() as u64,
-                offset: start as u64,
-                data: self.bytes[start..end].to_vec(),
-                crc32: self.crc32,
-            }
-        })
+        let start = (index * max_chunk).min(self.bytes.len());
+        let end = (start + max_chunk).min(self.bytes.len());
+        proto::TensorChunk {
+            name: self.layout.name.clone(),
+            dtype: wire_dtype(self.layout.dtype).map_or(0, |d| d as i32),
+            shape: self.layout.shape.iter().map(|&d| d as u64).collect(),
+            total_bytes: self.bytes.len() as u64,
+            offset: start as u64,
+            data: self.bytes[start..end].to_vec(),
+            crc32: self.crc32,
+        }
+    }
+
+    /// The tensor as consecutive chunks of at most `max_chunk` bytes.
+    pub fn chunks(&self, max_chunk: usize) -> impl Iterator<Item = proto::TensorChunk> + '_ {
+        (0..self.chunk_count(max_chunk)).map(move |i| self.chunk(i, max_chunk))
     }
 }
 

@@ -1,0 +1,394 @@
+//! The run configuration: everything that determines a federated run, read from TOML.
+//!
+//! Every field has a default, so a file only names what differs; unknown fields are errors (a
+//! typo must not silently fall back to a default). The effective configuration is written to
+//! `out/config.toml` so a run can always be reproduced.
+
+use crate::error::{Result, ServerError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use synfed_models::{Arch, InputShape, ModelSpec};
+use synfed_synapse::{Hyper, MethodSet};
+
+/// How clients' work is combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Each sampled client sends the gradient of one batch at the global weights; the server
+    /// averages them (weighted by examples) and takes one `SynapticSgd` step. The setting the
+    /// paper's gradient-inversion attack targets.
+    FedSgd,
+    /// Each sampled client trains locally with `SynapticSgd` and sends θ_local − θ_global; the
+    /// server adds the example-weighted mean of the differences.
+    FedAvg,
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::FedSgd => "fedsgd",
+            Algorithm::FedAvg => "fedavg",
+        })
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of everything random in the run: model initialisation, client sampling, clients'
+    /// batches and partitions, rejuvenation.
+    pub seed: u64,
+    /// Number of federated rounds.
+    pub rounds: u64,
+    /// `fedsgd` or `fedavg`.
+    pub algorithm: Algorithm,
+    /// Address the server listens on (`serve`; the simulation uses 127.0.0.1 on a free port).
+    pub listen: String,
+    /// Output directory: `config.toml`, `rounds.csv`, `checkpoint.safetensors`, `captures/`.
+    pub out: PathBuf,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    pub training: TrainingConfig,
+    pub sampling: SamplingConfig,
+    pub timing: TimingConfig,
+    pub tap: TapConfig,
+    pub security: SecurityConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            rounds: 20,
+            algorithm: Algorithm::FedSgd,
+            listen: "127.0.0.1:50051".into(),
+            out: PathBuf::from("runs/federation"),
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+            training: TrainingConfig::default(),
+            sampling: SamplingConfig::default(),
+            timing: TimingConfig::default(),
+            tap: TapConfig::default(),
+            security: SecurityConfig::default(),
+        }
+    }
+}
+
+/// The model every participant builds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `mlp`, `alexnet`, `resnet20`, `resnet32`, `resnet56`, `convnet` or `lenet`.
+    pub arch: Arch,
+    /// Synaptic-diversity mechanisms: `none`, `I`, `II`, `III`, `I+II`, …, `I+II+III`.
+    pub methods: MethodSet,
+    /// τ (fuzzy spread), d_re (rejuvenation scale), Γ (splitting factor).
+    #[serde(flatten)]
+    pub hyper: Hyper,
+    /// Base width overriding the architecture's published size (small widths: fast runs).
+    pub width: Option<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Mlp,
+            methods: MethodSet::NONE,
+            hyper: Hyper::default(),
+            width: Some(128),
+        }
+    }
+}
+
+/// The data set: the server evaluates on its test split, clients train on partitions of its
+/// training split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// `demo-mnist`, `demo-cifar10` (embedded), `mnist`, `cifar10`, `cifar100` (from `dir`).
+    pub name: String,
+    /// Directory of the full data sets.
+    pub dir: Option<PathBuf>,
+    /// Evaluate on at most this many test images (all when absent).
+    pub eval_limit: Option<usize>,
+    /// Batch size of the evaluation.
+    pub eval_batch_size: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            name: "demo-mnist".into(),
+            dir: None,
+            eval_limit: None,
+            eval_batch_size: 200,
+        }
+    }
+}
+
+/// What clients compute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingConfig {
+    /// Learning rate: of the server's step (FedSGD) or of the clients' local steps (FedAvg).
+    pub lr: f64,
+    /// Batch size of a client's gradient (FedSGD) or local steps (FedAvg).
+    pub batch_size: usize,
+    /// FedAvg: local epochs over the client's partition (0: use `local_steps`).
+    pub local_epochs: u32,
+    /// FedAvg: local steps when `local_epochs` is 0.
+    pub local_steps: u32,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.1,
+            batch_size: 8,
+            local_epochs: 1,
+            local_steps: 0,
+        }
+    }
+}
+
+/// Which clients take part in a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Fraction of the registered clients sampled per round (seeded by (seed, round)).
+    pub fraction: f64,
+    /// At least this many clients are sampled, and a round starts only when this many are
+    /// registered.
+    pub min_clients: usize,
+    /// A round's aggregate is applied only if at least this many updates arrived (otherwise
+    /// the model stays as it was and the round is logged as failed).
+    pub min_updates: usize,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            fraction: 1.0,
+            min_clients: 2,
+            min_updates: 1,
+        }
+    }
+}
+
+/// Timeouts, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimingConfig {
+    /// A round closes this long after it opens, with whatever updates arrived.
+    pub round_timeout_s: f64,
+    /// How long a `PullTask` long-poll waits before answering "nothing yet".
+    pub pull_timeout_s: f64,
+    /// How often clients heartbeat while computing.
+    pub heartbeat_interval_s: f64,
+    /// A sampled client silent this long is dropped from the round (a straggler).
+    pub heartbeat_timeout_s: f64,
+    /// How long the server waits for `min_clients` registrations before giving up.
+    pub wait_for_clients_s: f64,
+    /// After the last round, how long the server stays up to tell clients the run is over.
+    pub linger_s: f64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        Self {
+            round_timeout_s: 300.0,
+            pull_timeout_s: 20.0,
+            heartbeat_interval_s: 2.0,
+            heartbeat_timeout_s: 30.0,
+            wait_for_clients_s: 600.0,
+            linger_s: 5.0,
+        }
+    }
+}
+
+/// The honest-but-curious server's view: which updates are written as capture files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TapConfig {
+    /// Rounds whose updates are captured (empty: none).
+    pub rounds: Vec<u64>,
+    /// Clients whose updates are captured (empty: every client of a tapped round).
+    pub clients: Vec<String>,
+}
+
+impl TapConfig {
+    /// Whether `client`'s update in `round` is captured.
+    pub fn taps(&self, round: u64, client: &str) -> bool {
+        self.rounds.contains(&round)
+            && (self.clients.is_empty() || self.clients.iter().any(|c| c == client))
+    }
+}
+
+/// Authentication and transport security.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// TOML file of client tokens (`[clients]` table: `name = "token"`). Absent: anyone may
+    /// register under any name (fine on loopback, logged as a warning otherwise).
+    pub tokens: Option<PathBuf>,
+    /// PEM server certificate (chain); with `tls_key` turns TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate: clients must present a certificate it signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::Io {
+            path: path.to_path_buf(),
+            action: "read the run configuration",
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ServerError::Config(reason) => ServerError::Config(format!("{}: {reason}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text and validates it.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| ServerError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| ServerError::Config(e.to_string()))
+    }
+
+    /// Checks ranges that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ServerError::Config(m));
+        if self.rounds == 0 {
+            return bad("rounds must be at least 1".into());
+        }
+        if !(self.sampling.fraction > 0.0 && self.sampling.fraction <= 1.0) {
+            return bad(format!("sampling.fraction must be in (0, 1], got {}", self.sampling.fraction));
+        }
+        if self.sampling.min_clients == 0 {
+            return bad("sampling.min_clients must be at least 1".into());
+        }
+        if self.sampling.min_updates == 0 || self.sampling.min_updates > self.sampling.min_clients {
+            return bad(format!(
+                "sampling.min_updates must be between 1 and min_clients ({}), got {}",
+                self.sampling.min_clients, self.sampling.min_updates
+            ));
+        }
+        if !(self.training.lr.is_finite() && self.training.lr > 0.0) {
+            return bad(format!("training.lr must be a positive number, got {}", self.training.lr));
+        }
+        if self.training.batch_size == 0 {
+            return bad("training.batch_size must be at least 1".into());
+        }
+        if self.algorithm == Algorithm::FedAvg
+            && self.training.local_epochs == 0
+            && self.training.local_steps == 0
+        {
+            return bad("fedavg needs training.local_epochs or training.local_steps > 0".into());
+        }
+        if self.data.eval_batch_size == 0 {
+            return bad("data.eval_batch_size must be at least 1".into());
+        }
+        let t = &self.timing;
+        for (name, v) in [
+            ("round_timeout_s", t.round_timeout_s),
+            ("pull_timeout_s", t.pull_timeout_s),
+            ("heartbeat_interval_s", t.heartbeat_interval_s),
+            ("heartbeat_timeout_s", t.heartbeat_timeout_s),
+            ("wait_for_clients_s", t.wait_for_clients_s),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1e7) {
+                return bad(format!("timing.{name} must be a positive number of seconds, got {v}"));
+            }
+        }
+        if !(t.linger_s.is_finite() && (0.0..1e7).contains(&t.linger_s)) {
+            return bad(format!("timing.linger_s must be ≥ 0 seconds, got {}", t.linger_s));
+        }
+        if self.security.tls_cert.is_some() != self.security.tls_key.is_some() {
+            return bad("security.tls_cert and security.tls_key go together".into());
+        }
+        if self.security.client_ca.is_some() && self.security.tls_cert.is_none() {
+            return bad("security.client_ca (mutual TLS) needs tls_cert and tls_key".into());
+        }
+        self.model
+            .hyper
+            .validate()
+            .map_err(|e| ServerError::Config(format!("model: {e}")))?;
+        Ok(())
+    }
+
+    /// The model spec of this run for images of `input` and `classes` classes.
+    pub fn model_spec(&self, input: InputShape, classes: usize) -> ModelSpec {
+        let mut spec = ModelSpec::new(self.model.arch, input, classes, self.model.methods, self.seed);
+        spec.hyper = self.model.hyper;
+        spec.width = self.model.width;
+        spec
+    }
+}
+
+/// Seconds as a [`Duration`] (validated finite and non-negative).
+pub(crate) fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_overrides_apply() {
+        let config = RunConfig::default();
+        let text = config.to_toml().unwrap();
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+
+        let config = RunConfig::from_toml(
+            "rounds = 3\nalgorithm = \"fedavg\"\n[model]\narch = \"resnet20\"\nmethods = \"I+III\"\ngamma = 4\n",
+        )
+        .unwrap();
+        assert_eq!(config.rounds, 3);
+        assert_eq!(config.algorithm, Algorithm::FedAvg);
+        assert_eq!(config.model.arch, Arch::ResNet20);
+        assert_eq!(config.model.methods.to_string(), "I+III");
+        assert_eq!(config.model.hyper.gamma, 4);
+        assert_eq!(config.training, TrainingConfig::default());
+    }
+
+    #[test]
+    fn typos_and_bad_ranges_are_errors() {
+        let err = RunConfig::from_toml("roundz = 3").unwrap_err().to_string();
+        assert!(err.contains("roundz"), "{err}");
+        let err = RunConfig::from_toml("[sampling]\nfraction = 1.5").unwrap_err().to_string();
+        assert!(err.contains("sampling.fraction"), "{err}");
+        let err = RunConfig::from_toml("[training]\nlr = -1.0").unwrap_err().to_string();
+        assert!(err.contains("training.lr"), "{err}");
+        let err = RunConfig::from_toml("[security]\ntls_cert = \"a.pem\"").unwrap_err().to_string();
+        assert!(err.contains("tls_key"), "{err}");
+    }
+
+    #[test]
+    fn tap_selects_rounds_and_clients() {
+        let tap = TapConfig {
+            rounds: vec![1, 5],
+            clients: vec!["b".into()],
+        };
+        assert!(tap.taps(1, "b"));
+        assert!(!tap.taps(1, "a"));
+        assert!(!tap.taps(2, "b"));
+        let all = TapConfig {
+            rounds: vec![2],
+            clients: vec![],
+        };
+        assert!(all.taps(2, "anyone"));
+    }
+}

@@ -1,0 +1,512 @@
+//! The round engine: opens rounds, collects updates until every sampled client has answered or
+//! the deadline passes, aggregates, applies, evaluates, checkpoints.
+//!
+//! Everything heavy (aggregation, the optimizer step, evaluation, writing captures and
+//! checkpoints) runs on blocking threads, so the gRPC handlers stay responsive meanwhile.
+
+use crate::aggregate::OrderedSum;
+use crate::config::{secs, Algorithm, RunConfig};
+use crate::error::{Result, ServerError};
+use crate::run_files::{RoundRecord, RunFiles, RunState};
+use crate::sampling::sample_clients;
+use crate::state::{Phase, Shared, Slot, Submission, OpenRound};
+use candle_core::Tensor;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use synfed_data::Splits;
+use synfed_models::{evaluate, Evaluation, Model};
+use synfed_synapse::SynapticSgd;
+use synfed_wire::chunks::encode_all;
+use synfed_wire::proto::TaskKind;
+use synfed_wire::{Capture, CaptureMeta, UpdateKind};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{info, warn};
+
+/// What a finished (or stopped) run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub run_id: String,
+    /// One record per round finished by this process.
+    pub rounds: Vec<RoundRecord>,
+    /// Whether every configured round is done (false: stopped early).
+    pub complete: bool,
+    pub out: PathBuf,
+    /// Capture files written by the tap.
+    pub captures: Vec<PathBuf>,
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Internal(format!("a worker thread failed: {e}")))?
+}
+
+pub(crate) struct Engine {
+    pub shared: Arc<Shared>,
+    pub model: Arc<Model>,
+    pub optimizer: Arc<Mutex<SynapticSgd>>,
+    pub files: RunFiles,
+    pub splits: Arc<Splits>,
+    pub eval_indices: Arc<Vec<usize>>,
+    pub first_round: u64,
+    pub fingerprint: String,
+    pub submissions: mpsc::Receiver<Submission>,
+    pub records: Vec<RoundRecord>,
+    pub captures: Vec<PathBuf>,
+}
+
+impl Engine {
+    fn config(&self) -> &RunConfig {
+        &self.shared.config
+    }
+
+    /// Runs the remaining rounds, then tells clients the run is over.
+    pub async fn run(&mut self) -> Result<()> {
+        for round in self.first_round..=self.config().rounds {
+            let record = self.round(round).await?;
+            self.records.push(record);
+        }
+        let rounds = self.config().rounds;
+        self.shared.lock().phase = Phase::Finished { rounds };
+        self.shared.notify();
+        info!(rounds, "run finished");
+        self.linger().await;
+        Ok(())
+    }
+
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            run_id: self.shared.run_id.clone(),
+            rounds: self.records.clone(),
+            complete: self.records.last().map(|r| r.round) == Some(self.config().rounds),
+            out: self.files.dir.clone(),
+            captures: self.captures.clone(),
+        }
+    }
+
+    /// Waits until every client has left, at most `linger_s`.
+    async fn linger(&self) {
+        let until = tokio::time::Instant::now() + secs(self.config().timing.linger_s);
+        let mut changed = self.shared.subscribe();
+        loop {
+            if !self.shared.lock().clients.values().any(|c| c.active) {
+                return;
+            }
+            if tokio::time::timeout_at(until, changed.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn wait_for_clients(&self) -> Result<Vec<String>> {
+        let needed = self.config().sampling.min_clients;
+        let waited = self.config().timing.wait_for_clients_s;
+        let until = tokio::time::Instant::now() + secs(waited);
+        let mut changed = self.shared.subscribe();
+        loop {
+            let active: Vec<String> = {
+                let state = self.shared.lock();
+                state
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.active)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            };
+            if active.len() >= needed {
+                return Ok(active);
+            }
+            if tokio::time::timeout_at(until, changed.changed()).await.is_err() {
+                return Err(ServerError::NotEnoughClients {
+                    registered: active.len(),
+                    needed,
+                    waited_s: waited,
+                });
+            }
+        }
+    }
+
+    async fn round(&mut self, round: u64) -> Result<RoundRecord> {
+        let active = self.wait_for_clients().await?;
+        let started = Instant::now();
+        let c = self.config().clone();
+        let sampled = sample_clients(&active, c.sampling.fraction, c.sampling.min_clients, c.seed, round);
+
+        // The round's global model: copied (later steps change the variables in place) and
+        // encoded once for every download.
+        let model = Arc::clone(&self.model);
+        let (global, encoded) = blocking(move || {
+            let global = model
+                .params()
+                .tensors()
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.copy()?)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let encoded = encode_all(&global)?;
+            Ok((Arc::new(global), Arc::new(encoded)))
+        })
+        .await?;
+
+        let timeout = secs(c.timing.round_timeout_s);
+        let deadline_unix_ms = SystemTime::now()
+            .checked_add(timeout)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
+        {
+            let mut state = self.shared.lock();
+            state.phase = Phase::Open(OpenRound {
+                round,
+                kind: match c.algorithm {
+                    Algorithm::FedSgd => TaskKind::FedsgdGradient,
+                    Algorithm::FedAvg => TaskKind::FedavgLocalTrain,
+                },
+                deadline: started + timeout,
+                deadline_unix_ms,
+                slots: sampled.iter().map(|s| (s.clone(), Slot::Assigned)).collect(),
+                model: encoded,
+            });
+        }
+        self.shared.notify();
+        info!(round, sampled = sampled.len(), "round open");
+
+        let mut sum = Some(OrderedSum::new(sampled.clone(), &self.files.spool(), 256 << 20));
+        let mut loss = LossMean::default();
+        let mut changed = self.shared.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let silence = secs(c.timing.heartbeat_timeout_s);
+        loop {
+            self.drop_silent(round, silence);
+            let resolved = self.resolved_without_update(round);
+            let s = sum.as_mut().ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
+            for client in resolved {
+                s.drop_client(&client)?;
+            }
+            if s.is_complete() {
+                break;
+            }
+            tokio::select! {
+                submission = self.submissions.recv() => {
+                    let Some(submission) = submission else { break };
+                    let taken = sum.take().ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
+                    sum = Some(self.accept(submission, round, taken, &global, &mut loss).await?);
+                }
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+
+        // Close: whoever has not answered is a straggler.
+        let (refused, dropped) = {
+            let mut state = self.shared.lock();
+            let mut counts = (0, 0);
+            if let Phase::Open(open) = &mut state.phase {
+                for slot in open.slots.values_mut() {
+                    if !slot.resolved() {
+                        *slot = Slot::Dropped("missed the round's deadline");
+                    }
+                    match slot {
+                        Slot::Refused(_) => counts.0 += 1,
+                        Slot::Dropped(_) => counts.1 += 1,
+                        _ => {}
+                    }
+                }
+            }
+            state.phase = Phase::Between;
+            counts
+        };
+        self.shared.notify();
+        while let Ok(late) = self.submissions.try_recv() {
+            let _ = late.reply.send(Err(Status::deadline_exceeded(format!(
+                "round {} closed before the update could be added",
+                late.round
+            ))));
+        }
+
+        let sum = sum.ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
+        let aggregate = blocking(move || sum.finish()).await?;
+        let updates = aggregate.as_ref().map_or(0, |a| a.contributors.len());
+        let examples = aggregate.as_ref().map_or(0.0, |a| a.weight) as u64;
+        let mut rejuvenated = 0;
+        match aggregate {
+            Some(aggregate) if updates >= c.sampling.min_updates => {
+                let (model, optimizer, names) = (
+                    Arc::clone(&self.model),
+                    Arc::clone(&self.optimizer),
+                    self.shared.layout.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+                );
+                let algorithm = c.algorithm;
+                rejuvenated = blocking(move || {
+                    let mut optimizer = optimizer
+                        .lock()
+                        .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?;
+                    apply(&model, &mut optimizer, algorithm, &names, aggregate.mean)
+                })
+                .await?;
+            }
+            _ => warn!(round, updates, needed = c.sampling.min_updates, "too few updates: model unchanged"),
+        }
+
+        let (model, splits, indices) = (Arc::clone(&self.model), Arc::clone(&self.splits), Arc::clone(&self.eval_indices));
+        let eval_batch = c.data.eval_batch_size;
+        let eval: Evaluation = blocking(move || {
+            Ok(evaluate(&model, &splits.test, &indices, &splits.normalization, eval_batch)?)
+        })
+        .await?;
+
+        let state = RunState {
+            run_id: self.shared.run_id.clone(),
+            round,
+            optimizer_rng: self
+                .optimizer
+                .lock()
+                .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?
+                .rng_position()
+                .to_string(),
+            fingerprint: self.fingerprint.clone(),
+        };
+        let (model, files) = (Arc::clone(&self.model), self.files.clone());
+        blocking(move || files.save_checkpoint(&model, &state)).await?;
+
+        let record = RoundRecord {
+            round,
+            sampled: sampled.len(),
+            updates,
+            refused,
+            dropped,
+            examples,
+            train_loss: loss.mean(),
+            test_loss: eval.loss,
+            test_accuracy: eval.accuracy(),
+            rejuvenated,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        self.files.log_round(&record)?;
+        info!(
+            round,
+            updates,
+            refused,
+            dropped,
+            test_accuracy = format!("{:.4}", record.test_accuracy),
+            test_loss = format!("{:.4}", record.test_loss),
+            "round done"
+        );
+        Ok(record)
+    }
+
+    /// Sampled clients still computing but silent for longer than `silence` are dropped.
+    fn drop_silent(&self, round: u64, silence: Duration) {
+        let silent: Vec<String> = {
+            let state = self.shared.lock();
+            let Phase::Open(open) = &state.phase else { return };
+            open.slots
+                .iter()
+                .filter(|(name, slot)| {
+                    **slot == Slot::Assigned
+                        && state
+                            .clients
+                            .get(*name)
+                            .is_none_or(|c| c.last_seen.elapsed() > silence)
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for client in silent {
+            warn!(%client, round, "client silent: dropped from the round");
+            self.shared.resolve(round, &client, Slot::Dropped("silent for too long"));
+        }
+    }
+
+    fn resolved_without_update(&self, round: u64) -> Vec<String> {
+        let state = self.shared.lock();
+        match &state.phase {
+            Phase::Open(open) if open.round == round => open
+                .slots
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Refused(_) | Slot::Dropped(_)))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Adds a received update to the round's sum (and the tap), or refuses it if the round it
+    /// was meant for is over.
+    async fn accept(
+        &mut self,
+        submission: Submission,
+        round: u64,
+        sum: OrderedSum,
+        global: &Arc<Vec<(String, Tensor)>>,
+        loss: &mut LossMean,
+    ) -> Result<OrderedSum> {
+        let receiving = {
+            let state = self.shared.lock();
+            matches!(&state.phase, Phase::Open(open) if open.round == submission.round
+                && submission.round == round
+                && open.slots.get(&submission.client) == Some(&Slot::Receiving))
+        };
+        if !receiving {
+            let _ = submission.reply.send(Err(Status::deadline_exceeded(format!(
+                "round {} closed before the update could be added",
+                submission.round
+            ))));
+            return Ok(sum);
+        }
+        let Submission {
+            client,
+            examples,
+            train_loss,
+            update,
+            reply,
+            ..
+        } = submission;
+        let tap = self.config().tap.taps(round, &client).then(|| {
+            (self.capture_meta(round, &client, examples), Arc::clone(global), self.files.capture(round, &client))
+        });
+        let trainable: Vec<bool> = {
+            let names: std::collections::HashSet<&str> =
+                self.model.params().trainable().map(|p| p.name.as_str()).collect();
+            self.shared.layout.iter().map(|l| names.contains(l.name.as_str())).collect()
+        };
+        let names: Vec<String> = self.shared.layout.iter().map(|l| l.name.clone()).collect();
+        let who = client.clone();
+        let (sum, captured) = blocking(move || {
+            let captured = match tap {
+                Some((meta, global, path)) => {
+                    let update: Vec<(String, Tensor)> = names
+                        .iter()
+                        .zip(&update)
+                        .zip(&trainable)
+                        .filter(|(_, &t)| t)
+                        .map(|((n, u), _)| (n.clone(), u.clone()))
+                        .collect();
+                    let capture = Capture {
+                        meta,
+                        global: global.as_ref().clone(),
+                        update,
+                    };
+                    match capture.save(&path) {
+                        Ok(()) => Some(path),
+                        Err(e) => {
+                            warn!(error = %e, "the tap could not write a capture");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            let mut sum = sum;
+            sum.offer(&who, update, examples as f64)?;
+            Ok((sum, captured))
+        })
+        .await?;
+        self.captures.extend(captured);
+        loss.add(train_loss, examples as f64);
+        self.shared.resolve_accepted(round, &client);
+        let _ = reply.send(Ok(()));
+        Ok(sum)
+    }
+
+    fn capture_meta(&self, round: u64, client: &str, examples: u64) -> CaptureMeta {
+        let c = self.config();
+        let spec = self.model.spec().clone();
+        let normalization = self.splits.normalization.clone();
+        match c.algorithm {
+            Algorithm::FedSgd => {
+                CaptureMeta::fedsgd(spec, round, client, examples as usize, normalization, None)
+            }
+            Algorithm::FedAvg => {
+                let batch = c.training.batch_size;
+                let steps = if c.training.local_epochs > 0 {
+                    c.training.local_epochs as usize * (examples as usize).div_ceil(batch)
+                } else {
+                    c.training.local_steps as usize
+                };
+                CaptureMeta {
+                    spec,
+                    round,
+                    client: client.to_string(),
+                    examples: examples as usize,
+                    batch_size: batch,
+                    kind: UpdateKind::FedAvg,
+                    local_steps: Some(steps),
+                    local_lr: Some(c.training.lr),
+                    mode: synfed_synapse::Mode::Train,
+                    normalization,
+                    labels: None,
+                }
+            }
+        }
+    }
+}
+
+/// Applies the round's mean update to the global model; returns the number of rejuvenated
+/// weights. FedSGD: one `SynapticSgd` step with the mean gradient (fuzzy factors, then
+/// rejuvenation), buffers (BatchNorm running statistics) moved by their mean change. FedAvg:
+/// every tensor moved by its mean change.
+pub(crate) fn apply(
+    model: &Model,
+    optimizer: &mut SynapticSgd,
+    algorithm: Algorithm,
+    names: &[String],
+    mean: Vec<Tensor>,
+) -> Result<usize> {
+    let by_name: HashMap<&str, Tensor> = names.iter().map(String::as_str).zip(mean).collect();
+    let mut rejuvenated = 0;
+    if algorithm == Algorithm::FedSgd {
+        rejuvenated = optimizer
+            .step_with(|p| by_name.get(p.name.as_str()).cloned())?
+            .rejuvenated;
+    }
+    for param in model.params().iter() {
+        if algorithm == Algorithm::FedSgd && param.role.is_trainable() {
+            continue;
+        }
+        if let Some(delta) = by_name.get(param.name.as_str()) {
+            let moved = (param.var.as_tensor() + delta.to_dtype(param.var.dtype())?)?;
+            param.var.set(&moved)?;
+        }
+    }
+    Ok(rejuvenated)
+}
+
+/// Example-weighted mean of reported losses.
+#[derive(Default)]
+struct LossMean {
+    sum: f64,
+    weight: f64,
+}
+
+impl LossMean {
+    fn add(&mut self, loss: f64, weight: f64) {
+        self.sum += loss * weight;
+        self.weight += weight;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.weight > 0.0 {
+            self.sum / self.weight
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// The configuration fields that determine a run's results, as canonical JSON.
+pub fn fingerprint(config: &RunConfig) -> String {
+    let value = serde_json::json!({
+        "seed": config.seed,
+        "algorithm": config.algorithm,
+        "model": config.model,
+        "data": config.data.name,
+        "training": config.training,
+        "sampling": config.sampling,
+    });
+    // serde_json's Value keeps keys sorted, so the text is canonical.
+    value.to_string()
+}
