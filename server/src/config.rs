@@ -84,9 +84,12 @@ pub struct ModelConfig {
     pub arch: Arch,
     /// Synaptic-diversity mechanisms: `none`, `I`, `II`, `III`, `I+II`, …, `I+II+III`.
     pub methods: MethodSet,
-    /// τ (fuzzy spread), d_re (rejuvenation scale), Γ (splitting factor).
-    #[serde(flatten)]
-    pub hyper: Hyper,
+    /// τ: spread of the fuzzy learning-rate factors (I).
+    pub tau: f64,
+    /// d_re: rejuvenation scale (II).
+    pub d_re: f64,
+    /// Γ: splitting factor (III).
+    pub gamma: usize,
     /// Base width overriding the architecture's published size (small widths: fast runs).
     pub width: Option<usize>,
 }
@@ -96,8 +99,21 @@ impl Default for ModelConfig {
         Self {
             arch: Arch::Mlp,
             methods: MethodSet::NONE,
-            hyper: Hyper::default(),
+            tau: Hyper::default().tau,
+            d_re: Hyper::default().d_re,
+            gamma: Hyper::default().gamma,
             width: Some(128),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// τ, d_re and Γ together.
+    pub fn hyper(&self) -> Hyper {
+        Hyper {
+            tau: self.tau,
+            d_re: self.d_re,
+            gamma: self.gamma,
         }
     }
 }
@@ -322,7 +338,7 @@ impl RunConfig {
             return bad("security.client_ca (mutual TLS) needs tls_cert and tls_key".into());
         }
         self.model
-            .hyper
+            .hyper()
             .validate()
             .map_err(|e| ServerError::Config(format!("model: {e}")))?;
         Ok(())
@@ -331,7 +347,7 @@ impl RunConfig {
     /// The model spec of this run for images of `input` and `classes` classes.
     pub fn model_spec(&self, input: InputShape, classes: usize) -> ModelSpec {
         let mut spec = ModelSpec::new(self.model.arch, input, classes, self.model.methods, self.seed);
-        spec.hyper = self.model.hyper;
+        spec.hyper = self.model.hyper();
         spec.width = self.model.width;
         spec
     }
@@ -360,7 +376,7 @@ mod tests {
         assert_eq!(config.algorithm, Algorithm::FedAvg);
         assert_eq!(config.model.arch, Arch::ResNet20);
         assert_eq!(config.model.methods.to_string(), "I+III");
-        assert_eq!(config.model.hyper.gamma, 4);
+        assert_eq!(config.model.gamma, 4);
         assert_eq!(config.training, TrainingConfig::default());
     }
 
