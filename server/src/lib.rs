@@ -35,7 +35,7 @@ pub mod tokens;
 pub use config::{Algorithm, RunConfig};
 pub use engine::{fingerprint, RunSummary};
 pub use error::{Result, ServerError};
-pub use run_files::{capture_file_name, escrow_file_name, read_rounds, RoundRecord, RunFiles};
+pub use run_files::{read_rounds, RoundRecord, RunFiles};
 pub use tokens::Tokens;
 
 use engine::Engine;
@@ -57,11 +57,6 @@ use tracing::{info, warn};
 /// The seed of the server's optimizer (rejuvenation after FedSGD steps) in a run of `seed`.
 pub fn optimizer_seed(seed: u64) -> u64 {
     seeds::derive(seed, seeds::Purpose::Optimizer, 0, "")
-}
-
-/// The seed clients partition the training data with in a run of `seed`.
-pub fn partition_seed(seed: u64) -> u64 {
-    seeds::derive(seed, seeds::Purpose::Partition, 0, "")
 }
 
 fn read(path: &std::path::Path, what: &'static str) -> Result<Vec<u8>> {

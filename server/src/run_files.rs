@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use synfed_models::{checkpoint, Model};
+use synfed_wire::capture_file_name;
 
 /// Header of `rounds.csv`.
 pub const ROUNDS_HEADER: &str = "round,sampled,updates,refused,dropped,examples,train_loss,test_loss,test_accuracy,rejuvenated,seconds";
@@ -170,16 +171,6 @@ impl RunFiles {
             .map_err(|e| ServerError::Resume(format!("unreadable run state: {e}")))?;
         Ok((ckpt.model, state))
     }
-}
-
-/// `round-RRRR-CLIENT.capture.safetensors`.
-pub fn capture_file_name(round: u64, client: &str) -> String {
-    format!("round-{round:04}-{client}.capture.safetensors")
-}
-
-/// `round-RRRR-CLIENT.escrow.safetensors`: where a simulated client keeps the truth.
-pub fn escrow_file_name(round: u64, client: &str) -> String {
-    format!("round-{round:04}-{client}.escrow.safetensors")
 }
 
 /// Reads `rounds.csv`.

@@ -12,8 +12,6 @@ pub enum Purpose {
     Task,
     /// The server's `SynapticSgd` (rejuvenation after a FedSGD step).
     Optimizer,
-    /// How clients partition the training data.
-    Partition,
 }
 
 impl Purpose {
@@ -22,7 +20,6 @@ impl Purpose {
             Purpose::Sampling => 0x5a4d_504c_0000_0001,
             Purpose::Task => 0x5441_534b_0000_0002,
             Purpose::Optimizer => 0x4f50_5449_0000_0003,
-            Purpose::Partition => 0x5041_5254_0000_0004,
         }
     }
 }

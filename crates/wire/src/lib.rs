@@ -35,6 +35,19 @@ use safetensors::SafeTensors;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The file name of the capture of `client`'s update in `round`:
+/// `round-RRRR-CLIENT.capture.safetensors` (client names are restricted to file-safe
+/// characters by the server).
+pub fn capture_file_name(round: u64, client: &str) -> String {
+    format!("round-{round:04}-{client}.capture.safetensors")
+}
+
+/// The file name of the escrow matching [`capture_file_name`]:
+/// `round-RRRR-CLIENT.escrow.safetensors`.
+pub fn escrow_file_name(round: u64, client: &str) -> String {
+    format!("round-{round:04}-{client}.escrow.safetensors")
+}
+
 /// The `path` of errors about bytes that did not come from a file.
 pub const IN_MEMORY: &str = "(in memory)";
 
