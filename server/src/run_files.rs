@@ -43,7 +43,7 @@ pub struct RoundRecord {
 impl RoundRecord {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{:.6},{:.6},{:.6},{},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{},{:.3}",
             self.round,
             self.sampled,
             self.updates,
