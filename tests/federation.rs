@@ -38,3 +38,152 @@ async fn clients_complete_rounds_and_the_same_seed_gives_identical_weights() {
     }
     assert!(weights[0] == weights[1], "same seed, different final weights");
 }
+
+use candle_core::{DType, Device, Tensor};
+use synfed_client::EscrowConfig;
+use synfed_models::{checkpoint, InputShape, Model};
+use synfed_synapse::{Mode, SynapticSgd};
+use synfed_wire::{escrow_file_name, Escrow};
+use tonic::Code;
+
+/// Largest absolute difference between two models' tensors.
+fn max_difference(a: &Model, b: &Model) -> f32 {
+    let mut worst = 0f32;
+    for ((na, ta), (nb, tb)) in a.params().tensors().iter().zip(b.params().tensors().iter()) {
+        assert_eq!(na, nb);
+        let d = (ta - tb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        worst = worst.max(d);
+    }
+    worst
+}
+
+async fn fedsgd_equals_centralized_sgd(methods: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path(), 2, 3);
+    config.model.methods = methods.parse().unwrap();
+    let truth = dir.path().join("truth");
+    let escrow_dir = truth.clone();
+    let (summary, _) = federation(config.clone(), move |url| {
+        (0..3)
+            .map(|k| {
+                let mut c = client(url, k, 3);
+                c.escrow = Some(EscrowConfig {
+                    dir: escrow_dir.clone(),
+                    rounds: vec![],
+                });
+                c
+            })
+            .collect()
+    })
+    .await;
+    assert!(summary.rounds.iter().all(|r| r.updates == 3));
+
+    // Centralized SGD on the union of the clients' batches, round by round.
+    let spec = config.model_spec(InputShape::new(1, 28, 28), 10);
+    let central = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    let mut opt = SynapticSgd::new(
+        central.params(),
+        config.training.lr,
+        synfed_server::optimizer_seed(config.seed),
+    );
+    for round in 1..=2 {
+        let escrows: Vec<Escrow> = (0..3)
+            .map(|k| {
+                Escrow::load(truth.join(escrow_file_name(round, &format!("client-{k}"))), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let x = Tensor::cat(&escrows.iter().map(|e| e.images.clone()).collect::<Vec<_>>(), 0).unwrap();
+        let y = Tensor::cat(&escrows.iter().map(|e| e.labels.clone()).collect::<Vec<_>>(), 0).unwrap();
+        assert_eq!(x.dim(0).unwrap(), 24);
+        let loss = central.loss(&x, &y, Mode::Train).unwrap();
+        opt.step(&loss.backward().unwrap()).unwrap();
+    }
+    let federated = checkpoint::load(&dir.path().join("checkpoint.safetensors"), DType::F32, &Device::Cpu)
+        .unwrap()
+        .model;
+    let diff = max_difference(&central, &federated);
+    assert!(diff < 1e-5, "{methods}: federated and centralized weights differ by {diff}");
+    // And the federation did move the model.
+    let initial = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    assert!(max_difference(&initial, &federated) > 1e-3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fedsgd_with_full_participation_equals_centralized_sgd() {
+    fedsgd_equals_centralized_sgd("none").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fedsgd_with_all_mechanisms_equals_centralized_synaptic_sgd() {
+    fedsgd_equals_centralized_sgd("I+II+III").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_larger_than_a_message_travels_in_chunks_and_a_corrupted_chunk_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path(), 1, 3);
+    config.model.width = Some(2048); // 784 × 2048 weights: 6.4 MB in the first layer alone
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let clients: Vec<_> = (0..2)
+        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .collect();
+
+    let mut mallory = RawClient::connect(&url, "mallory", None).await;
+    mallory.register(100).await.unwrap();
+    let task = mallory.task().await;
+    let task_ref = task.r#ref.unwrap();
+    let model = mallory.model(&task_ref).await;
+    let biggest = model.iter().map(|t| t.bytes.len()).max().unwrap();
+    assert!(biggest > synfed_wire::MAX_CHUNK_BYTES, "the test needs a tensor larger than one chunk");
+    let mut messages = mallory.update(&task_ref, &model, 8);
+    // Flip one bit in the second chunk of the largest tensor.
+    let victim = messages
+        .iter()
+        .position(|m| matches!(&m.part, Some(synfed_wire::proto::update_message::Part::Chunk(c)) if c.offset > 0))
+        .unwrap();
+    if let Some(synfed_wire::proto::update_message::Part::Chunk(c)) = &mut messages[victim].part {
+        c.data[17] ^= 0x04;
+    }
+    let (code, message) = mallory.push(messages).await;
+    assert_eq!(code, Code::DataLoss, "{message}");
+    assert!(message.contains("checksum"), "{message}");
+
+    let summary = server.await.unwrap().unwrap();
+    let round = &summary.rounds[0];
+    assert_eq!((round.updates, round.refused), (2, 1), "{round:?}");
+    for c in clients {
+        let report = c.await.unwrap().unwrap();
+        assert_eq!(report.accepted, vec![1]);
+        assert!(report.bytes_received > 6_000_000 && report.bytes_sent > 6_000_000, "{report:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_killed_mid_round_is_left_behind_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path(), 2, 3);
+    config.timing.round_timeout_s = 2.0;
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let clients: Vec<_> = (0..2)
+        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .collect();
+    // Takes the first round's task, then dies without a word.
+    {
+        let mut doomed = RawClient::connect(&url, "doomed", None).await;
+        doomed.register(100).await.unwrap();
+        let task = doomed.task().await;
+        assert_eq!(task.r#ref.unwrap().round, 1);
+    }
+    let summary = server.await.unwrap().unwrap();
+    assert!(summary.complete);
+    for round in &summary.rounds {
+        assert_eq!((round.sampled, round.updates, round.dropped), (3, 2, 1), "{round:?}");
+        assert!(round.seconds >= 1.9, "the round waited for its deadline: {round:?}");
+        assert!(round.seconds < 10.0, "{round:?}");
+    }
+    for c in clients {
+        assert_eq!(c.await.unwrap().unwrap().accepted, vec![1, 2]);
+    }
+}
