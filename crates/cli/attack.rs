@@ -118,20 +118,56 @@ struct Report<'a> {
     device: String,
 }
 
+/// What an attack achieved, for callers that summarise several attacks (`synfed simulate`).
+pub struct Outcome {
+    pub scores: Scores,
+    pub seconds: f64,
+}
+
+impl Args {
+    /// The capture form's arguments with every attack option at its command-line default:
+    /// the defaults stay in one place, the `#[arg]` attributes above.
+    pub fn for_capture(capture: &Path, escrow: &Path, out: &Path) -> Result<Self> {
+        use clap::{Args as _, FromArgMatches as _};
+        let matches = Self::augment_args(clap::Command::new("attack"))
+            .no_binary_name(true)
+            .try_get_matches_from([
+                "--capture".as_ref(),
+                capture.as_os_str(),
+                "--escrow".as_ref(),
+                escrow.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ])
+            .context("building the attack options")?;
+        Ok(Self::from_arg_matches(&matches).context("building the attack options")?)
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let device = args.device.open()?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let (capture, escrow) = match (&args.capture, &args.escrow) {
-        (Some(cap), Some(esc)) => {
-            let capture = Capture::load(cap, &device)?;
-            let escrow = Escrow::load(esc, &device)?;
-            escrow.check_matches(&capture.meta)?;
-            (capture, escrow)
+    match (&args.capture, &args.escrow) {
+        (Some(cap), Some(esc)) => attack_files(cap, esc, &args, &device)?,
+        _ => {
+            let (capture, escrow) = self_contained(&args, &device)?;
+            attack_and_report(&args, &capture, &escrow, &device)?
         }
-        _ => self_contained(&args, &device)?,
     };
-    attack_and_report(&args, &capture, &escrow, &device)
+    Ok(())
+}
+
+/// Attacks the capture file `capture`, scores it against the escrow file `escrow` and writes
+/// the results to `args.out` (the attack options come from `args`; its `capture`/`escrow`
+/// fields are only recorded in `metrics.json`).
+pub fn attack_files(capture: &Path, escrow: &Path, args: &Args, device: &Device) -> Result<Outcome> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let capture = Capture::load(capture, device)?;
+    let escrow = Escrow::load(escrow, device)?;
+    escrow.check_matches(&capture.meta)?;
+    attack_and_report(args, &capture, &escrow, device)
 }
 
 /// Builds (and trains) the model, captures a client's FedSGD gradient on one batch and writes
@@ -227,7 +263,7 @@ fn attack_and_report(
     capture: &Capture,
     escrow: &Escrow,
     device: &Device,
-) -> Result<()> {
+) -> Result<Outcome> {
     let config = AttackConfig {
         inversion: InversionConfig {
             iterations: args.iterations,
@@ -305,7 +341,7 @@ fn attack_and_report(
         100.0 * scores.label_accuracy,
         args.out.display()
     );
-    Ok(())
+    Ok(Outcome { scores, seconds })
 }
 
 fn write_trace(path: &Path, trace: &[synfed_attack::inversion::TraceRow]) -> Result<()> {

@@ -5,9 +5,12 @@
 
 mod attack;
 mod device;
+mod join;
 mod plot;
 mod progress;
 mod serde_text;
+mod serve;
+mod simulate;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +38,13 @@ enum Command {
     /// Gradient inversion (Geiping et al.'s Inverting Gradients) of a captured client update,
     /// or of a batch captured on the spot from a model and a data set.
     Attack(attack::Args),
+    /// The aggregation server of a federated run (clients join with `synfed join`).
+    Serve(serve::Args),
+    /// One federated client joining a run served by `synfed serve`.
+    Join(join::Args),
+    /// Server, clients and attacker in one process: a federated run over loopback gRPC, the
+    /// tap's captures attacked, and a report.
+    Simulate(simulate::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Attack(args) => attack::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Join(args) => join::run(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,548 @@
+//! `synfed simulate`: a whole federated run and the attack on it, in one process.
+//!
+//! The server and N clients talk real gRPC over 127.0.0.1 (a free port), exactly as
+//! `synfed serve` and `synfed join` do across hosts. The tap captures chosen clients' updates,
+//! the clients keep the truth of those rounds as escrow files beside the captures, and after the
+//! run the gradient-inversion attacker (`synfed attack`) runs on every capture. `report.md`
+//! sums it up: the configuration, the rounds, and per capture the attack's scores and picture.
+//!
+//! With no arguments: 4 clients, the run configuration's defaults (the `mlp` of width 128 on
+//! the embedded MNIST subset, FedSGD, 20 rounds, lr 0.1, batch 8) and the tap on `client-0` in
+//! the first and the last round.
+
+use crate::attack;
+use crate::device::DeviceChoice;
+use crate::progress;
+use crate::serve::summary_line;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::Device;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synfed_client::{ClientConfig, EscrowConfig, Share};
+use synfed_data::Partition;
+use synfed_server::{read_rounds, RunConfig, RunSummary};
+use tokio::sync::watch;
+
+/// Where the run goes when neither `--out` nor the configuration says.
+const DEFAULT_OUT: &str = "runs/simulate";
+/// The file name ending of the tap's captures (`round-RRRR-CLIENT.capture.safetensors`).
+const CAPTURE_SUFFIX: &str = ".capture.safetensors";
+const ESCROW_SUFFIX: &str = ".escrow.safetensors";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A run configuration (TOML, as for `synfed serve`) instead of the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder (default: the configuration's `out` if it names one, else runs/simulate).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Number of clients, named client-0 … client-{N-1}.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// How the training split is cut among the clients: iid, dirichlet:α or shards:S.
+    #[arg(long, default_value = "iid")]
+    pub split: Partition,
+    /// Number of rounds, overriding the configuration's.
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Seed of the run (and of the clients' split), overriding the configuration's.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Iterations of each attack.
+    #[arg(long, default_value_t = 300)]
+    pub attack_iterations: usize,
+    /// Only the federated run: no default tap, no attacks.
+    #[arg(long)]
+    pub no_attack: bool,
+    /// auto, cpu, cuda or cuda:N: where the clients and the attacker compute.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// The attack on one capture, as the report shows it.
+struct AttackRow {
+    /// `round-RRRR-CLIENT`.
+    name: String,
+    result: Result<attack::Outcome, String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let config = configuration(&args)?;
+    let tokens = client_tokens(&config)?;
+    let device = args.device.open()?;
+    let out = config.out.clone();
+    println!(
+        "simulating {} rounds with {} clients; run folder {}",
+        config.rounds,
+        args.clients,
+        out.display()
+    );
+
+    let started = Instant::now();
+    let summary = federate(config.clone(), &args, &tokens, &device)?;
+    let federation_s = started.elapsed().as_secs_f64();
+    tracing::info!("federation done in {federation_s:.1} s");
+    if !summary.complete {
+        bail!(
+            "the run stopped after {} of {} rounds; partial results in {}",
+            summary.rounds.len(),
+            config.rounds,
+            out.display()
+        );
+    }
+
+    let attack_started = Instant::now();
+    let attacks = if args.no_attack {
+        Vec::new()
+    } else {
+        attack_captures(&summary, &args, config.seed, &device)?
+    };
+    let attack_s = attack_started.elapsed().as_secs_f64();
+
+    let report = out.join("report.md");
+    let text = report_markdown(&config, &args, &summary, &attacks, federation_s, attack_s)?;
+    std::fs::write(&report, text).with_context(|| format!("writing {}", report.display()))?;
+
+    println!("{}", summary_line(&summary));
+    for row in &attacks {
+        match &row.result {
+            Ok(o) => println!(
+                "attack on {}: PSNR {:.2} dB, SSIM {:.3}, label accuracy {:.0} % ({:.1} s)",
+                row.name,
+                o.scores.psnr,
+                o.scores.ssim,
+                100.0 * o.scores.label_accuracy,
+                o.seconds
+            ),
+            Err(why) => println!("attack on {}: not done: {why}", row.name),
+        }
+    }
+    println!(
+        "federation {federation_s:.1} s, attacks {attack_s:.1} s, total {:.1} s; report in {}",
+        started.elapsed().as_secs_f64(),
+        report.display()
+    );
+    Ok(())
+}
+
+/// The run configuration: the file's (or the defaults), the flags, and what a simulation
+/// needs: every client registered before round 1, and a tap unless the file sets one.
+fn configuration(args: &Args) -> Result<RunConfig> {
+    let (mut config, table) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the run configuration {}", path.display()))?;
+            let config = RunConfig::from_toml(&text)
+                .with_context(|| format!("in the run configuration {}", path.display()))?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("in the run configuration {}", path.display()))?;
+            (config, table)
+        }
+        None => (RunConfig::default(), toml::Table::new()),
+    };
+    let sets = |section: &str, key: &str| {
+        table
+            .get(section)
+            .and_then(|s| s.as_table())
+            .is_some_and(|s| s.contains_key(key))
+    };
+    config.out = match &args.out {
+        Some(out) => out.clone(),
+        None if table.contains_key("out") => config.out,
+        None => PathBuf::from(DEFAULT_OUT),
+    };
+    if let Some(rounds) = args.rounds {
+        config.rounds = rounds;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if sets("sampling", "min_clients") {
+        if config.sampling.min_clients > args.clients {
+            bail!(
+                "sampling.min_clients is {} but only {} clients are simulated (--clients): the run would never start",
+                config.sampling.min_clients,
+                args.clients
+            );
+        }
+    } else {
+        // the tapped client must not miss round 1 for registering late
+        config.sampling.min_clients = args.clients;
+        config.sampling.min_updates = config.sampling.min_updates.min(args.clients);
+    }
+    if !args.no_attack && config.tap.rounds.is_empty() {
+        config.tap.rounds = vec![1, config.rounds];
+        config.tap.rounds.dedup();
+        config.tap.clients = vec!["client-0".into()];
+    }
+    if config.security.tls_cert.is_some() || config.security.tls_key.is_some() {
+        bail!("security.tls_cert/tls_key: `synfed simulate` runs on loopback without TLS; use `synfed serve` and `synfed join` for TLS");
+    }
+    config.validate().context("checking the run configuration")?;
+    Ok(config)
+}
+
+/// The clients' tokens when the configuration names a tokens file (`[clients]` table).
+fn client_tokens(config: &RunConfig) -> Result<Option<toml::Table>> {
+    let Some(path) = &config.security.tokens else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the tokens file {}", path.display()))?;
+    let file: toml::Table =
+        toml::from_str(&text).with_context(|| format!("in the tokens file {}", path.display()))?;
+    match file.get("clients").and_then(|c| c.as_table()) {
+        Some(clients) => Ok(Some(clients.clone())),
+        None => bail!("the tokens file {} has no [clients] table", path.display()),
+    }
+}
+
+/// The configuration of client `k` of the simulation on `url`.
+fn client_config(
+    config: &RunConfig,
+    args: &Args,
+    tokens: &Option<toml::Table>,
+    url: &str,
+    k: usize,
+) -> Result<ClientConfig> {
+    let name = format!("client-{k}");
+    let share = Share {
+        index: k,
+        count: args.clients,
+        scheme: args.split,
+        seed: config.seed,
+    };
+    let mut client = ClientConfig::new(url, &name, &config.data.name, share);
+    client.data_dir = config.data.dir.clone();
+    if let Some(tokens) = tokens {
+        let token = tokens.get(&name).and_then(|t| t.as_str()).ok_or_else(|| {
+            anyhow!("the tokens file has no token for {name} (simulated clients are client-0 … client-{})", args.clients - 1)
+        })?;
+        client.token = Some(token.to_string());
+    }
+    let tap = &config.tap;
+    if !tap.rounds.is_empty() && (tap.clients.is_empty() || tap.clients.contains(&name)) {
+        client.escrow = Some(EscrowConfig {
+            dir: config.out.join("captures"),
+            rounds: tap.rounds.clone(),
+        });
+    }
+    Ok(client)
+}
+
+/// A future that completes once `stop` says true (or its sender is gone).
+fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Runs the server and the clients to the end of the run (Ctrl-C stops both).
+fn federate(
+    mut config: RunConfig,
+    args: &Args,
+    tokens: &Option<toml::Table>,
+    device: &Device,
+) -> Result<RunSummary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding a loopback port")?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        config.listen = addr.to_string();
+        let url = format!("http://{addr}");
+        let clients = (0..args.clients)
+            .map(|k| client_config(&config, args, tokens, &url, k))
+            .collect::<Result<Vec<_>>>()?;
+
+        let stop = Arc::new(watch::channel(false).0);
+        let ctrl_c = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    tracing::warn!("Ctrl-C: stopping the run");
+                    stop.send_replace(true);
+                }
+            })
+        };
+        let watcher = tokio::spawn(watch_rounds(config.out.join("rounds.csv"), config.rounds));
+        let mut server = tokio::spawn(synfed_server::run(
+            config,
+            listener,
+            false,
+            stopped(stop.subscribe()),
+        ));
+        let mut running = tokio::task::JoinSet::new();
+        for client in clients {
+            let name = client.name.clone();
+            let run = synfed_client::run(client, device.clone(), stopped(stop.subscribe()));
+            running.spawn(async move { (name, run.await) });
+        }
+
+        let mut client_error: Option<anyhow::Error> = None;
+        let served = loop {
+            tokio::select! {
+                served = &mut server => break served,
+                Some(joined) = running.join_next() => {
+                    if let Some(e) = client_failure(joined) {
+                        client_error.get_or_insert(e);
+                        stop.send_replace(true);
+                    }
+                }
+            }
+        };
+        // the run is over: clients still polling leave now
+        stop.send_replace(true);
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(joined) = running.join_next().await {
+                if let Some(e) = client_failure(joined) {
+                    client_error.get_or_insert(e);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            running.abort_all();
+        }
+        ctrl_c.abort();
+        watcher.abort();
+        let summary = served
+            .context("the server task failed")?
+            .context("the server stopped")?;
+        match client_error {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    })
+}
+
+/// The error of a client that ended, if it failed (logged here).
+fn client_failure<R>(
+    joined: Result<(String, synfed_client::Result<R>), tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
+    let failure = match joined {
+        Ok((_, Ok(_))) => return None,
+        Ok((name, Err(e))) => anyhow::Error::new(e).context(format!("client {name} failed")),
+        Err(e) => anyhow!("a client task failed: {e}"),
+    };
+    tracing::error!("{failure:#}");
+    Some(failure)
+}
+
+/// A progress bar over rounds, fed by the server's `rounds.csv`.
+async fn watch_rounds(path: PathBuf, rounds: u64) {
+    let bar = progress::bar(rounds, "rounds");
+    bar.set_message("federating");
+    let mut shown = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // a line being appended reads as malformed: skip this poll
+        let Ok(records) = read_rounds(&path) else { continue };
+        if records.len() != shown {
+            shown = records.len();
+            bar.set_position(shown as u64);
+            if let Some(last) = records.last() {
+                bar.set_message(format!("acc {:.1} %", 100.0 * last.test_accuracy));
+            }
+            if shown as u64 >= rounds {
+                bar.finish_and_clear();
+                return;
+            }
+        }
+    }
+}
+
+/// Attacks every capture the tap wrote, each with its escrow, into `out/attack/<name>/`.
+fn attack_captures(
+    summary: &RunSummary,
+    args: &Args,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<AttackRow>> {
+    let mut captures = summary.captures.clone();
+    captures.sort();
+    if captures.is_empty() {
+        tracing::warn!("the tap wrote no capture: nothing to attack");
+    }
+    let mut rows = Vec::new();
+    for capture in captures {
+        let file = capture
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        let name = file.strip_suffix(CAPTURE_SUFFIX).unwrap_or(file).to_string();
+        let escrow = capture.with_file_name(format!("{name}{ESCROW_SUFFIX}"));
+        if !escrow.exists() {
+            tracing::warn!("no escrow beside {}: not attacked", capture.display());
+            rows.push(AttackRow {
+                name,
+                result: Err(format!("no escrow file {}", escrow.display())),
+            });
+            continue;
+        }
+        let out = summary.out.join("attack").join(&name);
+        let mut options = attack::Args::for_capture(&capture, &escrow, &out)?;
+        options.iterations = args.attack_iterations;
+        options.seed = seed;
+        options.device = args.device;
+        tracing::info!("attacking {name} ({} iterations)", options.iterations);
+        let result = attack::attack_files(&capture, &escrow, &options, device).map_err(|e| {
+            tracing::warn!("the attack on {name} failed: {e:#}");
+            format!("{e:#}")
+        });
+        rows.push(AttackRow { name, result });
+    }
+    Ok(rows)
+}
+
+/// `report.md`: configuration, rounds, attacks.
+fn report_markdown(
+    config: &RunConfig,
+    args: &Args,
+    summary: &RunSummary,
+    attacks: &[AttackRow],
+    federation_s: f64,
+    attack_s: f64,
+) -> Result<String> {
+    let rounds = read_rounds(&summary.out.join("rounds.csv")).context("reading rounds.csv")?;
+    let m = &config.model;
+    let width = m.width.map_or_else(|| "published".to_string(), |w| w.to_string());
+    let mut s = String::new();
+    writeln!(s, "# synfed simulate: {}\n", summary.run_id)?;
+    writeln!(
+        s,
+        "- model: `{}` (width {width}), methods `{}` (τ {}, d_re {}, Γ {})",
+        m.arch, m.methods, m.tau, m.d_re, m.gamma
+    )?;
+    writeln!(
+        s,
+        "- data: `{}`, {} clients, `{}` split (seed {})",
+        config.data.name, args.clients, args.split, config.seed
+    )?;
+    writeln!(
+        s,
+        "- {} rounds of {}, lr {}, batch {}, sampling fraction {}, seed {}",
+        config.rounds,
+        config.algorithm,
+        config.training.lr,
+        config.training.batch_size,
+        config.sampling.fraction,
+        config.seed
+    )?;
+    writeln!(
+        s,
+        "- tap: rounds {:?}, clients {}",
+        config.tap.rounds,
+        if config.tap.clients.is_empty() {
+            "all".to_string()
+        } else {
+            config.tap.clients.join(", ")
+        }
+    )?;
+    writeln!(
+        s,
+        "- time: federation {federation_s:.1} s, attacks {attack_s:.1} s ({} iterations each)",
+        args.attack_iterations
+    )?;
+    writeln!(s, "- full configuration: [config.toml](config.toml)\n")?;
+
+    writeln!(s, "## Rounds\n")?;
+    writeln!(s, "| round | updates | test accuracy | test loss |")?;
+    writeln!(s, "|---:|---:|---:|---:|")?;
+    for r in &rounds {
+        writeln!(
+            s,
+            "| {} | {} | {:.2} % | {:.4} |",
+            r.round,
+            r.updates,
+            100.0 * r.test_accuracy,
+            r.test_loss
+        )?;
+    }
+
+    if !attacks.is_empty() {
+        writeln!(s, "\n## Attacks\n")?;
+        writeln!(
+            s,
+            "Gradient inversion of each captured update; top row of a picture the client's batch, bottom row the reconstruction.\n"
+        )?;
+        writeln!(s, "| capture | PSNR (dB) | SSIM | MSE | label accuracy | truth / reconstruction |")?;
+        writeln!(s, "|---|---:|---:|---:|---:|---|")?;
+        for row in attacks {
+            match &row.result {
+                Ok(o) => writeln!(
+                    s,
+                    "| {} | {:.2} | {:.3} | {:.5} | {:.0} % | ![{}](attack/{}/grid.png) |",
+                    row.name,
+                    o.scores.psnr,
+                    o.scores.ssim,
+                    o.scores.mse,
+                    100.0 * o.scores.label_accuracy,
+                    row.name,
+                    row.name
+                )?,
+                Err(why) => writeln!(
+                    s,
+                    "| {} | – | – | – | – | not attacked: {} |",
+                    row.name,
+                    why.replace('|', "\\|").replace('\n', " ")
+                )?,
+            }
+        }
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        Wrap::parse_from(std::iter::once("simulate").chain(flags.iter().copied())).args
+    }
+
+    #[test]
+    fn defaults_tap_client_0_in_the_first_and_last_round() {
+        let config = configuration(&args(&["--rounds", "5"])).unwrap();
+        assert_eq!(config.out, Path::new(DEFAULT_OUT));
+        assert_eq!(config.tap.rounds, vec![1, 5]);
+        assert_eq!(config.tap.clients, vec!["client-0".to_string()]);
+        assert_eq!(config.sampling.min_clients, 4);
+        let one = configuration(&args(&["--rounds", "1", "--clients", "2"])).unwrap();
+        assert_eq!(one.tap.rounds, vec![1]);
+        let none = configuration(&args(&["--no-attack"])).unwrap();
+        assert!(none.tap.rounds.is_empty());
+    }
+
+    #[test]
+    fn escrows_go_beside_the_captures_for_tapped_clients_only() {
+        let a = args(&["--out", "x", "--rounds", "3"]);
+        let config = configuration(&a).unwrap();
+        let c0 = client_config(&config, &a, &None, "http://127.0.0.1:1", 0).unwrap();
+        let escrow = c0.escrow.unwrap();
+        assert_eq!(escrow.dir, Path::new("x/captures"));
+        assert_eq!(escrow.rounds, vec![1, 3]);
+        let c1 = client_config(&config, &a, &None, "http://127.0.0.1:1", 1).unwrap();
+        assert!(c1.escrow.is_none());
+        assert_eq!((c1.share.index, c1.share.count, c1.share.seed), (1, 4, 1));
+    }
+}
