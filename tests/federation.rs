@@ -187,3 +187,49 @@ async fn a_client_killed_mid_round_is_left_behind_at_the_deadline() {
         assert_eq!(c.await.unwrap().unwrap().accepted, vec![1, 2]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_after_round_k_and_resumed_reaches_the_same_final_model() {
+    let rounds = 4;
+    let configure = |dir: &std::path::Path| {
+        let mut config = small_config(dir, rounds, 2);
+        config.model.methods = "I+II+III".parse().unwrap();
+        config
+    };
+    let uninterrupted = tempfile::tempdir().unwrap();
+    federation(configure(uninterrupted.path()), |url| (0..2).map(|k| client(url, k, 2)).collect()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (listener, url) = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let log = dir.path().join("rounds.csv");
+    let killed_after_two = async move {
+        while read_rounds(&log).map_or(true, |r| r.len() < 2) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    let first = tokio::spawn(synfed_server::run(configure(dir.path()), listener, false, killed_after_two));
+    let clients: Vec<_> = (0..2)
+        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .collect();
+    let stopped = first.await.unwrap().unwrap();
+    assert!(!stopped.complete);
+    assert!(stopped.rounds.len() >= 2 && stopped.rounds.len() < rounds as usize, "{:?}", stopped.rounds);
+
+    // Restart on the same address; the clients reconnect and register again.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let resumed = synfed_server::run(configure(dir.path()), listener, true, std::future::pending())
+        .await
+        .unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.rounds.first().unwrap().round, stopped.rounds.last().unwrap().round + 1);
+    for c in clients {
+        assert!(c.await.unwrap().unwrap().finished);
+    }
+    let log = read_rounds(&dir.path().join("rounds.csv")).unwrap();
+    assert_eq!(log.iter().map(|r| r.round).collect::<Vec<_>>(), (1..=rounds).collect::<Vec<_>>());
+    assert!(
+        final_weights(dir.path()) == final_weights(uninterrupted.path()),
+        "the resumed run ended with another model"
+    );
+}
