@@ -233,3 +233,56 @@ async fn a_server_killed_after_round_k_and_resumed_reaches_the_same_final_model(
         "the resumed run ended with another model"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
+    use synfed_client::compute::{fedavg, LocalData};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path(), 1, 3);
+    config.algorithm = synfed_server::Algorithm::FedAvg;
+    config.model.methods = "I+II+III".parse().unwrap();
+    config.training.local_epochs = 0;
+    config.training.local_steps = 3;
+    let (summary, _) = federation(config.clone(), |url| (0..3).map(|k| client(url, k, 3)).collect()).await;
+    let round = &summary.rounds[0];
+    assert_eq!(round.updates, 3);
+
+    // The same local training by hand, from the same global model, then the weighted mean.
+    let spec = config.model_spec(InputShape::new(1, 28, 28), 10);
+    let splits = synfed_data::load("demo-mnist", None).unwrap();
+    let shares = synfed_data::partition(splits.train.labels(), 3, &synfed_data::Partition::Iid, 7).unwrap();
+    assert_eq!(round.examples as usize, shares.iter().map(Vec::len).sum::<usize>());
+    let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    let mut expected: Vec<Tensor> = global.params().tensors().into_iter().map(|(_, t)| t.copy().unwrap()).collect();
+    let total = round.examples as f64;
+    for (k, share) in shares.into_iter().enumerate() {
+        let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let n = share.len() as f64;
+        let data = LocalData {
+            train: splits.train.clone(),
+            normalization: splits.normalization.clone(),
+            indices: share,
+        };
+        let seed = synfed_server::seeds::derive(
+            config.seed,
+            synfed_server::seeds::Purpose::Task,
+            1,
+            &format!("client-{k}"),
+        );
+        let work = fedavg(&local, &data, 8, 0, 3, config.training.lr, seed).unwrap();
+        assert_eq!(work.examples as f64, n);
+        for (e, (_, delta)) in expected.iter_mut().zip(&work.update) {
+            *e = (&*e + (delta * (n / total)).unwrap()).unwrap();
+        }
+    }
+    let federated = checkpoint::load(&dir.path().join("checkpoint.safetensors"), DType::F32, &Device::Cpu)
+        .unwrap()
+        .model;
+    let mut worst = 0f32;
+    for (e, (_, f)) in expected.iter().zip(federated.params().tensors()) {
+        let d = (e - &f).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        worst = worst.max(d);
+    }
+    assert!(worst < 1e-6, "FedAvg aggregate differs by {worst}");
+    assert!(max_difference(&global, &federated) > 1e-3, "the model did not move");
+}
