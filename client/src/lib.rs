@@ -46,6 +46,10 @@ pub struct ClientReport {
     pub escrows: Vec<std::path::PathBuf>,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Seconds spent streaming updates up (from the first message to the server's answer).
+    pub upload_seconds: f64,
+    /// Seconds spent streaming global models down.
+    pub download_seconds: f64,
     /// Whether the server announced the end of the run (false: stopped by the caller).
     pub finished: bool,
 }
@@ -226,6 +230,7 @@ impl Session {
             .iter()
             .map(|(n, t)| TensorLayout::of(n.clone(), t))
             .collect();
+        let started = std::time::Instant::now();
         let mut stream = self
             .api
             .fetch_model(FetchModelRequest {
@@ -247,6 +252,7 @@ impl Session {
                 .map_err(|p| ClientError::Protocol(format!("global model: {p}")))?;
         }
         self.report.bytes_received += assembler.bytes_received() as u64;
+        self.report.download_seconds += started.elapsed().as_secs_f64();
         let device = self.device.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let tensors = assembler
@@ -405,7 +411,9 @@ impl Session {
             part: Some(update_message::Part::Chunk(encoded[i].chunk(j, MAX_CHUNK_BYTES))),
         });
         let stream = tokio_stream::iter(std::iter::once(header).chain(chunks));
+        let started = std::time::Instant::now();
         self.api.push_update(stream).await?;
+        self.report.upload_seconds += started.elapsed().as_secs_f64();
         Ok(bytes)
     }
 
