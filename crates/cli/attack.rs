@@ -140,7 +140,7 @@ impl Args {
                 out.as_os_str(),
             ])
             .context("building the attack options")?;
-        Ok(Self::from_arg_matches(&matches).context("building the attack options")?)
+        Self::from_arg_matches(&matches).context("building the attack options")
     }
 }
 
@@ -161,7 +161,12 @@ pub fn run(args: Args) -> Result<()> {
 /// Attacks the capture file `capture`, scores it against the escrow file `escrow` and writes
 /// the results to `args.out` (the attack options come from `args`; its `capture`/`escrow`
 /// fields are only recorded in `metrics.json`).
-pub fn attack_files(capture: &Path, escrow: &Path, args: &Args, device: &Device) -> Result<Outcome> {
+pub fn attack_files(
+    capture: &Path,
+    escrow: &Path,
+    args: &Args,
+    device: &Device,
+) -> Result<Outcome> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let capture = Capture::load(capture, device)?;

@@ -106,7 +106,11 @@ pub fn run(args: Args) -> Result<()> {
         report.bytes_sent as f64 / 1e6,
         report.bytes_received as f64 / 1e6,
         match &args.escrow_dir {
-            Some(dir) => format!("; {} escrow files in {}", report.escrows.len(), dir.display()),
+            Some(dir) => format!(
+                "; {} escrow files in {}",
+                report.escrows.len(),
+                dir.display()
+            ),
             None => String::new(),
         }
     );
@@ -138,7 +142,10 @@ fn tls(args: &Args) -> Result<Option<ClientTls>> {
     let any_flag = args.tls_ca.is_some() || args.tls_cert.is_some() || args.tls_domain.is_some();
     if !https {
         if any_flag {
-            bail!("the --tls-* flags need an https:// server URL, got {}", args.server);
+            bail!(
+                "the --tls-* flags need an https:// server URL, got {}",
+                args.server
+            );
         }
         return Ok(None);
     }

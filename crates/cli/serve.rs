@@ -33,8 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut config = RunConfig::from_file(&args.config)
-        .context("reading the run configuration")?;
+    let mut config = RunConfig::from_file(&args.config).context("reading the run configuration")?;
     if let Some(out) = args.out {
         config.out = out;
     }
@@ -47,7 +46,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
-    config.validate().context("checking the run configuration")?;
+    config
+        .validate()
+        .context("checking the run configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,12 +71,23 @@ pub fn run(args: Args) -> Result<()> {
         .context("the server stopped")
     })?;
     println!("{}", summary_line(&summary));
+    if !summary.complete {
+        println!(
+            "continue it with: synfed serve --config {} --out {} --resume",
+            args.config.display(),
+            summary.out.display()
+        );
+    }
     Ok(())
 }
 
 /// One line about a finished (or stopped) run: rounds done and the last test accuracy.
 pub fn summary_line(summary: &RunSummary) -> String {
-    let state = if summary.complete { "finished" } else { "stopped" };
+    let state = if summary.complete {
+        "finished"
+    } else {
+        "stopped"
+    };
     match summary.rounds.last() {
         Some(last) => format!(
             "run {} {state} after round {}: test accuracy {:.2} %, test loss {:.4}; results in {}",

@@ -17,7 +17,6 @@ use crate::serve::summary_line;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -185,7 +184,9 @@ fn configuration(args: &Args) -> Result<RunConfig> {
     if config.security.tls_cert.is_some() || config.security.tls_key.is_some() {
         bail!("security.tls_cert/tls_key: `synfed simulate` runs on loopback without TLS; use `synfed serve` and `synfed join` for TLS");
     }
-    config.validate().context("checking the run configuration")?;
+    config
+        .validate()
+        .context("checking the run configuration")?;
     Ok(config)
 }
 
@@ -238,10 +239,8 @@ fn client_config(
 }
 
 /// A future that completes once `stop` says true (or its sender is gone).
-fn stopped(mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
-    async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Runs the server and the clients to the end of the run (Ctrl-C stops both).
@@ -348,7 +347,9 @@ async fn watch_rounds(path: PathBuf, rounds: u64) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         // a line being appended reads as malformed: skip this poll
-        let Ok(records) = read_rounds(&path) else { continue };
+        let Ok(records) = read_rounds(&path) else {
+            continue;
+        };
         if records.len() != shown {
             shown = records.len();
             bar.set_position(shown as u64);
@@ -381,7 +382,10 @@ fn attack_captures(
             .file_name()
             .and_then(|f| f.to_str())
             .unwrap_or_default();
-        let name = file.strip_suffix(CAPTURE_SUFFIX).unwrap_or(file).to_string();
+        let name = file
+            .strip_suffix(CAPTURE_SUFFIX)
+            .unwrap_or(file)
+            .to_string();
         let escrow = capture.with_file_name(format!("{name}{ESCROW_SUFFIX}"));
         if !escrow.exists() {
             tracing::warn!("no escrow beside {}: not attacked", capture.display());
@@ -417,7 +421,9 @@ fn report_markdown(
 ) -> Result<String> {
     let rounds = read_rounds(&summary.out.join("rounds.csv")).context("reading rounds.csv")?;
     let m = &config.model;
-    let width = m.width.map_or_else(|| "published".to_string(), |w| w.to_string());
+    let width = m
+        .width
+        .map_or_else(|| "published".to_string(), |w| w.to_string());
     let mut s = String::new();
     writeln!(s, "# synfed simulate: {}\n", summary.run_id)?;
     writeln!(
@@ -477,7 +483,10 @@ fn report_markdown(
             s,
             "Gradient inversion of each captured update; top row of a picture the client's batch, bottom row the reconstruction.\n"
         )?;
-        writeln!(s, "| capture | PSNR (dB) | SSIM | MSE | label accuracy | truth / reconstruction |")?;
+        writeln!(
+            s,
+            "| capture | PSNR (dB) | SSIM | MSE | label accuracy | truth / reconstruction |"
+        )?;
         writeln!(s, "|---|---:|---:|---:|---:|---|")?;
         for row in attacks {
             match &row.result {
