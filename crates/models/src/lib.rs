@@ -21,6 +21,7 @@ pub mod network;
 pub mod resnet;
 pub mod spec;
 pub mod training;
+pub mod unroll;
 
 pub use arch::Arch;
 pub use error::{ModelError, Result};
@@ -29,3 +30,4 @@ pub use model::Model;
 pub use network::Network;
 pub use spec::{InputShape, ModelSpec};
 pub use training::{evaluate, train_epoch, EpochStats, Evaluation};
+pub use unroll::{unrolled_update, LocalSteps};

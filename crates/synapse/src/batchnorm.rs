@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::mode::Mode;
+use crate::substitution::value;
 use candle_core::{Tensor, Var};
 
 /// PyTorch's BatchNorm2d: ε = 1e-5, momentum 0.1, unbiased variance in the running estimate.
@@ -34,7 +35,7 @@ impl BatchNorm2d {
 
     /// Forward pass on `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let channel = |t: &Var| t.as_tensor().reshape((1, (), 1, 1));
+        let channel = |t: &Var| value(t).reshape((1, (), 1, 1));
         let (mean, var) = if mode.uses_batch_stats() {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centered = x.broadcast_sub(&mean)?;

@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::splitting::Split;
+use crate::substitution::value;
 use candle_core::{Tensor, Var};
 
 /// Square-kernel convolution of NCHW tensors, then weight splitting over channels when split.
@@ -43,9 +44,9 @@ impl Conv2d {
 
     /// Forward pass on `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)?;
+        let mut y = x.conv2d(&value(&self.weight), self.padding, self.stride, 1, 1)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(&b.as_tensor().reshape((1, (), 1, 1))?)?;
+            y = y.broadcast_add(&value(b).reshape((1, (), 1, 1))?)?;
         }
         match &self.split {
             Some(split) => split.apply(&y),

@@ -7,7 +7,9 @@
 //!   [`pool`]), which carry splitting and the per-weight fuzzy factors;
 //! - the [`Builder`] that creates their parameters from a seed, so that every party that
 //!   rebuilds a model from the same spec gets the same bytes;
-//! - [`SynapticSgd`], the optimizer step that applies (I) and (II).
+//! - [`SynapticSgd`], the optimizer step that applies (I) and (II);
+//! - [`substitution`], forward passes with parameters replaced by graph-carrying tensors (an
+//!   attacker's differentiable replay of local training).
 //!
 //! Randomness never comes from candle (its CPU generator cannot be seeded) but from
 //! `rand_chacha` streams derived from the model seed ([`rng`]).
@@ -28,6 +30,7 @@ pub mod rejuvenation;
 pub mod rng;
 pub mod sgd;
 pub mod splitting;
+pub mod substitution;
 
 pub use batchnorm::BatchNorm2d;
 pub use builder::{Builder, LayerOptions, Placement};

@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::splitting::Split;
+use crate::substitution::value;
 use candle_core::{Tensor, Var};
 
 /// y = x Wᵀ + b, then weight splitting when the layer is split.
@@ -45,9 +46,9 @@ impl Linear {
 
     /// Forward pass on `[B, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.matmul(&self.weight.t()?)?;
+        let mut y = x.matmul(&value(&self.weight).t()?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b.as_tensor())?;
+            y = y.broadcast_add(&value(b))?;
         }
         match &self.split {
             Some(split) => split.apply(&y),
