@@ -48,6 +48,7 @@ fn attack_iteration(c: &mut Criterion) {
             .gradients(&truth, &labels, Mode::TrainFrozenStats)
             .unwrap();
         let target = Target {
+            local_steps: None,
             model: &model,
             gradient,
             labels,

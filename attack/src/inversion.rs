@@ -14,7 +14,7 @@ use crate::objective::{gradient_distance, total_variation, Distance, LayerWeight
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use synfed_models::Model;
+use synfed_models::{unrolled_update, LocalSteps, Model};
 use synfed_synapse::Mode;
 
 /// Hyper-parameters of the reconstruction (defaults: the reference's).
@@ -73,8 +73,13 @@ impl InversionConfig {
 /// labels (given or recovered).
 pub struct Target<'a> {
     pub model: &'a Model,
-    /// Observed gradient, one tensor per trainable parameter in `model.params().trainable()` order.
+    /// Observed gradient (FedSGD) or parameter difference θ_local − θ_global (FedAvg), one
+    /// tensor per trainable parameter in `model.params().trainable()` order.
     pub gradient: Vec<Tensor>,
+    /// FedAvg: the client's local SGD steps, replayed differentiably on the candidate images
+    /// ([`synfed_models::unrolled_update`]) and matched to the observed difference. `None`:
+    /// FedSGD, the candidates' gradient is matched.
+    pub local_steps: Option<LocalSteps>,
     /// Labels `[B]` (u32).
     pub labels: Tensor,
     /// BatchNorm mode the client computed in.
@@ -125,18 +130,22 @@ fn objective(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<(T
         Mode::Train => Mode::TrainFrozenStats,
         other => other,
     };
-    let loss = target.model.loss(x, &target.labels, mode)?;
-    let grads = loss.backward()?;
-    let trial: Vec<Tensor> = target
-        .model
-        .params()
-        .trainable()
-        .map(|p| {
-            grads.get(p.var.as_tensor()).cloned().ok_or_else(|| {
-                AttackError::Shape(format!("the model gives no gradient for `{}`", p.name))
-            })
-        })
-        .collect::<Result<_>>()?;
+    let trial: Vec<Tensor> = match target.local_steps {
+        Some(local) => unrolled_update(target.model, x, &target.labels, local, mode)?,
+        None => {
+            let grads = target.model.loss(x, &target.labels, mode)?.backward()?;
+            target
+                .model
+                .params()
+                .trainable()
+                .map(|p| {
+                    grads.get(p.var.as_tensor()).cloned().ok_or_else(|| {
+                        AttackError::Shape(format!("the model gives no gradient for `{}`", p.name))
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+    };
     let distance = gradient_distance(&trial, &target.gradient, config.distance, config.weighting)?;
     Ok((distance, total_variation(x)?))
 }

@@ -6,7 +6,7 @@ use crate::error::{AttackError, Result};
 use crate::inversion::{reconstruct, InversionConfig, Reconstruction, Target};
 use crate::labels::recover_labels;
 use candle_core::{DType, Device, Tensor};
-use synfed_models::Model;
+use synfed_models::{LocalSteps, Model};
 use synfed_wire::{Capture, UpdateKind};
 
 /// How to attack a capture.
@@ -36,7 +36,13 @@ pub fn pixel_bounds(mean: &[f32], std: &[f32]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Attacks a FedSGD capture. `on_iteration(trial, iteration, objective)` reports progress.
+/// Attacks a capture. `on_iteration(trial, iteration, objective)` reports progress.
+///
+/// FedSGD: the candidates' gradient is matched to the observed one, for a batch of
+/// `batch_size` images. FedAvg: the client's `local_steps` SGD steps of `local_lr` on batches of
+/// `batch_size` are replayed on `examples` candidate images and matched to the observed
+/// difference (Geiping et al.'s FedAvg setting); without exposed labels they are recovered
+/// from the difference, which points against the summed gradient.
 pub fn attack_capture(
     capture: &Capture,
     config: &AttackConfig,
@@ -44,27 +50,44 @@ pub fn attack_capture(
     on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<Attack> {
     let meta = &capture.meta;
-    if meta.kind == UpdateKind::FedAvg {
-        return Err(AttackError::BadOption(
-            "FedAvg captures (several local steps) are not supported yet: attack FedSGD captures"
-                .into(),
-        ));
-    }
     let model = capture.model(DType::F32, device)?;
     let gradient = capture.update_in_param_order(&model)?;
+    let (images, local_steps) = match meta.kind {
+        UpdateKind::FedSgd => (meta.batch_size, None),
+        UpdateKind::FedAvg => {
+            let (Some(steps), Some(lr)) = (meta.local_steps, meta.local_lr) else {
+                return Err(AttackError::BadOption(
+                    "a FedAvg capture must state its local steps and learning rate".into(),
+                ));
+            };
+            let local = LocalSteps {
+                steps,
+                batch_size: meta.batch_size,
+                lr,
+            };
+            (meta.examples, Some(local))
+        }
+    };
     let (labels, labels_recovered) = match (&meta.labels, config.use_exposed_labels) {
         (Some(exposed), true) => (exposed.clone(), false),
-        _ => (recover_labels(&gradient, meta.batch_size)?, true),
+        _ => {
+            let evidence = match local_steps {
+                None => gradient.clone(),
+                Some(_) => gradient.iter().map(Tensor::neg).collect::<candle_core::Result<_>>()?,
+            };
+            (recover_labels(&evidence, images)?, true)
+        }
     };
     let input = meta.spec.input;
     let target = Target {
         model: &model,
         gradient,
+        local_steps,
         labels: Tensor::new(labels.as_slice(), device)?,
         mode: meta.mode,
         bounds: pixel_bounds(&meta.normalization.mean, &meta.normalization.std),
     };
-    let shape = [meta.batch_size, input.channels, input.height, input.width];
+    let shape = [images, input.channels, input.height, input.width];
     let reconstruction = reconstruct(&target, shape, &config.inversion, on_iteration)?;
     Ok(Attack {
         model,
