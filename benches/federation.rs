@@ -95,5 +95,10 @@ fn upload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fedsgd_round, upload);
+criterion_group! {
+    name = benches;
+    // Without plots: criterion's plotting needs system fonts this project does not assume.
+    config = Criterion::default().without_plots();
+    targets = fedsgd_round, upload
+}
 criterion_main!(benches);

@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Iterations of each attack.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 1000)]
     pub attack_iterations: usize,
     /// Only the federated run: no default tap, no attacks.
     #[arg(long)]
