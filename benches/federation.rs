@@ -13,10 +13,18 @@ use synfed_client::{ClientConfig, Share};
 use synfed_data::Partition;
 use synfed_server::RunConfig;
 
-fn config(out: &std::path::Path, rounds: u64, clients: usize, data: &str, width: Option<usize>) -> RunConfig {
-    let mut c = RunConfig::default();
-    c.out = out.to_path_buf();
-    c.rounds = rounds;
+fn config(
+    out: &std::path::Path,
+    rounds: u64,
+    clients: usize,
+    data: &str,
+    width: Option<usize>,
+) -> RunConfig {
+    let mut c = RunConfig {
+        out: out.to_path_buf(),
+        rounds,
+        ..RunConfig::default()
+    };
     c.model.width = width;
     c.data.name = data.into();
     c.data.eval_limit = Some(50);
@@ -33,12 +41,20 @@ struct Outcome {
 }
 
 fn federation(config: RunConfig, clients: usize) -> Outcome {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let data = config.data.name.clone();
-        let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+        let server = tokio::spawn(synfed_server::run(
+            config,
+            listener,
+            false,
+            std::future::pending(),
+        ));
         let handles: Vec<_> = (0..clients)
             .map(|k| {
                 let share = Share {
@@ -48,7 +64,11 @@ fn federation(config: RunConfig, clients: usize) -> Outcome {
                     seed: 1,
                 };
                 let c = ClientConfig::new(&url, format!("client-{k:03}"), &data, share);
-                tokio::spawn(synfed_client::run(c, candle_core::Device::Cpu, std::future::pending()))
+                tokio::spawn(synfed_client::run(
+                    c,
+                    candle_core::Device::Cpu,
+                    std::future::pending(),
+                ))
             })
             .collect();
         let (mut upload_seconds, mut bytes_sent) = (0.0, 0);
@@ -68,7 +88,10 @@ fn federation(config: RunConfig, clients: usize) -> Outcome {
 
 fn fedsgd_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("fedsgd_round");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("100_clients", |b| {
         b.iter_custom(|iters| {
             let dir = tempfile::tempdir().unwrap();
@@ -83,7 +106,10 @@ fn upload(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let probe = federation(config(dir.path(), 1, 1, "demo-cifar10", None), 1);
     let mut group = c.benchmark_group("upload");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(30));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(30));
     group.throughput(Throughput::Bytes(probe.bytes_sent));
     group.bench_function("mlp_cifar", |b| {
         b.iter_custom(|iters| {

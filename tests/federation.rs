@@ -16,11 +16,16 @@ async fn clients_complete_rounds_and_the_same_seed_gives_identical_weights() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = small_config(dir.path(), 3, 3);
         config.model.methods = "I+II+III".parse().unwrap();
-        let (summary, reports) = federation(config, |url| (0..3).map(|k| client(url, k, 3)).collect()).await;
+        let (summary, reports) =
+            federation(config, |url| (0..3).map(|k| client(url, k, 3)).collect()).await;
         assert!(summary.complete);
         assert_eq!(summary.rounds.len(), 3);
         for r in &summary.rounds {
-            assert_eq!((r.sampled, r.updates, r.refused, r.dropped), (3, 3, 0, 0), "{r:?}");
+            assert_eq!(
+                (r.sampled, r.updates, r.refused, r.dropped),
+                (3, 3, 0, 0),
+                "{r:?}"
+            );
             assert_eq!(r.examples, 3 * 8);
             assert!(r.test_accuracy > 0.0 && r.train_loss.is_finite());
         }
@@ -36,7 +41,10 @@ async fn clients_complete_rounds_and_the_same_seed_gives_identical_weights() {
         assert_eq!(log, expected);
         weights.push(final_weights(dir.path()));
     }
-    assert!(weights[0] == weights[1], "same seed, different final weights");
+    assert!(
+        weights[0] == weights[1],
+        "same seed, different final weights"
+    );
 }
 
 use candle_core::{DType, Device, Tensor};
@@ -51,7 +59,14 @@ fn max_difference(a: &Model, b: &Model) -> f32 {
     let mut worst = 0f32;
     for ((na, ta), (nb, tb)) in a.params().tensors().iter().zip(b.params().tensors().iter()) {
         assert_eq!(na, nb);
-        let d = (ta - tb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (ta - tb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         worst = worst.max(d);
     }
     worst
@@ -89,20 +104,39 @@ async fn fedsgd_equals_centralized_sgd(methods: &str) {
     for round in 1..=2 {
         let escrows: Vec<Escrow> = (0..3)
             .map(|k| {
-                Escrow::load(truth.join(escrow_file_name(round, &format!("client-{k}"))), &Device::Cpu).unwrap()
+                Escrow::load(
+                    truth.join(escrow_file_name(round, &format!("client-{k}"))),
+                    &Device::Cpu,
+                )
+                .unwrap()
             })
             .collect();
-        let x = Tensor::cat(&escrows.iter().map(|e| e.images.clone()).collect::<Vec<_>>(), 0).unwrap();
-        let y = Tensor::cat(&escrows.iter().map(|e| e.labels.clone()).collect::<Vec<_>>(), 0).unwrap();
+        let x = Tensor::cat(
+            &escrows.iter().map(|e| e.images.clone()).collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        let y = Tensor::cat(
+            &escrows.iter().map(|e| e.labels.clone()).collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
         assert_eq!(x.dim(0).unwrap(), 24);
         let loss = central.loss(&x, &y, Mode::Train).unwrap();
         opt.step(&loss.backward().unwrap()).unwrap();
     }
-    let federated = checkpoint::load(&dir.path().join("checkpoint.safetensors"), DType::F32, &Device::Cpu)
-        .unwrap()
-        .model;
+    let federated = checkpoint::load(
+        &dir.path().join("checkpoint.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model;
     let diff = max_difference(&central, &federated);
-    assert!(diff < 1e-5, "{methods}: federated and centralized weights differ by {diff}");
+    assert!(
+        diff < 1e-5,
+        "{methods}: federated and centralized weights differ by {diff}"
+    );
     // And the federation did move the model.
     let initial = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
     assert!(max_difference(&initial, &federated) > 1e-3);
@@ -124,9 +158,20 @@ async fn a_model_larger_than_a_message_travels_in_chunks_and_a_corrupted_chunk_i
     let mut config = small_config(dir.path(), 1, 3);
     config.model.width = Some(2048); // 784 × 2048 weights: 6.4 MB in the first layer alone
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
     let clients: Vec<_> = (0..2)
-        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .map(|k| {
+            tokio::spawn(synfed_client::run(
+                client(&url, k, 2),
+                Device::Cpu,
+                std::future::pending(),
+            ))
+        })
         .collect();
 
     let mut mallory = RawClient::connect(&url, "mallory", None).await;
@@ -135,7 +180,10 @@ async fn a_model_larger_than_a_message_travels_in_chunks_and_a_corrupted_chunk_i
     let task_ref = task.r#ref.unwrap();
     let model = mallory.model(&task_ref).await;
     let biggest = model.iter().map(|t| t.bytes.len()).max().unwrap();
-    assert!(biggest > synfed_wire::MAX_CHUNK_BYTES, "the test needs a tensor larger than one chunk");
+    assert!(
+        biggest > synfed_wire::MAX_CHUNK_BYTES,
+        "the test needs a tensor larger than one chunk"
+    );
     let mut messages = mallory.update(&task_ref, &model, 8);
     // Flip one bit in the second chunk of the largest tensor.
     let victim = messages
@@ -155,7 +203,10 @@ async fn a_model_larger_than_a_message_travels_in_chunks_and_a_corrupted_chunk_i
     for c in clients {
         let report = c.await.unwrap().unwrap();
         assert_eq!(report.accepted, vec![1]);
-        assert!(report.bytes_received > 6_000_000 && report.bytes_sent > 6_000_000, "{report:?}");
+        assert!(
+            report.bytes_received > 6_000_000 && report.bytes_sent > 6_000_000,
+            "{report:?}"
+        );
     }
 }
 
@@ -165,9 +216,20 @@ async fn a_client_killed_mid_round_is_left_behind_at_the_deadline() {
     let mut config = small_config(dir.path(), 2, 3);
     config.timing.round_timeout_s = 2.0;
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
     let clients: Vec<_> = (0..2)
-        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .map(|k| {
+            tokio::spawn(synfed_client::run(
+                client(&url, k, 2),
+                Device::Cpu,
+                std::future::pending(),
+            ))
+        })
         .collect();
     // Takes the first round's task, then dies without a word.
     {
@@ -179,8 +241,15 @@ async fn a_client_killed_mid_round_is_left_behind_at_the_deadline() {
     let summary = server.await.unwrap().unwrap();
     assert!(summary.complete);
     for round in &summary.rounds {
-        assert_eq!((round.sampled, round.updates, round.dropped), (3, 2, 1), "{round:?}");
-        assert!(round.seconds >= 1.9, "the round waited for its deadline: {round:?}");
+        assert_eq!(
+            (round.sampled, round.updates, round.dropped),
+            (3, 2, 1),
+            "{round:?}"
+        );
+        assert!(
+            round.seconds >= 1.9,
+            "the round waited for its deadline: {round:?}"
+        );
         assert!(round.seconds < 10.0, "{round:?}");
     }
     for c in clients {
@@ -197,7 +266,10 @@ async fn a_server_killed_after_round_k_and_resumed_reaches_the_same_final_model(
         config
     };
     let uninterrupted = tempfile::tempdir().unwrap();
-    federation(configure(uninterrupted.path()), |url| (0..2).map(|k| client(url, k, 2)).collect()).await;
+    federation(configure(uninterrupted.path()), |url| {
+        (0..2).map(|k| client(url, k, 2)).collect()
+    })
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let (listener, url) = bind().await;
@@ -208,26 +280,52 @@ async fn a_server_killed_after_round_k_and_resumed_reaches_the_same_final_model(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     };
-    let first = tokio::spawn(synfed_server::run(configure(dir.path()), listener, false, killed_after_two));
+    let first = tokio::spawn(synfed_server::run(
+        configure(dir.path()),
+        listener,
+        false,
+        killed_after_two,
+    ));
     let clients: Vec<_> = (0..2)
-        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, 2), Device::Cpu, std::future::pending())))
+        .map(|k| {
+            tokio::spawn(synfed_client::run(
+                client(&url, k, 2),
+                Device::Cpu,
+                std::future::pending(),
+            ))
+        })
         .collect();
     let stopped = first.await.unwrap().unwrap();
     assert!(!stopped.complete);
-    assert!(stopped.rounds.len() >= 2 && stopped.rounds.len() < rounds as usize, "{:?}", stopped.rounds);
+    assert!(
+        stopped.rounds.len() >= 2 && stopped.rounds.len() < rounds as usize,
+        "{:?}",
+        stopped.rounds
+    );
 
     // Restart on the same address; the clients reconnect and register again.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let resumed = synfed_server::run(configure(dir.path()), listener, true, std::future::pending())
-        .await
-        .unwrap();
+    let resumed = synfed_server::run(
+        configure(dir.path()),
+        listener,
+        true,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
     assert!(resumed.complete);
-    assert_eq!(resumed.rounds.first().unwrap().round, stopped.rounds.last().unwrap().round + 1);
+    assert_eq!(
+        resumed.rounds.first().unwrap().round,
+        stopped.rounds.last().unwrap().round + 1
+    );
     for c in clients {
         assert!(c.await.unwrap().unwrap().finished);
     }
     let log = read_rounds(&dir.path().join("rounds.csv")).unwrap();
-    assert_eq!(log.iter().map(|r| r.round).collect::<Vec<_>>(), (1..=rounds).collect::<Vec<_>>());
+    assert_eq!(
+        log.iter().map(|r| r.round).collect::<Vec<_>>(),
+        (1..=rounds).collect::<Vec<_>>()
+    );
     assert!(
         final_weights(dir.path()) == final_weights(uninterrupted.path()),
         "the resumed run ended with another model"
@@ -243,17 +341,29 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
     config.model.methods = "I+II+III".parse().unwrap();
     config.training.local_epochs = 0;
     config.training.local_steps = 3;
-    let (summary, _) = federation(config.clone(), |url| (0..3).map(|k| client(url, k, 3)).collect()).await;
+    let (summary, _) = federation(config.clone(), |url| {
+        (0..3).map(|k| client(url, k, 3)).collect()
+    })
+    .await;
     let round = &summary.rounds[0];
     assert_eq!(round.updates, 3);
 
     // The same local training by hand, from the same global model, then the weighted mean.
     let spec = config.model_spec(InputShape::new(1, 28, 28), 10);
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let shares = synfed_data::partition(splits.train.labels(), 3, &synfed_data::Partition::Iid, 7).unwrap();
-    assert_eq!(round.examples as usize, shares.iter().map(Vec::len).sum::<usize>());
+    let shares =
+        synfed_data::partition(splits.train.labels(), 3, &synfed_data::Partition::Iid, 7).unwrap();
+    assert_eq!(
+        round.examples as usize,
+        shares.iter().map(Vec::len).sum::<usize>()
+    );
     let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-    let mut expected: Vec<Tensor> = global.params().tensors().into_iter().map(|(_, t)| t.copy().unwrap()).collect();
+    let mut expected: Vec<Tensor> = global
+        .params()
+        .tensors()
+        .into_iter()
+        .map(|(_, t)| t.copy().unwrap())
+        .collect();
     let total = round.examples as f64;
     for (k, share) in shares.into_iter().enumerate() {
         let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
@@ -275,14 +385,28 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
             *e = (&*e + (delta * (n / total)).unwrap()).unwrap();
         }
     }
-    let federated = checkpoint::load(&dir.path().join("checkpoint.safetensors"), DType::F32, &Device::Cpu)
-        .unwrap()
-        .model;
+    let federated = checkpoint::load(
+        &dir.path().join("checkpoint.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model;
     let mut worst = 0f32;
     for (e, (_, f)) in expected.iter().zip(federated.params().tensors()) {
-        let d = (e - &f).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = (e - &f)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         worst = worst.max(d);
     }
     assert!(worst < 1e-6, "FedAvg aggregate differs by {worst}");
-    assert!(max_difference(&global, &federated) > 1e-3, "the model did not move");
+    assert!(
+        max_difference(&global, &federated) > 1e-3,
+        "the model did not move"
+    );
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use synfed_client::{ClientError, ClientTls};
 use tonic::Code;
 
-const TOKENS: &str = "[clients]\nclient-0 = \"token-of-client-zero\"\nclient-1 = \"token-of-client-one!\"\n";
+const TOKENS: &str =
+    "[clients]\nclient-0 = \"token-of-client-zero\"\nclient-1 = \"token-of-client-one!\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tokens_authenticate_clients_and_wrong_tokens_are_unauthenticated() {
@@ -18,7 +19,12 @@ async fn tokens_authenticate_clients_and_wrong_tokens_are_unauthenticated() {
     let mut config = small_config(&dir.path().join("run"), 1, 2);
     config.security.tokens = Some(tokens);
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
 
     // A wrong token ends the client at once (no retrying).
     let mut wrong = client(&url, 0, 2);
@@ -29,7 +35,10 @@ async fn tokens_authenticate_clients_and_wrong_tokens_are_unauthenticated() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Unauthenticated(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!err.to_string().contains("not-the-right-token"), "the token must not be echoed: {err}");
+    assert!(
+        !err.to_string().contains("not-the-right-token"),
+        "the token must not be echoed: {err}"
+    );
 
     let mut anonymous = RawClient::connect(&url, "client-0", None).await;
     let status = anonymous.register(10).await.unwrap_err();
@@ -44,7 +53,11 @@ async fn tokens_authenticate_clients_and_wrong_tokens_are_unauthenticated() {
         .map(|(token, k)| {
             let mut c = client(&url, k, 2);
             c.token = Some(token.into());
-            tokio::spawn(synfed_client::run(c, candle_core::Device::Cpu, std::future::pending()))
+            tokio::spawn(synfed_client::run(
+                c,
+                candle_core::Device::Cpu,
+                std::future::pending(),
+            ))
         })
         .collect();
     for c in clients {
@@ -64,7 +77,8 @@ struct Pki {
 
 fn pki() -> Pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair,
     };
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -106,7 +120,12 @@ async fn mutual_tls_with_generated_certificates() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
 
     // Without a client certificate the handshake fails: the client gives up as unreachable.
     let mut no_cert = client(&url, 0, 2);
@@ -120,7 +139,13 @@ async fn mutual_tls_with_generated_certificates() {
     let err = synfed_client::run(no_cert, candle_core::Device::Cpu, std::future::pending())
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Unreachable { .. } | ClientError::Refused { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ClientError::Unreachable { .. } | ClientError::Refused { .. }
+        ),
+        "{err}"
+    );
 
     let clients: Vec<_> = (0..2)
         .map(|k| {
@@ -131,7 +156,11 @@ async fn mutual_tls_with_generated_certificates() {
                 key: Some(client_key.clone()),
                 domain: Some("localhost".into()),
             });
-            tokio::spawn(synfed_client::run(c, candle_core::Device::Cpu, std::future::pending()))
+            tokio::spawn(synfed_client::run(
+                c,
+                candle_core::Device::Cpu,
+                std::future::pending(),
+            ))
         })
         .collect();
     for c in clients {

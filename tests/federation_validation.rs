@@ -20,31 +20,56 @@ fn chunk_of(messages: &mut [UpdateMessage], index: usize) -> &mut synfed_wire::p
 /// (name, expected status, what the message must mention, how to build the bad update)
 fn bad_updates() -> Vec<(&'static str, Code, &'static str, Mutation)> {
     vec![
-        ("zero examples", Code::InvalidArgument, "num_examples", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u[0] = c.header(t, 0, 2.0, m.len() as u32);
-            u
-        }),
-        ("more examples than registered", Code::InvalidArgument, "num_examples", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u[0] = c.header(t, 1_000_000, 2.0, m.len() as u32);
-            u
-        }),
-        ("wrong tensor count", Code::InvalidArgument, "tensors", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u[0] = c.header(t, 8, 2.0, 99);
-            u
-        }),
-        ("non-finite loss", Code::InvalidArgument, "train_loss", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u[0] = c.header(t, 8, f64::NAN, m.len() as u32);
-            u
-        }),
-        ("unknown tensor", Code::InvalidArgument, "unknown tensor", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            chunk_of(&mut u, 1).name = "fc9.weight".into();
-            u
-        }),
+        (
+            "zero examples",
+            Code::InvalidArgument,
+            "num_examples",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u[0] = c.header(t, 0, 2.0, m.len() as u32);
+                u
+            },
+        ),
+        (
+            "more examples than registered",
+            Code::InvalidArgument,
+            "num_examples",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u[0] = c.header(t, 1_000_000, 2.0, m.len() as u32);
+                u
+            },
+        ),
+        (
+            "wrong tensor count",
+            Code::InvalidArgument,
+            "tensors",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u[0] = c.header(t, 8, 2.0, 99);
+                u
+            },
+        ),
+        (
+            "non-finite loss",
+            Code::InvalidArgument,
+            "train_loss",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u[0] = c.header(t, 8, f64::NAN, m.len() as u32);
+                u
+            },
+        ),
+        (
+            "unknown tensor",
+            Code::InvalidArgument,
+            "unknown tensor",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                chunk_of(&mut u, 1).name = "fc9.weight".into();
+                u
+            },
+        ),
         ("wrong dtype", Code::InvalidArgument, "dtype", |c, t, m| {
             let mut u = c.update(t, m, 8);
             chunk_of(&mut u, 1).dtype = DataType::F64 as i32;
@@ -57,59 +82,109 @@ fn bad_updates() -> Vec<(&'static str, Code, &'static str, Mutation)> {
             chunk.shape.push(1);
             u
         }),
-        ("wrong byte length", Code::InvalidArgument, "bytes", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            chunk_of(&mut u, 1).total_bytes += 4;
-            u
-        }),
-        ("oversized chunk", Code::ResourceExhausted, "limit", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            chunk_of(&mut u, 1).data = vec![0; MAX_CHUNK_BYTES + 1];
-            u
-        }),
-        ("gap between chunks", Code::OutOfRange, "gap or overlap", |c, t, m| {
-            let first = &m[0];
-            let mut u = vec![c.header(t, 8, 2.0, m.len() as u32)];
-            let mut pieces: Vec<_> = first.chunks(first.bytes.len() / 4).collect();
-            pieces.remove(1);
-            u.extend(pieces.into_iter().map(|p| c.chunk(t, p)));
-            u
-        }),
-        ("checksum mismatch", Code::DataLoss, "checksum", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            chunk_of(&mut u, 1).data[0] ^= 1;
-            u
-        }),
-        ("non-finite value", Code::InvalidArgument, "non-finite", |c, t, m| {
-            let mut values = vec![0f32; m[1].layout.elem_count()];
-            values[3] = f32::INFINITY;
-            let bad = candle_core::Tensor::from_vec(values, m[1].layout.shape.clone(), &candle_core::Device::Cpu).unwrap();
-            let mut tensors = m.to_vec();
-            tensors[1] = EncodedTensor::new(m[1].layout.name.clone(), &bad).unwrap();
-            c.update(t, &tensors, 8)
-        }),
-        ("missing tensor", Code::InvalidArgument, "missing", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u.pop();
-            u
-        }),
-        ("duplicate tensor", Code::InvalidArgument, "twice", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            let again = u[1].clone();
-            u.insert(2, again);
-            u
-        }),
-        ("second header", Code::InvalidArgument, "second header", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            let header = u[0].clone();
-            u.insert(2, header);
-            u
-        }),
-        ("message of another task mid-stream", Code::InvalidArgument, "another client or task", |c, t, m| {
-            let mut u = c.update(t, m, 8);
-            u[2].r#ref.as_mut().unwrap().task_id = "someone-else".into();
-            u
-        }),
+        (
+            "wrong byte length",
+            Code::InvalidArgument,
+            "bytes",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                chunk_of(&mut u, 1).total_bytes += 4;
+                u
+            },
+        ),
+        (
+            "oversized chunk",
+            Code::ResourceExhausted,
+            "limit",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                chunk_of(&mut u, 1).data = vec![0; MAX_CHUNK_BYTES + 1];
+                u
+            },
+        ),
+        (
+            "gap between chunks",
+            Code::OutOfRange,
+            "gap or overlap",
+            |c, t, m| {
+                let first = &m[0];
+                let mut u = vec![c.header(t, 8, 2.0, m.len() as u32)];
+                let mut pieces: Vec<_> = first.chunks(first.bytes.len() / 4).collect();
+                pieces.remove(1);
+                u.extend(pieces.into_iter().map(|p| c.chunk(t, p)));
+                u
+            },
+        ),
+        (
+            "checksum mismatch",
+            Code::DataLoss,
+            "checksum",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                chunk_of(&mut u, 1).data[0] ^= 1;
+                u
+            },
+        ),
+        (
+            "non-finite value",
+            Code::InvalidArgument,
+            "non-finite",
+            |c, t, m| {
+                let mut values = vec![0f32; m[1].layout.elem_count()];
+                values[3] = f32::INFINITY;
+                let bad = candle_core::Tensor::from_vec(
+                    values,
+                    m[1].layout.shape.clone(),
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap();
+                let mut tensors = m.to_vec();
+                tensors[1] = EncodedTensor::new(m[1].layout.name.clone(), &bad).unwrap();
+                c.update(t, &tensors, 8)
+            },
+        ),
+        (
+            "missing tensor",
+            Code::InvalidArgument,
+            "missing",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u.pop();
+                u
+            },
+        ),
+        (
+            "duplicate tensor",
+            Code::InvalidArgument,
+            "twice",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                let again = u[1].clone();
+                u.insert(2, again);
+                u
+            },
+        ),
+        (
+            "second header",
+            Code::InvalidArgument,
+            "second header",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                let header = u[0].clone();
+                u.insert(2, header);
+                u
+            },
+        ),
+        (
+            "message of another task mid-stream",
+            Code::InvalidArgument,
+            "another client or task",
+            |c, t, m| {
+                let mut u = c.update(t, m, 8);
+                u[2].r#ref.as_mut().unwrap().task_id = "someone-else".into();
+                u
+            },
+        ),
     ]
 }
 
@@ -123,9 +198,20 @@ async fn round_with_bad_clients(bad: bool) -> (Vec<u8>, synfed_server::RoundReco
     let mut config = small_config(dir.path(), 1, HONEST + cases.len());
     config.timing.round_timeout_s = 30.0;
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
     let honest: Vec<_> = (0..HONEST)
-        .map(|k| tokio::spawn(synfed_client::run(client(&url, k, HONEST), candle_core::Device::Cpu, std::future::pending())))
+        .map(|k| {
+            tokio::spawn(synfed_client::run(
+                client(&url, k, HONEST),
+                candle_core::Device::Cpu,
+                std::future::pending(),
+            ))
+        })
         .collect();
 
     let mut bad_clients = Vec::new();
@@ -153,8 +239,18 @@ async fn round_with_bad_clients(bad: bool) -> (Vec<u8>, synfed_server::RoundReco
         wrong_task.task_id = "forged".into();
         for (what, task_ref, code, mention) in [
             ("other run", &wrong_run, Code::FailedPrecondition, "run"),
-            ("other round", &wrong_round, Code::FailedPrecondition, "round 7"),
-            ("unknown task", &wrong_task, Code::FailedPrecondition, "unknown task"),
+            (
+                "other round",
+                &wrong_round,
+                Code::FailedPrecondition,
+                "round 7",
+            ),
+            (
+                "unknown task",
+                &wrong_task,
+                Code::FailedPrecondition,
+                "unknown task",
+            ),
         ] {
             let update = probe.update(task_ref, model, 8);
             let (got, message) = probe.push(update).await;
@@ -206,11 +302,18 @@ async fn round_with_bad_clients(bad: bool) -> (Vec<u8>, synfed_server::RoundReco
             let update = mutate(raw, task, model);
             let (got, message) = raw.push(update).await;
             assert_eq!(got, code, "{what}: {message}");
-            assert!(message.contains(mention), "{what}: `{message}` should mention `{mention}`");
+            assert!(
+                message.contains(mention),
+                "{what}: `{message}` should mention `{mention}`"
+            );
             // Refused for good: even a valid update is not taken now.
             let valid = raw.update(task, model, 8);
             let (again, message) = raw.push(valid).await;
-            assert_eq!(again, Code::FailedPrecondition, "{what} then valid: {message}");
+            assert_eq!(
+                again,
+                Code::FailedPrecondition,
+                "{what} then valid: {message}"
+            );
         }
     }
     let summary = server.await.unwrap().unwrap();

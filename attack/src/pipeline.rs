@@ -73,7 +73,10 @@ pub fn attack_capture(
         _ => {
             let evidence = match local_steps {
                 None => gradient.clone(),
-                Some(_) => gradient.iter().map(Tensor::neg).collect::<candle_core::Result<_>>()?,
+                Some(_) => gradient
+                    .iter()
+                    .map(Tensor::neg)
+                    .collect::<candle_core::Result<_>>()?,
             };
             (recover_labels(&evidence, images)?, true)
         }

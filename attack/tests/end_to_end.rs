@@ -138,7 +138,14 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
     use synfed_synapse::SynapticSgd;
     use synfed_wire::UpdateKind;
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 28, 28), 10, MethodSet::NONE, 1).with_width(64);
+    let spec = ModelSpec::new(
+        Arch::Mlp,
+        InputShape::new(1, 28, 28),
+        10,
+        MethodSet::NONE,
+        1,
+    )
+    .with_width(64);
     let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
     // Two digits of different classes (a count-based recovery cannot tell repeated labels).
     let first_label = splits.train.label(0).unwrap();
@@ -147,14 +154,23 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
         .unwrap();
     let (x, y) = splits
         .train
-        .batch(&[0, second], &splits.normalization, &Device::Cpu, DType::F32)
+        .batch(
+            &[0, second],
+            &splits.normalization,
+            &Device::Cpu,
+            DType::F32,
+        )
         .unwrap();
     // The client: two real SGD steps of one image each.
     let client = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
     let mut sgd = SynapticSgd::new(client.params(), 0.1, 5);
     for i in 0..2 {
         let loss = client
-            .loss(&x.narrow(0, i, 1).unwrap(), &y.narrow(0, i, 1).unwrap(), Mode::Train)
+            .loss(
+                &x.narrow(0, i, 1).unwrap(),
+                &y.narrow(0, i, 1).unwrap(),
+                Mode::Train,
+            )
             .unwrap();
         sgd.step(&loss.backward().unwrap()).unwrap();
     }
@@ -165,15 +181,33 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
         .map(|(c, g)| (c.var.as_tensor() - g.var.as_tensor()).unwrap())
         .collect();
     // Sanity: the attacker's replay of the true images gives the observed difference.
-    let local = LocalSteps { steps: 2, batch_size: 1, lr: 0.1 };
+    let local = LocalSteps {
+        steps: 2,
+        batch_size: 1,
+        lr: 0.1,
+    };
     let replay = unrolled_update(&global, &x, &y, local, Mode::Train).unwrap();
     for (r, d) in replay.iter().zip(&delta) {
-        let diff = (r - d).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (r - d)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-6);
     }
     let labels = y.to_vec1::<u32>().unwrap();
     // Labels exposed: recovering two labels from a multi-step difference is approximate.
-    let mut meta = CaptureMeta::fedsgd(spec.clone(), 1, "client-0", 2, splits.normalization.clone(), Some(labels.clone()));
+    let mut meta = CaptureMeta::fedsgd(
+        spec.clone(),
+        1,
+        "client-0",
+        2,
+        splits.normalization.clone(),
+        Some(labels.clone()),
+    );
     meta.kind = UpdateKind::FedAvg;
     meta.batch_size = 1;
     meta.local_steps = Some(2);
@@ -200,5 +234,10 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
     )
     .unwrap();
     // Measured: 19.4 dB, SSIM 0.79 (noise scores ≈ 5 dB, SSIM ≈ 0).
-    assert!(scores.psnr >= 17.0 && scores.ssim >= 0.6, "PSNR {:.2} dB, SSIM {:.3}", scores.psnr, scores.ssim);
+    assert!(
+        scores.psnr >= 17.0 && scores.ssim >= 0.6,
+        "PSNR {:.2} dB, SSIM {:.3}",
+        scores.psnr,
+        scores.ssim
+    );
 }

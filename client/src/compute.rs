@@ -120,9 +120,9 @@ pub fn fedavg(
                 if done == steps {
                     break;
                 }
-                let (x, y) = data
-                    .train
-                    .batch(batch, &data.normalization, model.device(), DType::F32)?;
+                let (x, y) =
+                    data.train
+                        .batch(batch, &data.normalization, model.device(), DType::F32)?;
                 let loss = model.loss(&x, &y, Mode::Train)?;
                 loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
                 weight += batch.len() as f64;
@@ -136,9 +136,12 @@ pub fn fedavg(
     for (param, (name, old)) in model.params().iter().zip(before) {
         update.push((name, (param.var.as_tensor() - &old)?));
     }
-    let truth = data
-        .train
-        .batch(&data.indices, &data.normalization, model.device(), DType::F32)?;
+    let truth = data.train.batch(
+        &data.indices,
+        &data.normalization,
+        model.device(),
+        DType::F32,
+    )?;
     Ok(Work {
         update,
         examples: data.indices.len() as u64,

@@ -20,7 +20,11 @@ pub struct Share {
 impl Share {
     /// Parses `k/N` (k counted from 0).
     pub fn parse(text: &str, scheme: Partition, seed: u64) -> Result<Self> {
-        let bad = || ClientError::Config(format!("partition `{text}` is not of the form k/N with 0 ≤ k < N"));
+        let bad = || {
+            ClientError::Config(format!(
+                "partition `{text}` is not of the form k/N with 0 ≤ k < N"
+            ))
+        };
         let (k, n) = text.split_once('/').ok_or_else(bad)?;
         let index = usize::from_str(k.trim()).map_err(|_| bad())?;
         let count = usize::from_str(n.trim()).map_err(|_| bad())?;
@@ -96,7 +100,12 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// A client `name` of `server` holding `share` of `dataset`, with default retry, no TLS,
     /// no token, no escrow.
-    pub fn new(server: impl Into<String>, name: impl Into<String>, dataset: impl Into<String>, share: Share) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        name: impl Into<String>,
+        dataset: impl Into<String>,
+        share: Share,
+    ) -> Self {
         Self {
             server: server.into(),
             name: name.into(),

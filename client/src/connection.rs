@@ -23,7 +23,9 @@ pub struct Auth {
 impl Interceptor for Auth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(header) = &self.header {
-            request.metadata_mut().insert("authorization", header.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
         }
         Ok(request)
     }
@@ -52,7 +54,11 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint> {
         match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => t = t.identity(Identity::from_pem(read(cert)?, read(key)?)),
             (None, None) => {}
-            _ => return Err(ClientError::Config("a client certificate needs its key".into())),
+            _ => {
+                return Err(ClientError::Config(
+                    "a client certificate needs its key".into(),
+                ))
+            }
         }
         if let Some(domain) = &tls.domain {
             t = t.domain_name(domain.clone());
@@ -66,11 +72,9 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint> {
 pub async fn connect(config: &ClientConfig) -> Result<Api> {
     let endpoint = endpoint(config)?;
     let header = match &config.token {
-        Some(token) => Some(
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| ClientError::Config("the token holds characters HTTP headers cannot carry".into()))?,
-        ),
+        Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+            ClientError::Config("the token holds characters HTTP headers cannot carry".into())
+        })?),
         None => None,
     };
     let channel = with_retry(&config.retry, &config.server, || {
@@ -100,7 +104,10 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 
 /// Whether a status means "the server is not reachable right now".
 pub fn transient(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    )
 }
 
 /// Runs `call` until it succeeds or fails with a non-transient status, sleeping with

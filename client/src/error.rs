@@ -7,7 +7,9 @@ pub enum ClientError {
     Config(String),
     #[error("the server refused the token: {0}")]
     Unauthenticated(String),
-    #[error("cannot reach the server at {url} after {attempts} attempts over {waited_s:.1} s: {last}")]
+    #[error(
+        "cannot reach the server at {url} after {attempts} attempts over {waited_s:.1} s: {last}"
+    )]
     Unreachable {
         url: String,
         attempts: usize,

@@ -79,7 +79,12 @@ pub async fn run(
     let (dataset, dir) = (config.dataset.clone(), config.data_dir.clone());
     let data = tokio::task::spawn_blocking(move || -> Result<LocalData> {
         let splits = synfed_data::load(&dataset, dir.as_deref())?;
-        let mut parts = synfed_data::partition(splits.train.labels(), share.count, &share.scheme, share.seed)?;
+        let mut parts = synfed_data::partition(
+            splits.train.labels(),
+            share.count,
+            &share.scheme,
+            share.seed,
+        )?;
         let indices = std::mem::take(&mut parts[share.index]);
         Ok(LocalData {
             train: splits.train,
@@ -170,9 +175,11 @@ impl Session {
         let rebuild = self.model.as_ref().is_none_or(|m| m.spec() != &spec);
         if rebuild {
             let device = self.device.clone();
-            let model = tokio::task::spawn_blocking(move || Model::build(&spec, candle_core::DType::F32, &device))
-                .await
-                .map_err(|e| ClientError::Internal(e.to_string()))??;
+            let model = tokio::task::spawn_blocking(move || {
+                Model::build(&spec, candle_core::DType::F32, &device)
+            })
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))??;
             self.model = Some(Arc::new(model));
         }
         info!(client = %reply.client_id, run = %reply.run_id, examples = request.num_examples, "registered");
@@ -193,20 +200,27 @@ impl Session {
         let reply = with_retry(&self.config.retry, &self.config.server, || {
             let mut api = api.clone();
             let request = request.clone();
-            async move { api.pull_task(request).await.map(tonic::Response::into_inner) }
+            async move {
+                api.pull_task(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
         })
         .await;
         match reply {
             Ok(reply) => match reply.reply {
                 Some(pull_task_reply::Reply::Task(task)) => Ok(Pulled::Task(task)),
-                Some(pull_task_reply::Reply::Idle(idle)) => {
-                    Ok(Pulled::Idle(Duration::from_millis(idle.retry_after_ms.into())))
-                }
+                Some(pull_task_reply::Reply::Idle(idle)) => Ok(Pulled::Idle(
+                    Duration::from_millis(idle.retry_after_ms.into()),
+                )),
                 Some(pull_task_reply::Reply::Finished(_)) => Ok(Pulled::Finished),
                 None => Err(ClientError::Protocol("an empty PullTask reply".into())),
             },
             // The server restarted (resumed run) and forgot us: register again.
-            Err(ClientError::Refused { code: Code::NotFound | Code::FailedPrecondition, message }) => {
+            Err(ClientError::Refused {
+                code: Code::NotFound | Code::FailedPrecondition,
+                message,
+            }) => {
                 info!(%message, "registering again");
                 self.register().await?;
                 Ok(Pulled::Idle(Duration::ZERO))
@@ -242,7 +256,9 @@ impl Session {
         let mut assembler = Assembler::new(layout);
         while let Some(message) = stream.message().await? {
             if !model_chunk_is_for(&message, task_ref) {
-                return Err(ClientError::Protocol("a model chunk of another task".into()));
+                return Err(ClientError::Protocol(
+                    "a model chunk of another task".into(),
+                ));
             }
             let chunk = message
                 .chunk
@@ -302,7 +318,9 @@ impl Session {
             ClientError::Unauthenticated(_) => Err(error),
             ClientError::Refused { code, message } => {
                 warn!(round, ?code, %message, "update refused");
-                self.report.refused.push((round, format!("{code:?}: {message}")));
+                self.report
+                    .refused
+                    .push((round, format!("{code:?}: {message}")));
                 Ok(())
             }
             other => {
@@ -339,7 +357,9 @@ impl Session {
         let (model, data) = (self.model()?, Arc::clone(&self.data));
         let task = task.clone();
         tokio::task::spawn_blocking(move || match task.kind() {
-            TaskKind::FedsgdGradient => compute::fedsgd(&model, &data, task.batch_size as usize, task.seed),
+            TaskKind::FedsgdGradient => {
+                compute::fedsgd(&model, &data, task.batch_size as usize, task.seed)
+            }
             TaskKind::FedavgLocalTrain => compute::fedavg(
                 &model,
                 &data,
@@ -356,11 +376,15 @@ impl Session {
     }
 
     async fn escrow(&mut self, round: u64, work: &Work) -> Result<()> {
-        let Some(config) = &self.config.escrow else { return Ok(()) };
+        let Some(config) = &self.config.escrow else {
+            return Ok(());
+        };
         if !config.rounds.is_empty() && !config.rounds.contains(&round) {
             return Ok(());
         }
-        let path = config.dir.join(escrow_file_name(round, &self.reg.client_id));
+        let path = config
+            .dir
+            .join(escrow_file_name(round, &self.reg.client_id));
         let meta = EscrowMeta {
             round,
             client: self.reg.client_id.clone(),
@@ -408,7 +432,9 @@ impl Session {
         let chunks = pieces.into_iter().map(move |(i, j)| UpdateMessage {
             client_id: client_id.clone(),
             r#ref: Some(task.clone()),
-            part: Some(update_message::Part::Chunk(encoded[i].chunk(j, MAX_CHUNK_BYTES))),
+            part: Some(update_message::Part::Chunk(
+                encoded[i].chunk(j, MAX_CHUNK_BYTES),
+            )),
         });
         let stream = tokio_stream::iter(std::iter::once(header).chain(chunks));
         let started = std::time::Instant::now();

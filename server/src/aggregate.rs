@@ -21,7 +21,11 @@ enum Held {
 
 enum Slot {
     Waiting,
-    Held { held: Held, weight: f64, bytes: usize },
+    Held {
+        held: Held,
+        weight: f64,
+        bytes: usize,
+    },
     Done,
 }
 
@@ -54,7 +58,11 @@ impl OrderedSum {
     /// A sum over the updates of `order` (distinct client ids, summed in this order); waiting
     /// updates beyond `memory_budget` bytes go to files in `spool`.
     pub fn new(order: Vec<String>, spool: &Path, memory_budget: usize) -> Self {
-        let index = order.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect();
+        let index = order
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
         let slots = order.iter().map(|_| Slot::Waiting).collect();
         Self {
             order,
@@ -78,7 +86,9 @@ impl OrderedSum {
             .ok_or_else(|| ServerError::Internal(format!("`{client}` is not in this round")))?;
         match self.slots[i] {
             Slot::Waiting => Ok(i),
-            _ => Err(ServerError::Internal(format!("`{client}` was already resolved"))),
+            _ => Err(ServerError::Internal(format!(
+                "`{client}` was already resolved"
+            ))),
         }
     }
 
@@ -100,8 +110,16 @@ impl OrderedSum {
             } else {
                 Held::Disk(self.spill(i, &update)?)
             };
-            let bytes = if matches!(held, Held::Memory(_)) { bytes } else { 0 };
-            self.slots[i] = Slot::Held { held, weight, bytes };
+            let bytes = if matches!(held, Held::Memory(_)) {
+                bytes
+            } else {
+                0
+            };
+            self.slots[i] = Slot::Held {
+                held,
+                weight,
+                bytes,
+            };
             Ok(())
         }
     }
@@ -145,7 +163,8 @@ impl OrderedSum {
             .iter()
             .map(|t| t.to_dtype(DType::F64)? * weight)
             .collect::<candle_core::Result<Vec<_>>>()?;
-        self.dtype.get_or_insert(update.first().map_or(DType::F32, Tensor::dtype));
+        self.dtype
+            .get_or_insert(update.first().map_or(DType::F32, Tensor::dtype));
         self.sum = Some(match self.sum.take() {
             None => scaled,
             Some(sum) => {
@@ -169,7 +188,11 @@ impl OrderedSum {
             let i = self.next;
             match std::mem::replace(&mut self.slots[i], Slot::Done) {
                 Slot::Done => {}
-                Slot::Held { held, weight, bytes } => {
+                Slot::Held {
+                    held,
+                    weight,
+                    bytes,
+                } => {
                     self.held_bytes -= bytes;
                     let update = match held {
                         Held::Memory(update) => update,
@@ -226,7 +249,11 @@ mod tests {
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {
-        t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+        t.to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
     }
 
     fn clients() -> Vec<String> {
@@ -277,7 +304,11 @@ mod tests {
         let agg = sum.finish().unwrap().unwrap();
         assert_eq!(agg.contributors, vec!["c".to_string()]);
         assert_eq!(agg.mean[0].to_vec1::<f32>().unwrap(), vec![4.0, 8.0]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "spool cleaned up");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "spool cleaned up"
+        );
 
         let empty = OrderedSum::new(clients(), dir.path(), 0);
         assert!(empty.finish().unwrap().is_none());

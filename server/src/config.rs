@@ -266,7 +266,9 @@ impl RunConfig {
             source,
         })?;
         Self::from_toml(&text).map_err(|e| match e {
-            ServerError::Config(reason) => ServerError::Config(format!("{}: {reason}", path.display())),
+            ServerError::Config(reason) => {
+                ServerError::Config(format!("{}: {reason}", path.display()))
+            }
             other => other,
         })
     }
@@ -290,7 +292,10 @@ impl RunConfig {
             return bad("rounds must be at least 1".into());
         }
         if !(self.sampling.fraction > 0.0 && self.sampling.fraction <= 1.0) {
-            return bad(format!("sampling.fraction must be in (0, 1], got {}", self.sampling.fraction));
+            return bad(format!(
+                "sampling.fraction must be in (0, 1], got {}",
+                self.sampling.fraction
+            ));
         }
         if self.sampling.min_clients == 0 {
             return bad("sampling.min_clients must be at least 1".into());
@@ -302,7 +307,10 @@ impl RunConfig {
             ));
         }
         if !(self.training.lr.is_finite() && self.training.lr > 0.0) {
-            return bad(format!("training.lr must be a positive number, got {}", self.training.lr));
+            return bad(format!(
+                "training.lr must be a positive number, got {}",
+                self.training.lr
+            ));
         }
         if self.training.batch_size == 0 {
             return bad("training.batch_size must be at least 1".into());
@@ -325,11 +333,16 @@ impl RunConfig {
             ("wait_for_clients_s", t.wait_for_clients_s),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 1e7) {
-                return bad(format!("timing.{name} must be a positive number of seconds, got {v}"));
+                return bad(format!(
+                    "timing.{name} must be a positive number of seconds, got {v}"
+                ));
             }
         }
         if !(t.linger_s.is_finite() && (0.0..1e7).contains(&t.linger_s)) {
-            return bad(format!("timing.linger_s must be ≥ 0 seconds, got {}", t.linger_s));
+            return bad(format!(
+                "timing.linger_s must be ≥ 0 seconds, got {}",
+                t.linger_s
+            ));
         }
         if self.security.tls_cert.is_some() != self.security.tls_key.is_some() {
             return bad("security.tls_cert and security.tls_key go together".into());
@@ -346,7 +359,13 @@ impl RunConfig {
 
     /// The model spec of this run for images of `input` and `classes` classes.
     pub fn model_spec(&self, input: InputShape, classes: usize) -> ModelSpec {
-        let mut spec = ModelSpec::new(self.model.arch, input, classes, self.model.methods, self.seed);
+        let mut spec = ModelSpec::new(
+            self.model.arch,
+            input,
+            classes,
+            self.model.methods,
+            self.seed,
+        );
         spec.hyper = self.model.hyper();
         spec.width = self.model.width;
         spec
@@ -384,11 +403,17 @@ mod tests {
     fn typos_and_bad_ranges_are_errors() {
         let err = RunConfig::from_toml("roundz = 3").unwrap_err().to_string();
         assert!(err.contains("roundz"), "{err}");
-        let err = RunConfig::from_toml("[sampling]\nfraction = 1.5").unwrap_err().to_string();
+        let err = RunConfig::from_toml("[sampling]\nfraction = 1.5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sampling.fraction"), "{err}");
-        let err = RunConfig::from_toml("[training]\nlr = -1.0").unwrap_err().to_string();
+        let err = RunConfig::from_toml("[training]\nlr = -1.0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("training.lr"), "{err}");
-        let err = RunConfig::from_toml("[security]\ntls_cert = \"a.pem\"").unwrap_err().to_string();
+        let err = RunConfig::from_toml("[security]\ntls_cert = \"a.pem\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tls_key"), "{err}");
     }
 

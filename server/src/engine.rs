@@ -9,7 +9,7 @@ use crate::config::{secs, Algorithm, RunConfig};
 use crate::error::{Result, ServerError};
 use crate::run_files::{RoundRecord, RunFiles, RunState};
 use crate::sampling::sample_clients;
-use crate::state::{Phase, Shared, Slot, Submission, OpenRound};
+use crate::state::{OpenRound, Phase, Shared, Slot, Submission};
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -96,7 +96,10 @@ impl Engine {
             if !self.shared.lock().clients.values().any(|c| c.active) {
                 return;
             }
-            if tokio::time::timeout_at(until, changed.changed()).await.is_err() {
+            if tokio::time::timeout_at(until, changed.changed())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -120,7 +123,10 @@ impl Engine {
             if active.len() >= needed {
                 return Ok(active);
             }
-            if tokio::time::timeout_at(until, changed.changed()).await.is_err() {
+            if tokio::time::timeout_at(until, changed.changed())
+                .await
+                .is_err()
+            {
                 return Err(ServerError::NotEnoughClients {
                     registered: active.len(),
                     needed,
@@ -134,7 +140,13 @@ impl Engine {
         let active = self.wait_for_clients().await?;
         let started = Instant::now();
         let c = self.config().clone();
-        let sampled = sample_clients(&active, c.sampling.fraction, c.sampling.min_clients, c.seed, round);
+        let sampled = sample_clients(
+            &active,
+            c.sampling.fraction,
+            c.sampling.min_clients,
+            c.seed,
+            round,
+        );
 
         // The round's global model: copied (later steps change the variables in place) and
         // encoded once for every download.
@@ -166,14 +178,21 @@ impl Engine {
                 },
                 deadline: started + timeout,
                 deadline_unix_ms,
-                slots: sampled.iter().map(|s| (s.clone(), Slot::Assigned)).collect(),
+                slots: sampled
+                    .iter()
+                    .map(|s| (s.clone(), Slot::Assigned))
+                    .collect(),
                 model: encoded,
             });
         }
         self.shared.notify();
         info!(round, sampled = sampled.len(), "round open");
 
-        let mut sum = Some(OrderedSum::new(sampled.clone(), &self.files.spool(), 256 << 20));
+        let mut sum = Some(OrderedSum::new(
+            sampled.clone(),
+            &self.files.spool(),
+            256 << 20,
+        ));
         let mut loss = LossMean::default();
         let mut changed = self.shared.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -181,7 +200,9 @@ impl Engine {
         loop {
             self.drop_silent(round, silence);
             let resolved = self.resolved_without_update(round);
-            let s = sum.as_mut().ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
+            let s = sum
+                .as_mut()
+                .ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
             for client in resolved {
                 s.drop_client(&client)?;
             }
@@ -237,7 +258,11 @@ impl Engine {
                 let (model, optimizer, names) = (
                     Arc::clone(&self.model),
                     Arc::clone(&self.optimizer),
-                    self.shared.layout.iter().map(|l| l.name.clone()).collect::<Vec<_>>(),
+                    self.shared
+                        .layout
+                        .iter()
+                        .map(|l| l.name.clone())
+                        .collect::<Vec<_>>(),
                 );
                 let algorithm = c.algorithm;
                 rejuvenated = blocking(move || {
@@ -248,13 +273,28 @@ impl Engine {
                 })
                 .await?;
             }
-            _ => warn!(round, updates, needed = c.sampling.min_updates, "too few updates: model unchanged"),
+            _ => warn!(
+                round,
+                updates,
+                needed = c.sampling.min_updates,
+                "too few updates: model unchanged"
+            ),
         }
 
-        let (model, splits, indices) = (Arc::clone(&self.model), Arc::clone(&self.splits), Arc::clone(&self.eval_indices));
+        let (model, splits, indices) = (
+            Arc::clone(&self.model),
+            Arc::clone(&self.splits),
+            Arc::clone(&self.eval_indices),
+        );
         let eval_batch = c.data.eval_batch_size;
         let eval: Evaluation = blocking(move || {
-            Ok(evaluate(&model, &splits.test, &indices, &splits.normalization, eval_batch)?)
+            Ok(evaluate(
+                &model,
+                &splits.test,
+                &indices,
+                &splits.normalization,
+                eval_batch,
+            )?)
         })
         .await?;
 
@@ -302,7 +342,9 @@ impl Engine {
     fn drop_silent(&self, round: u64, silence: Duration) {
         let silent: Vec<String> = {
             let state = self.shared.lock();
-            let Phase::Open(open) = &state.phase else { return };
+            let Phase::Open(open) = &state.phase else {
+                return;
+            };
             open.slots
                 .iter()
                 .filter(|(name, slot)| {
@@ -317,7 +359,8 @@ impl Engine {
         };
         for client in silent {
             warn!(%client, round, "client silent: dropped from the round");
-            self.shared.resolve(round, &client, Slot::Dropped("silent for too long"));
+            self.shared
+                .resolve(round, &client, Slot::Dropped("silent for too long"));
         }
     }
 
@@ -366,12 +409,24 @@ impl Engine {
             ..
         } = submission;
         let tap = self.config().tap.taps(round, &client).then(|| {
-            (self.capture_meta(round, &client, examples), Arc::clone(global), self.files.capture(round, &client))
+            (
+                self.capture_meta(round, &client, examples),
+                Arc::clone(global),
+                self.files.capture(round, &client),
+            )
         });
         let trainable: Vec<bool> = {
-            let names: std::collections::HashSet<&str> =
-                self.model.params().trainable().map(|p| p.name.as_str()).collect();
-            self.shared.layout.iter().map(|l| names.contains(l.name.as_str())).collect()
+            let names: std::collections::HashSet<&str> = self
+                .model
+                .params()
+                .trainable()
+                .map(|p| p.name.as_str())
+                .collect();
+            self.shared
+                .layout
+                .iter()
+                .map(|l| names.contains(l.name.as_str()))
+                .collect()
         };
         let names: Vec<String> = self.shared.layout.iter().map(|l| l.name.clone()).collect();
         let who = client.clone();

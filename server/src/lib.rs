@@ -72,7 +72,10 @@ fn tls_config(config: &RunConfig) -> Result<Option<ServerTlsConfig>> {
     let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) else {
         return Ok(None);
     };
-    let identity = Identity::from_pem(read(cert, "read the TLS certificate")?, read(key, "read the TLS key")?);
+    let identity = Identity::from_pem(
+        read(cert, "read the TLS certificate")?,
+        read(key, "read the TLS key")?,
+    );
     let mut tls = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &s.client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "read the client CA")?));
@@ -99,9 +102,10 @@ pub async fn run(
         source,
     })?;
     let data = config.data.clone();
-    let splits = tokio::task::spawn_blocking(move || synfed_data::load(&data.name, data.dir.as_deref()))
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    let splits =
+        tokio::task::spawn_blocking(move || synfed_data::load(&data.name, data.dir.as_deref()))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
     let shape = splits.train.shape();
     let spec = config.model_spec(
         InputShape::new(shape.channels, shape.height, shape.width),
@@ -112,7 +116,9 @@ pub async fn run(
     let (model, first_round, run_id, rng_position) = if resume {
         let (model, state) = files.load_checkpoint()?;
         if model.spec() != &spec {
-            return Err(ServerError::Resume("the checkpoint's model differs from the configuration's".into()));
+            return Err(ServerError::Resume(
+                "the checkpoint's model differs from the configuration's".into(),
+            ));
         }
         if state.fingerprint != fingerprint {
             return Err(ServerError::Resume(format!(
@@ -128,11 +134,23 @@ pub async fn run(
         (model, state.round + 1, state.run_id, Some(position))
     } else {
         let model = Model::build(&spec, candle_core::DType::F32, &candle_core::Device::Cpu)?;
-        let run_id = format!("run-{:016x}", seeds::derive(config.seed, seeds::Purpose::Sampling, u64::MAX, &fingerprint));
+        let run_id = format!(
+            "run-{:016x}",
+            seeds::derive(
+                config.seed,
+                seeds::Purpose::Sampling,
+                u64::MAX,
+                &fingerprint
+            )
+        );
         (model, 1, run_id, None)
     };
     files.start_rounds_log(first_round - 1)?;
-    let mut optimizer = SynapticSgd::new(model.params(), config.training.lr, optimizer_seed(config.seed));
+    let mut optimizer = SynapticSgd::new(
+        model.params(),
+        config.training.lr,
+        optimizer_seed(config.seed),
+    );
     if let Some(position) = rng_position {
         optimizer.set_rng_position(position);
     }
@@ -140,7 +158,10 @@ pub async fn run(
     let tokens = match &config.security.tokens {
         Some(path) => Some(Tokens::from_file(path)?),
         None => {
-            let loopback = config.listen.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+            let loopback = config
+                .listen
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
             if !loopback {
                 warn!("no tokens configured: anyone who can reach the server can join the run");
             }
@@ -154,12 +175,16 @@ pub async fn run(
         .iter()
         .map(|(name, t)| TensorLayout::of(name.clone(), t))
         .collect();
-    let spec_json = serde_json::to_string(model.spec()).map_err(|e| ServerError::Internal(e.to_string()))?;
+    let spec_json =
+        serde_json::to_string(model.spec()).map_err(|e| ServerError::Internal(e.to_string()))?;
     let test_len = splits.test.len();
-    let eval_indices: Vec<usize> = (0..config.data.eval_limit.map_or(test_len, |l| l.min(test_len))).collect();
+    let eval_indices: Vec<usize> =
+        (0..config.data.eval_limit.map_or(test_len, |l| l.min(test_len))).collect();
 
     let (submit, submissions) = tokio::sync::mpsc::channel(64);
-    let shared = Arc::new(Shared::new(config, run_id, spec_json, tokens, layout, submit));
+    let shared = Arc::new(Shared::new(
+        config, run_id, spec_json, tokens, layout, submit,
+    ));
     let service = FederationServer::new(Service {
         shared: Arc::clone(&shared),
     })

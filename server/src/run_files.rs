@@ -152,7 +152,8 @@ impl RunFiles {
 
     /// Saves the model and run state (atomically).
     pub fn save_checkpoint(&self, model: &Model, state: &RunState) -> Result<()> {
-        let value = serde_json::to_value(state).map_err(|e| ServerError::Internal(e.to_string()))?;
+        let value =
+            serde_json::to_value(state).map_err(|e| ServerError::Internal(e.to_string()))?;
         checkpoint::save(model, Some(&value), &self.checkpoint())?;
         Ok(())
     }
@@ -161,7 +162,10 @@ impl RunFiles {
     pub fn load_checkpoint(&self) -> Result<(Model, RunState)> {
         let path = self.checkpoint();
         if !path.exists() {
-            return Err(ServerError::Resume(format!("no checkpoint at {}", path.display())));
+            return Err(ServerError::Resume(format!(
+                "no checkpoint at {}",
+                path.display()
+            )));
         }
         let ckpt = checkpoint::load(&path, candle_core::DType::F32, &candle_core::Device::Cpu)?;
         let state = ckpt
@@ -230,8 +234,14 @@ mod tests {
         for r in 1..=4 {
             files.log_round(&record(r)).unwrap();
         }
-        assert_eq!(read_rounds(&files.rounds()).unwrap(), (1..=4).map(record).collect::<Vec<_>>());
+        assert_eq!(
+            read_rounds(&files.rounds()).unwrap(),
+            (1..=4).map(record).collect::<Vec<_>>()
+        );
         files.start_rounds_log(2).unwrap();
-        assert_eq!(read_rounds(&files.rounds()).unwrap(), vec![record(1), record(2)]);
+        assert_eq!(
+            read_rounds(&files.rounds()).unwrap(),
+            vec![record(1), record(2)]
+        );
     }
 }

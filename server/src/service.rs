@@ -57,7 +57,9 @@ impl Service {
         if let Some(tokens) = &self.shared.tokens {
             let name = tokens.authenticate(metadata)?;
             if name != client {
-                return Err(Status::permission_denied("the token belongs to another client"));
+                return Err(Status::permission_denied(
+                    "the token belongs to another client",
+                ));
             }
         }
         let mut state = self.shared.lock();
@@ -66,7 +68,9 @@ impl Service {
                 entry.last_seen = Instant::now();
                 Ok(())
             }
-            _ => Err(Status::not_found(format!("unknown client `{client}`: register first"))),
+            _ => Err(Status::not_found(format!(
+                "unknown client `{client}`: register first"
+            ))),
         }
     }
 
@@ -188,7 +192,9 @@ impl Federation for Service {
             )));
         }
         if req.num_examples == 0 {
-            return Err(Status::invalid_argument("a client needs at least one example"));
+            return Err(Status::invalid_argument(
+                "a client needs at least one example",
+            ));
         }
         {
             let mut state = self.shared.lock();
@@ -233,9 +239,11 @@ impl Federation for Service {
                     entry.last_seen = Instant::now();
                 }
                 match &state.phase {
-                    Phase::Finished { rounds } => Some(pull_task_reply::Reply::Finished(
-                        proto::Finished { rounds: *rounds },
-                    )),
+                    Phase::Finished { rounds } => {
+                        Some(pull_task_reply::Reply::Finished(proto::Finished {
+                            rounds: *rounds,
+                        }))
+                    }
                     Phase::Open(open) if open.slots.get(&client) == Some(&Slot::Assigned) => {
                         Some(pull_task_reply::Reply::Task(self.task_of(open, &client)))
                     }
@@ -369,7 +377,10 @@ impl Federation for Service {
         let (update, received) = match self.receive(&mut stream, &client, &task).await {
             Ok(ok) => ok,
             Err(status) => {
-                if matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable) {
+                if matches!(
+                    status.code(),
+                    tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable
+                ) {
                     // The transfer broke off (the client died or lost its connection): it may
                     // still send the update again before the deadline.
                     {
@@ -386,7 +397,11 @@ impl Federation for Service {
                     debug!(%client, round, status = %status.message(), "upload interrupted");
                 } else {
                     warn!(%client, round, status = %status.message(), "update refused");
-                    self.shared.resolve(round, &client, Slot::Refused(status.message().to_string()));
+                    self.shared.resolve(
+                        round,
+                        &client,
+                        Slot::Refused(status.message().to_string()),
+                    );
                 }
                 return Err(status);
             }
@@ -424,11 +439,16 @@ impl Federation for Service {
             (Phase::Open(open), Some(task)) => {
                 task.round == open.round
                     && task.task_id == self.shared.task_id(open.round, &req.client_id)
-                    && open.slots.get(&req.client_id).is_some_and(|s| !s.resolved())
+                    && open
+                        .slots
+                        .get(&req.client_id)
+                        .is_some_and(|s| !s.resolved())
             }
             _ => false,
         };
-        Ok(Response::new(HeartbeatReply { task_active: active }))
+        Ok(Response::new(HeartbeatReply {
+            task_active: active,
+        }))
     }
 
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
@@ -446,7 +466,8 @@ impl Federation for Service {
             }
         };
         if let Some(round) = round {
-            self.shared.resolve(round, &req.client_id, Slot::Dropped("left the run"));
+            self.shared
+                .resolve(round, &req.client_id, Slot::Dropped("left the run"));
         }
         self.shared.notify();
         info!(client = %req.client_id, reason = %req.reason, "client left");

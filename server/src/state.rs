@@ -57,7 +57,9 @@ pub(crate) enum Phase {
     /// Before the first round (waiting for clients) or between rounds (aggregating).
     Between,
     Open(OpenRound),
-    Finished { rounds: u64 },
+    Finished {
+        rounds: u64,
+    },
 }
 
 pub(crate) struct State {
@@ -121,7 +123,9 @@ impl Shared {
     /// Locks the state. A handler that panicked while holding the lock cannot have left it
     /// half-updated in a way that matters more than stopping the whole server would.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Wakes every long-poll and the engine.
@@ -131,7 +135,8 @@ impl Shared {
 
     /// Stops: wakes every long-poll, which then answers `UNAVAILABLE`.
     pub fn close(&self) {
-        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.notify();
     }
 

@@ -36,7 +36,9 @@ pub struct Tokens {
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.by_name.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("Tokens").field("clients", &names).finish_non_exhaustive()
+        f.debug_struct("Tokens")
+            .field("clients", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,9 @@ impl Tokens {
         let mut seen = std::collections::HashSet::new();
         for (name, token) in &file.clients {
             if token.len() < 16 {
-                return Err(format!("the token of `{name}` is shorter than 16 characters"));
+                return Err(format!(
+                    "the token of `{name}` is shorter than 16 characters"
+                ));
             }
             if !seen.insert(token.as_str()) {
                 return Err(format!("the token of `{name}` is also another client's"));
@@ -91,7 +95,8 @@ impl Tokens {
 
     /// The client name a request's metadata authenticates, or `UNAUTHENTICATED`.
     pub fn authenticate(&self, metadata: &MetadataMap) -> std::result::Result<&str, Status> {
-        let token = bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let token =
+            bearer(metadata).ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
         self.name_of(token)
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
@@ -127,23 +132,37 @@ mod tests {
         assert_eq!(tokens.name_of("bbbbbbbbbbbbbbbbbb"), Some("bob"));
         assert_eq!(tokens.name_of("aaaaaaaaaaaaaaab"), None);
         assert_eq!(tokens.name_of(""), None);
-        assert!(!format!("{tokens:?}").contains("aaaa"), "tokens must not be printed");
+        assert!(
+            !format!("{tokens:?}").contains("aaaa"),
+            "tokens must not be printed"
+        );
     }
 
     #[test]
     fn authenticates_bearer_metadata() {
         let tokens = Tokens::from_toml(FILE).unwrap();
         let mut md = MetadataMap::new();
-        assert_eq!(tokens.authenticate(&md).unwrap_err().code(), tonic::Code::Unauthenticated);
-        md.insert(AUTHORIZATION, "Bearer wrongwrongwrongwrong".parse().unwrap());
-        assert_eq!(tokens.authenticate(&md).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            tokens.authenticate(&md).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        md.insert(
+            AUTHORIZATION,
+            "Bearer wrongwrongwrongwrong".parse().unwrap(),
+        );
+        assert_eq!(
+            tokens.authenticate(&md).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         md.insert(AUTHORIZATION, "Bearer bbbbbbbbbbbbbbbbbb".parse().unwrap());
         assert_eq!(tokens.authenticate(&md).unwrap(), "bob");
     }
 
     #[test]
     fn rejects_weak_or_shared_tokens() {
-        assert!(Tokens::from_toml("[clients]\na = \"short\"").unwrap_err().contains("shorter"));
+        assert!(Tokens::from_toml("[clients]\na = \"short\"")
+            .unwrap_err()
+            .contains("shorter"));
         let shared = "[clients]\na = \"xxxxxxxxxxxxxxxx\"\nb = \"xxxxxxxxxxxxxxxx\"";
         assert!(Tokens::from_toml(shared).unwrap_err().contains("another"));
         assert!(Tokens::from_toml("[clients]\n").is_err());

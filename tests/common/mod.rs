@@ -10,9 +10,11 @@ use synfed_server::{RunConfig, RunSummary};
 
 /// A small, fast run: `mlp` of width 16 on the embedded MNIST subset.
 pub fn small_config(out: &Path, rounds: u64, min_clients: usize) -> RunConfig {
-    let mut c = RunConfig::default();
-    c.out = out.to_path_buf();
-    c.rounds = rounds;
+    let mut c = RunConfig {
+        out: out.to_path_buf(),
+        rounds,
+        ..RunConfig::default()
+    };
     c.model.width = Some(16);
     c.data.eval_limit = Some(100);
     c.sampling.min_clients = min_clients;
@@ -26,12 +28,17 @@ pub fn small_config(out: &Path, rounds: u64, min_clients: usize) -> RunConfig {
 
 /// Client `k` of `n` of the run, on `url`.
 pub fn client(url: &str, k: usize, n: usize) -> ClientConfig {
-    let mut c = ClientConfig::new(url, format!("client-{k}"), "demo-mnist", Share {
-        index: k,
-        count: n,
-        scheme: Partition::Iid,
-        seed: 7,
-    });
+    let mut c = ClientConfig::new(
+        url,
+        format!("client-{k}"),
+        "demo-mnist",
+        Share {
+            index: k,
+            count: n,
+            scheme: Partition::Iid,
+            seed: 7,
+        },
+    );
     c.retry = Retry {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
@@ -52,10 +59,21 @@ pub async fn federation(
     clients: impl FnOnce(&str) -> Vec<ClientConfig>,
 ) -> (RunSummary, Vec<ClientReport>) {
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(config, listener, false, std::future::pending()));
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
     let handles: Vec<_> = clients(&url)
         .into_iter()
-        .map(|c| tokio::spawn(synfed_client::run(c, candle_core::Device::Cpu, std::future::pending())))
+        .map(|c| {
+            tokio::spawn(synfed_client::run(
+                c,
+                candle_core::Device::Cpu,
+                std::future::pending(),
+            ))
+        })
         .collect();
     let mut reports = Vec::new();
     for h in handles {
@@ -161,7 +179,9 @@ pub mod raw {
             let mut out: Vec<(TensorChunk, Vec<u8>)> = Vec::new();
             for c in chunks {
                 match out.last_mut() {
-                    Some((first, bytes)) if first.name == c.name => bytes.extend_from_slice(&c.data),
+                    Some((first, bytes)) if first.name == c.name => {
+                        bytes.extend_from_slice(&c.data)
+                    }
                     _ => {
                         let data = c.data.clone();
                         out.push((c, data));
@@ -175,14 +195,21 @@ pub mod raw {
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect();
-                    let t = candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu).unwrap();
+                    let t = candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu)
+                        .unwrap();
                     // A small, valid update: a tenth of the weights.
                     EncodedTensor::new(c.name, &(t * 0.1).unwrap()).unwrap()
                 })
                 .collect()
         }
 
-        pub fn header(&self, task: &TaskRef, examples: u64, loss: f64, count: u32) -> UpdateMessage {
+        pub fn header(
+            &self,
+            task: &TaskRef,
+            examples: u64,
+            loss: f64,
+            count: u32,
+        ) -> UpdateMessage {
             UpdateMessage {
                 client_id: self.name.clone(),
                 r#ref: Some(task.clone()),
@@ -203,7 +230,12 @@ pub mod raw {
         }
 
         /// A complete, valid update of `tensors` as messages.
-        pub fn update(&self, task: &TaskRef, tensors: &[EncodedTensor], examples: u64) -> Vec<UpdateMessage> {
+        pub fn update(
+            &self,
+            task: &TaskRef,
+            tensors: &[EncodedTensor],
+            examples: u64,
+        ) -> Vec<UpdateMessage> {
             let mut messages = vec![self.header(task, examples, 2.0, tensors.len() as u32)];
             for t in tensors {
                 for c in t.chunks(MAX_CHUNK_BYTES) {

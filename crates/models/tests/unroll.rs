@@ -42,21 +42,63 @@ fn replay_equals_real_steps(arch: Arch, methods: &str) {
     // batches 0–1, 2–3, then 0–1 again (step k uses images [k·b mod n, …))
     for start in [0, 2, 0] {
         let loss = trained
-            .loss(&x.narrow(0, start, 2).unwrap(), &y.narrow(0, start, 2).unwrap(), Mode::TrainFrozenStats)
+            .loss(
+                &x.narrow(0, start, 2).unwrap(),
+                &y.narrow(0, start, 2).unwrap(),
+                Mode::TrainFrozenStats,
+            )
             .unwrap();
         sgd.step(&loss.backward().unwrap()).unwrap();
     }
-    for ((p, q), delta) in trained.params().trainable().zip(replayed_model.params().trainable()).zip(&replayed) {
+    for ((p, q), delta) in trained
+        .params()
+        .trainable()
+        .zip(replayed_model.params().trainable())
+        .zip(&replayed)
+    {
         let real = (p.var.as_tensor() - q.var.as_tensor()).unwrap();
-        let diff = (&real - delta).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-        let size = real.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-        assert!(diff < 1e-12, "{arch} {methods} {}: replay differs by {diff}", p.name);
-        assert!(size > 0.0 || p.name.contains("bias"), "{} did not move", p.name);
+        let diff = (&real - delta)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let size = real
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            diff < 1e-12,
+            "{arch} {methods} {}: replay differs by {diff}",
+            p.name
+        );
+        assert!(
+            size > 0.0 || p.name.contains("bias"),
+            "{} did not move",
+            p.name
+        );
     }
     // The replay leaves the model's own parameters alone.
     let fresh = Model::build(&spec, DType::F64, &Device::Cpu).unwrap();
-    for ((_, a), (_, b)) in fresh.params().tensors().iter().zip(replayed_model.params().tensors().iter()) {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    for ((_, a), (_, b)) in fresh
+        .params()
+        .tensors()
+        .iter()
+        .zip(replayed_model.params().tensors().iter())
+    {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert_eq!(d, 0.0);
     }
 }
@@ -96,14 +138,26 @@ fn image_gradient_matches_finite_differences(arch: Arch, methods: &str, seed: u6
         .map(|t| t.detach())
         .collect::<Vec<_>>();
     let xv = Var::from_tensor(&x).unwrap();
-    let objective = || cosine_distance(&unrolled_update(&model, xv.as_tensor(), &y, LOCAL, Mode::Train).unwrap(), &target);
-    let analytic = to_f64_vec(objective().backward().unwrap().get(xv.as_tensor()).unwrap()).unwrap();
+    let objective = || {
+        cosine_distance(
+            &unrolled_update(&model, xv.as_tensor(), &y, LOCAL, Mode::Train).unwrap(),
+            &target,
+        )
+    };
+    let analytic =
+        to_f64_vec(objective().backward().unwrap().get(xv.as_tensor()).unwrap()).unwrap();
     let idx = spread_indices(analytic.len(), 12);
     let numeric = numeric_grad(&xv, &idx, 1e-5, || objective().to_scalar::<f64>()).unwrap();
     let picked: Vec<f64> = idx.iter().map(|&i| analytic[i]).collect();
-    assert!(picked.iter().any(|g| g.abs() > 1e-8), "vanishing gradient: {picked:?}");
+    assert!(
+        picked.iter().any(|g| g.abs() > 1e-8),
+        "vanishing gradient: {picked:?}"
+    );
     let bad = worst_mismatch(&picked, &numeric, 1e-7, 1e-4);
-    assert!(bad <= 1.0, "{arch} {methods}: analytic {picked:?} vs numeric {numeric:?}");
+    assert!(
+        bad <= 1.0,
+        "{arch} {methods}: analytic {picked:?} vs numeric {numeric:?}"
+    );
 }
 
 #[test]

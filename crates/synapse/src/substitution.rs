@@ -65,7 +65,9 @@ mod tests {
         let t = |x: f32| Tensor::new(&[x], &Device::Cpu).unwrap();
         let id = var.as_tensor().id();
         with_values(HashMap::from([(id, t(2.0))]), || {
-            let inner = with_values(HashMap::from([(id, t(3.0))]), || value(&var).to_vec1::<f32>().unwrap());
+            let inner = with_values(HashMap::from([(id, t(3.0))]), || {
+                value(&var).to_vec1::<f32>().unwrap()
+            });
             assert_eq!(inner, vec![3.0]);
             assert_eq!(value(&var).to_vec1::<f32>().unwrap(), vec![2.0]);
         });

@@ -122,7 +122,10 @@ impl EncodedTensor {
     /// Number of chunks of at most `max_chunk` bytes (an empty tensor is one empty chunk, so
     /// its layout still arrives).
     pub fn chunk_count(&self, max_chunk: usize) -> usize {
-        self.bytes.len().div_ceil(max_chunk.clamp(1, MAX_CHUNK_BYTES)).max(1)
+        self.bytes
+            .len()
+            .div_ceil(max_chunk.clamp(1, MAX_CHUNK_BYTES))
+            .max(1)
     }
 
     /// Chunk `index` of [`chunk_count`](Self::chunk_count) chunks of at most `max_chunk` bytes.
@@ -184,7 +187,11 @@ pub enum ChunkProblem {
         got: u64,
     },
     #[error("chunk of `{name}` has {len} bytes, more than the limit of {max}")]
-    ChunkTooLarge { name: String, len: usize, max: usize },
+    ChunkTooLarge {
+        name: String,
+        len: usize,
+        max: usize,
+    },
     #[error("chunk of `{name}` starts at byte {got}, expected {expected} (gap or overlap)")]
     BadOffset {
         name: String,
@@ -455,9 +462,9 @@ fn decode(layout: &TensorLayout, bytes: &[u8], device: &Device) -> candle_core::
 
 fn check_finite(name: &str, dtype: DType, bytes: &[u8]) -> Result<(), ChunkProblem> {
     let bad = match dtype {
-        DType::F64 => bytes
-            .chunks_exact(8)
-            .position(|b| !f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()),
+        DType::F64 => bytes.chunks_exact(8).position(|b| {
+            !f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()
+        }),
         _ => bytes
             .chunks_exact(4)
             .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
@@ -531,7 +538,14 @@ mod tests {
         let mut asm = assembler_for(&t);
         asm.push(chunks[0].clone()).unwrap();
         let err = asm.push(chunks[2].clone()).unwrap_err();
-        assert!(matches!(err, ChunkProblem::BadOffset { expected: 100, got: 200, .. }));
+        assert!(matches!(
+            err,
+            ChunkProblem::BadOffset {
+                expected: 100,
+                got: 200,
+                ..
+            }
+        ));
 
         let mut bad = chunks[0].clone();
         bad.shape = vec![4, 16];
@@ -561,10 +575,20 @@ mod tests {
         let mut asm = assembler_for(&t);
         asm.push(chunks[0].clone()).unwrap();
         let err = asm.finish(&Device::Cpu).unwrap_err();
-        assert!(matches!(err, AssembleError::Problem(ChunkProblem::Incomplete { received: 100, total: 256, .. })));
+        assert!(matches!(
+            err,
+            AssembleError::Problem(ChunkProblem::Incomplete {
+                received: 100,
+                total: 256,
+                ..
+            })
+        ));
 
         let err = assembler_for(&t).finish(&Device::Cpu).unwrap_err();
-        assert!(matches!(err, AssembleError::Problem(ChunkProblem::Missing { .. })));
+        assert!(matches!(
+            err,
+            AssembleError::Problem(ChunkProblem::Missing { .. })
+        ));
     }
 
     #[test]
@@ -573,8 +597,16 @@ mod tests {
         values[5] = f32::NAN;
         let t = Tensor::from_vec(values, 8, &Device::Cpu).unwrap();
         let enc = EncodedTensor::new("w", &t).unwrap();
-        let err = assembler_for(&t).push(enc.chunks(1024).next().unwrap()).unwrap_err();
-        assert_eq!(err, ChunkProblem::NonFinite { name: "w".into(), index: 5 });
+        let err = assembler_for(&t)
+            .push(enc.chunks(1024).next().unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ChunkProblem::NonFinite {
+                name: "w".into(),
+                index: 5
+            }
+        );
 
         let t = tensor(8);
         let enc = EncodedTensor::new("w", &t).unwrap();

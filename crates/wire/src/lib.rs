@@ -26,7 +26,9 @@ pub mod escrow;
 pub mod proto;
 
 pub use capture::{Capture, CaptureMeta, UpdateKind};
-pub use chunks::{Assembler, ChunkProblem, EncodedTensor, TensorLayout, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES};
+pub use chunks::{
+    Assembler, ChunkProblem, EncodedTensor, TensorLayout, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES,
+};
 pub use error::{FileKind, Problem, Result, WireError};
 pub use escrow::{Escrow, EscrowMeta};
 
