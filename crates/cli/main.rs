@@ -4,6 +4,9 @@
 //! One file per subcommand; each is thin and drives the library crates.
 
 mod attack;
+mod compare;
+mod compare_report;
+mod compare_stats;
 mod device;
 mod join;
 mod plot;
@@ -38,6 +41,9 @@ enum Command {
     /// Gradient inversion (Geiping et al.'s Inverting Gradients) of a captured client update,
     /// or of a batch captured on the spot from a model and a data set.
     Attack(attack::Args),
+    /// Compares method combinations (and defences): attacks on federations of every variant
+    /// × model, or centralized learning with `--kind learning`; tables, grids and plots.
+    Compare(compare::Args),
     /// The aggregation server of a federated run (clients join with `synfed join`).
     Serve(serve::Args),
     /// One federated client joining a run served by `synfed serve`.
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Attack(args) => attack::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Join(args) => join::run(args),
         Command::Simulate(args) => simulate::run(args),

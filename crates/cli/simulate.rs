@@ -85,7 +85,12 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let started = Instant::now();
-    let summary = federate(config.clone(), &args, &tokens, &device)?;
+    let fleet = Fleet {
+        clients: args.clients,
+        split: args.split,
+        progress: true,
+    };
+    let summary = federate(config.clone(), &fleet, &tokens, &device)?;
     let federation_s = started.elapsed().as_secs_f64();
     tracing::info!("federation done in {federation_s:.1} s");
     if !summary.complete {
@@ -205,10 +210,19 @@ fn client_tokens(config: &RunConfig) -> Result<Option<toml::Table>> {
     }
 }
 
+/// The simulated clients: how many, and how the training split is cut among them.
+#[derive(Clone, Copy, Debug)]
+pub struct Fleet {
+    pub clients: usize,
+    pub split: Partition,
+    /// Show a progress bar over rounds.
+    pub progress: bool,
+}
+
 /// The configuration of client `k` of the simulation on `url`.
 fn client_config(
     config: &RunConfig,
-    args: &Args,
+    fleet: &Fleet,
     tokens: &Option<toml::Table>,
     url: &str,
     k: usize,
@@ -216,15 +230,15 @@ fn client_config(
     let name = format!("client-{k}");
     let share = Share {
         index: k,
-        count: args.clients,
-        scheme: args.split,
+        count: fleet.clients,
+        scheme: fleet.split,
         seed: config.seed,
     };
     let mut client = ClientConfig::new(url, &name, &config.data.name, share);
     client.data_dir = config.data.dir.clone();
     if let Some(tokens) = tokens {
         let token = tokens.get(&name).and_then(|t| t.as_str()).ok_or_else(|| {
-            anyhow!("the tokens file has no token for {name} (simulated clients are client-0 … client-{})", args.clients - 1)
+            anyhow!("the tokens file has no token for {name} (simulated clients are client-0 … client-{})", fleet.clients - 1)
         })?;
         client.token = Some(token.to_string());
     }
@@ -243,10 +257,11 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Runs the server and the clients to the end of the run (Ctrl-C stops both).
-fn federate(
+/// Runs the server and the clients of `fleet` in this process to the end of the run (Ctrl-C
+/// stops both). Also used by `synfed compare`, one federation per comparison cell.
+pub fn federate(
     mut config: RunConfig,
-    args: &Args,
+    fleet: &Fleet,
     tokens: &Option<toml::Table>,
     device: &Device,
 ) -> Result<RunSummary> {
@@ -261,8 +276,8 @@ fn federate(
         let addr = listener.local_addr().context("reading the bound address")?;
         config.listen = addr.to_string();
         let url = format!("http://{addr}");
-        let clients = (0..args.clients)
-            .map(|k| client_config(&config, args, tokens, &url, k))
+        let clients = (0..fleet.clients)
+            .map(|k| client_config(&config, fleet, tokens, &url, k))
             .collect::<Result<Vec<_>>>()?;
 
         let stop = Arc::new(watch::channel(false).0);
@@ -275,7 +290,11 @@ fn federate(
                 }
             })
         };
-        let watcher = tokio::spawn(watch_rounds(config.out.join("rounds.csv"), config.rounds));
+        let watcher = tokio::spawn(watch_rounds(
+            config.out.join("rounds.csv"),
+            config.rounds,
+            fleet.progress,
+        ));
         let mut server = tokio::spawn(synfed_server::run(
             config,
             listener,
@@ -340,8 +359,11 @@ fn client_failure<R>(
 }
 
 /// A progress bar over rounds, fed by the server's `rounds.csv`.
-async fn watch_rounds(path: PathBuf, rounds: u64) {
+async fn watch_rounds(path: PathBuf, rounds: u64, visible: bool) {
     let bar = progress::bar(rounds, "rounds");
+    if !visible {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_message("federating");
     let mut shown = 0;
     loop {

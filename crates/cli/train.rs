@@ -135,6 +135,19 @@ struct Summary<'a> {
     test_accuracy: MeanStd,
 }
 
+impl Args {
+    /// Arguments from a command-line style list (used by `synfed compare --kind learning`, so
+    /// that the defaults stay in the `#[arg]` attributes above).
+    pub fn from_argv(argv: &[String]) -> Result<Self> {
+        use clap::{Args as _, FromArgMatches as _};
+        let matches = Self::augment_args(clap::Command::new("train"))
+            .no_binary_name(true)
+            .try_get_matches_from(argv)
+            .context("building the training options")?;
+        Self::from_arg_matches(&matches).context("building the training options")
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let hyper = Hyper {
         tau: args.tau,

@@ -1,0 +1,739 @@
+//! `synfed compare`: which combination of synaptic-diversity methods makes a federation harder
+//! to attack, and at what cost in accuracy.
+//!
+//! A grid of *cells*: every variant (a method set, an LR- or width-matched baseline, or a
+//! method set under a defence) × every model. A cell is one federated run of the very same
+//! server, clients and tap as `synfed simulate`: the tap captures K clients' updates in round 1
+//! (the **untrained** model) and, after R rounds of training, in round R + 1 (the **trained**
+//! model); the attacker inverts each capture and scores it against the client's escrow. All
+//! cells share the seed, the data partition and the attacker's seed, so that two cells differ
+//! only in what is compared (the K attacked batches are the same images in every cell).
+//!
+//! A finished cell writes `cells/<model>/<variant>/cell.json`; a rerun skips it, so a killed
+//! comparison continues where it stopped. `--shard i/n` runs every n-th cell (for a batch
+//! scheduler) and `--merge DIR…` joins shard folders into one report. `--kind learning` runs
+//! the centralized learning comparison (paper Tables 1–2) instead.
+
+use crate::attack;
+use crate::compare_report::{self, Located};
+use crate::compare_stats::Estimate;
+use crate::device::DeviceChoice;
+use crate::progress;
+use crate::simulate::{federate, Fleet};
+use crate::train;
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use synfed_data::Partition;
+use synfed_models::Arch;
+use synfed_server::{read_rounds, Algorithm, RunConfig};
+use synfed_synapse::{Hyper, MethodSet};
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Gradient-inversion attacks on federations (paper Table 3).
+    Privacy,
+    /// Centralized k-fold training per method set (paper Tables 1–2).
+    Learning,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The comparison (TOML); without it, a small default on embedded MNIST.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output folder (results, report, pictures, and the cells).
+    #[arg(long, default_value = "runs/compare")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "privacy")]
+    pub kind: Kind,
+    /// Run only cells i, i+n, i+2n, … (`i/n`, i from 0); join the folders with --merge.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Join the cells of these (shard) folders into --out and write the report.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["shard", "config"])]
+    pub merge: Vec<PathBuf>,
+    /// Cells computed at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// One model of the grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub arch: Arch,
+    /// Base width (absent: the published size).
+    #[serde(default)]
+    pub width: Option<usize>,
+}
+
+impl ModelEntry {
+    /// `mlp-w64` / `resnet20`.
+    pub fn slug(&self) -> String {
+        match self.width {
+            Some(w) => format!("{}-w{w}", self.arch),
+            None => self.arch.to_string(),
+        }
+    }
+}
+
+/// The comparison: what is compared and how each cell is run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompareConfig {
+    /// Seed of every cell (model initialisation, partition, batches, attacker).
+    pub seed: u64,
+    /// Data set (`demo-mnist`, `demo-cifar10`, or `mnist`/`cifar10`/`cifar100` from `data_dir`).
+    pub data: String,
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on at most this many test images.
+    pub eval_limit: usize,
+    /// Clients per federation (at least `batches`).
+    pub clients: usize,
+    /// How the training split is cut among the clients.
+    pub split: Partition,
+    /// `fedsgd` (the attack's setting) or `fedavg`.
+    pub algorithm: Algorithm,
+    /// Rounds of training before the "trained" attacks (0: untrained only).
+    pub rounds: u64,
+    /// K: attacked batches per model state (the updates of clients 0 … K−1).
+    pub batches: usize,
+    /// Learning rate and batch size of the federation.
+    pub lr: f64,
+    pub batch_size: usize,
+    /// Iterations and restarts of each attack.
+    pub attack_iterations: usize,
+    pub attack_restarts: usize,
+    /// Method sets compared (default: all eight, in the paper's order).
+    pub methods: Vec<MethodSet>,
+    /// Defences (`dp:C=…,sigma=…`, `prune:p=…`), each run with every set of `defended`.
+    pub defences: Vec<String>,
+    /// Method sets the defences are combined with.
+    pub defended: Vec<MethodSet>,
+    /// LR-matched controls: the baseline (`none`) at lr × each factor (× Γ is always added
+    /// when a compared set splits weights).
+    pub lr_factors: Vec<f64>,
+    /// Width-matched control: the baseline with width / Γ (as many distinct units as the split
+    /// model has); models without an explicit width are skipped.
+    pub width_matched: bool,
+    /// τ, d_re, Γ of the mechanisms.
+    pub tau: f64,
+    pub d_re: f64,
+    pub gamma: usize,
+    pub models: Vec<ModelEntry>,
+    /// `--kind learning`: folds, epochs, lr and batch size of centralized training.
+    pub learning: LearningConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningConfig {
+    pub folds: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub patience: usize,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        Self {
+            folds: 3,
+            epochs: 5,
+            lr: 0.01,
+            batch_size: 50,
+            patience: 5,
+        }
+    }
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        let hyper = Hyper::default();
+        Self {
+            seed: 1,
+            data: "demo-mnist".into(),
+            data_dir: None,
+            eval_limit: 400,
+            clients: 4,
+            split: Partition::Iid,
+            algorithm: Algorithm::FedSgd,
+            rounds: 10,
+            batches: 4,
+            lr: 0.1,
+            batch_size: 4,
+            attack_iterations: 300,
+            attack_restarts: 1,
+            methods: MethodSet::paper_order().to_vec(),
+            defences: Vec::new(),
+            defended: vec![MethodSet::NONE],
+            lr_factors: Vec::new(),
+            width_matched: true,
+            tau: hyper.tau,
+            d_re: hyper.d_re,
+            gamma: hyper.gamma,
+            models: vec![ModelEntry {
+                arch: Arch::Mlp,
+                width: Some(64),
+            }],
+            learning: LearningConfig::default(),
+        }
+    }
+}
+
+impl CompareConfig {
+    fn validate(&self) -> Result<()> {
+        if self.models.is_empty() || self.methods.is_empty() {
+            bail!("the comparison needs at least one model and one method set");
+        }
+        if self.batches == 0 || self.batches > self.clients {
+            bail!("batches (K = {}) must be between 1 and clients ({})", self.batches, self.clients);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
+            bail!("lr and lr_factors must be positive");
+        }
+        if self.attack_iterations == 0 {
+            bail!("attack_iterations must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What distinguishes one row of the comparison.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// As shown in tables: `I+III`, `none lr×2`, `none width/2`, `none + dp:C=1,sigma=0.5`.
+    pub label: String,
+    pub methods: MethodSet,
+    pub defence: String,
+    pub lr: f64,
+    /// Divides every model's width (the width-matched control).
+    pub width_divisor: usize,
+    /// `method`, `lr-control`, `width-control` or `defence`.
+    pub role: String,
+}
+
+impl Variant {
+    /// A file-name-safe form of the label.
+    pub fn slug(&self) -> String {
+        self.label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .collect::<String>()
+            .replace('×', "x")
+    }
+}
+
+/// The rows of the comparison, in report order.
+pub fn variants(c: &CompareConfig) -> Vec<Variant> {
+    let plain = |methods: MethodSet, role: &str| Variant {
+        label: methods.to_string(),
+        methods,
+        defence: "none".into(),
+        lr: c.lr,
+        width_divisor: 1,
+        role: role.into(),
+    };
+    let mut out: Vec<Variant> = c.methods.iter().map(|m| plain(*m, "method")).collect();
+    let mut factors = c.lr_factors.clone();
+    if c.methods.iter().any(|m| m.splitting) && !factors.contains(&(c.gamma as f64)) {
+        factors.push(c.gamma as f64);
+    }
+    for f in factors {
+        out.push(Variant {
+            label: format!("none lr×{f}"),
+            lr: c.lr * f,
+            ..plain(MethodSet::NONE, "lr-control")
+        });
+    }
+    if c.width_matched && c.methods.iter().any(|m| m.splitting) && c.gamma > 1 {
+        out.push(Variant {
+            label: format!("none width/{}", c.gamma),
+            width_divisor: c.gamma,
+            ..plain(MethodSet::NONE, "width-control")
+        });
+    }
+    for d in &c.defences {
+        for m in &c.defended {
+            out.push(Variant {
+                label: format!("{m} + {d}"),
+                defence: d.clone(),
+                ..plain(*m, "defence")
+            });
+        }
+    }
+    out
+}
+
+/// One attack of a cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackRecord {
+    /// `untrained` or `trained`.
+    pub state: String,
+    pub client: String,
+    pub mse: f64,
+    #[serde(with = "finite_or_null")]
+    pub psnr: f64,
+    pub ssim: f64,
+    pub mse_normalized: f64,
+    pub label_accuracy: f64,
+    pub seconds: f64,
+}
+
+mod finite_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
+}
+
+/// A finished cell, as `cell.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub model: ModelEntry,
+    pub variant: Variant,
+    /// Width the cell's model was built with.
+    pub width: Option<usize>,
+    pub attacks: Vec<AttackRecord>,
+    /// Test accuracy of the global model after `rounds` rounds (the attacked trained model).
+    pub test_accuracy: Option<f64>,
+    /// Test accuracy after each round of the run.
+    pub accuracy_curve: Vec<(u64, f64)>,
+    pub seconds: f64,
+}
+
+impl CellResult {
+    /// Estimates of `metric` over the cell's attacks in `state`.
+    pub fn estimate(&self, state: &str, metric: impl Fn(&AttackRecord) -> f64) -> Estimate {
+        Estimate::of(self.attacks.iter().filter(|a| a.state == state).map(metric))
+    }
+}
+
+/// A cell of the grid: where it lives and what it runs.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub index: usize,
+    pub model: ModelEntry,
+    pub variant: Variant,
+}
+
+impl Cell {
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        out.join("cells").join(self.model.slug()).join(self.variant.slug())
+    }
+}
+
+/// Every cell, models outer, variants inner.
+pub fn grid(c: &CompareConfig) -> Vec<Cell> {
+    let vs = variants(c);
+    let mut cells = Vec::new();
+    for m in &c.models {
+        for v in &vs {
+            if v.width_divisor > 1 && m.width.is_none() {
+                continue;
+            }
+            cells.push(Cell {
+                index: cells.len(),
+                model: m.clone(),
+                variant: v.clone(),
+            });
+        }
+    }
+    cells
+}
+
+fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--shard `{text}` is not i/n with 0 ≤ i < n");
+    let (i, n) = text.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+fn load_config(args: &Args) -> Result<CompareConfig> {
+    let config: CompareConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the comparison {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("in the comparison {}", path.display()))?
+        }
+        None => CompareConfig::default(),
+    };
+    config.validate().context("checking the comparison")?;
+    Ok(config)
+}
+
+/// The file holding the effective configuration of an output folder.
+const CONFIG_FILE: &str = "compare.toml";
+
+pub fn run(args: Args) -> Result<()> {
+    if !args.merge.is_empty() {
+        return merge(&args);
+    }
+    let config = load_config(&args)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let saved = args.out.join(CONFIG_FILE);
+    let text = toml::to_string(&config).context("writing the effective configuration")?;
+    if saved.exists() {
+        let before = std::fs::read_to_string(&saved).with_context(|| format!("reading {}", saved.display()))?;
+        if before != text {
+            bail!(
+                "{} already holds another comparison ({}); use a new --out or delete it",
+                args.out.display(),
+                saved.display()
+            );
+        }
+    }
+    std::fs::write(&saved, &text).with_context(|| format!("writing {}", saved.display()))?;
+    if args.kind == Kind::Learning {
+        return learning(&config, &args);
+    }
+    let device = args.device.open()?;
+    let cells = grid(&config);
+    let mine: Vec<Cell> = match &args.shard {
+        Some(s) => {
+            let (i, n) = parse_shard(s)?;
+            cells.iter().filter(|c| c.index % n == i).cloned().collect()
+        }
+        None => cells.clone(),
+    };
+    println!(
+        "comparing {} variants × {} models = {} cells ({} here); output in {}",
+        variants(&config).len(),
+        config.models.len(),
+        cells.len(),
+        mine.len(),
+        args.out.display()
+    );
+    let started = Instant::now();
+    run_cells(&config, &mine, &args.out, args.jobs.max(1), &device)?;
+    if args.shard.is_some() {
+        println!(
+            "shard done in {:.0} s; join the shards with `synfed compare --merge DIR… --out OUT`",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let results = collect(&cells, &[args.out.clone()])?;
+    compare_report::write(&config, &results, &args.out, &command_line())?;
+    println!(
+        "comparison done in {:.0} s; report in {}",
+        started.elapsed().as_secs_f64(),
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs `cells` (skipping finished ones), `jobs` at a time.
+fn run_cells(config: &CompareConfig, cells: &[Cell], out: &Path, jobs: usize, device: &Device) -> Result<()> {
+    let bar = progress::bar(cells.len() as u64, "cells");
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(cells.len()).max(1) {
+            scope.spawn(|| loop {
+                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(cell) = cells.get(i) else { return };
+                bar.set_message(format!("{} {}", cell.model.slug(), cell.variant.label));
+                match run_cell(config, cell, out, device) {
+                    Ok(_) => bar.inc(1),
+                    Err(e) => {
+                        let e = e.context(format!("cell {} / {}", cell.model.slug(), cell.variant.label));
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    match failure.into_inner().unwrap_or(None) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The run configuration of a cell's federation.
+fn cell_run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
+    let mut run = RunConfig {
+        seed: c.seed,
+        rounds: if c.rounds > 0 { c.rounds + 1 } else { 1 },
+        algorithm: c.algorithm,
+        out: dir.join("run"),
+        ..RunConfig::default()
+    };
+    run.model.arch = cell.model.arch;
+    run.model.methods = cell.variant.methods;
+    run.model.tau = c.tau;
+    run.model.d_re = c.d_re;
+    run.model.gamma = c.gamma;
+    run.model.width = cell.model.width.map(|w| (w / cell.variant.width_divisor).max(1));
+    run.data.name = c.data.clone();
+    run.data.dir = c.data_dir.clone();
+    run.data.eval_limit = Some(c.eval_limit);
+    run.training.lr = cell.variant.lr;
+    run.training.batch_size = c.batch_size;
+    run.sampling.min_clients = c.clients;
+    run.sampling.min_updates = 1;
+    run.timing.pull_timeout_s = 2.0;
+    run.timing.linger_s = 1.0;
+    run.tap.rounds = if c.rounds > 0 { vec![1, c.rounds + 1] } else { vec![1] };
+    run.tap.clients = (0..c.batches).map(|k| format!("client-{k}")).collect();
+    run
+}
+
+/// Puts the variant's defence into the run (clients apply it to their updates).
+fn set_defence(run: &mut RunConfig, defence: &str) -> Result<()> {
+    if defence != "none" {
+        let _ = run;
+        bail!("defence `{defence}`: client-side defences are not wired in yet");
+    }
+    Ok(())
+}
+
+/// Runs one cell (or loads it if it is finished).
+fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Result<CellResult> {
+    let dir = cell.dir(out);
+    let done = dir.join("cell.json");
+    if done.exists() {
+        let text = std::fs::read_to_string(&done).with_context(|| format!("reading {}", done.display()))?;
+        return serde_json::from_str(&text).with_context(|| format!("in {}", done.display()));
+    }
+    if dir.exists() {
+        // an unfinished cell (a killed comparison): start it afresh
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let started = Instant::now();
+    let mut run = cell_run_config(c, cell, &dir);
+    set_defence(&mut run, &cell.variant.defence)?;
+    let fleet = Fleet {
+        clients: c.clients,
+        split: c.split,
+        progress: false,
+    };
+    tracing::info!("cell {} / {}: federating", cell.model.slug(), cell.variant.label);
+    let summary = federate(run.clone(), &fleet, &None, device)?;
+    if !summary.complete {
+        bail!("the federation stopped early");
+    }
+    let records = read_rounds(&run.out.join("rounds.csv"))?;
+    let mut states = vec![("untrained", 1u64)];
+    if c.rounds > 0 {
+        states.push(("trained", c.rounds + 1));
+    }
+    let mut attacks = Vec::new();
+    for (state, round) in states {
+        for k in 0..c.batches {
+            let client = format!("client-{k}");
+            let captures = run.out.join("captures");
+            let capture = captures.join(synfed_wire::capture_file_name(round, &client));
+            let escrow = captures.join(synfed_wire::escrow_file_name(round, &client));
+            let target = dir.join("attack").join(format!("{state}-{client}"));
+            let mut options = attack::Args::for_capture(&capture, &escrow, &target)?;
+            options.iterations = c.attack_iterations;
+            options.restarts = c.attack_restarts;
+            options.seed = c.seed;
+            let outcome = attack::attack_files(&capture, &escrow, &options, device)
+                .with_context(|| format!("attacking {}", capture.display()))?;
+            attacks.push(AttackRecord {
+                state: state.into(),
+                client,
+                mse: outcome.scores.mse,
+                psnr: outcome.scores.psnr,
+                ssim: outcome.scores.ssim,
+                mse_normalized: outcome.scores.mse_normalized,
+                label_accuracy: outcome.scores.label_accuracy,
+                seconds: outcome.seconds,
+            });
+        }
+    }
+    let accuracy_curve: Vec<(u64, f64)> = records.iter().map(|r| (r.round, r.test_accuracy)).collect();
+    let test_accuracy = (c.rounds > 0)
+        .then(|| records.iter().find(|r| r.round == c.rounds).map(|r| r.test_accuracy))
+        .flatten();
+    let result = CellResult {
+        model: cell.model.clone(),
+        variant: cell.variant.clone(),
+        width: run.model.width,
+        attacks,
+        test_accuracy,
+        accuracy_curve,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    // written last and atomically: its presence means the cell is finished
+    let tmp = dir.join("cell.json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &done).with_context(|| format!("writing {}", done.display()))?;
+    Ok(result)
+}
+
+/// The finished cells of `cells`, looked up in `dirs` (the run's folder or shard folders).
+fn collect(cells: &[Cell], dirs: &[PathBuf]) -> Result<Vec<Located>> {
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for cell in cells {
+        let found = dirs.iter().map(|d| cell.dir(d)).find(|d| d.join("cell.json").exists());
+        match found {
+            Some(dir) => {
+                let path = dir.join("cell.json");
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let result = serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+                results.push(Located { result, dir });
+            }
+            None => missing.push(format!("{} / {}", cell.model.slug(), cell.variant.label)),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("{} cells are not finished: {}", missing.len(), missing.join(", "));
+    }
+    Ok(results)
+}
+
+/// `--merge`: joins shard folders (which must hold the same comparison) into `--out`.
+fn merge(args: &Args) -> Result<()> {
+    let mut config: Option<(CompareConfig, String)> = None;
+    for dir in &args.merge {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        match &config {
+            None => {
+                let parsed: CompareConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+                config = Some((parsed, text));
+            }
+            Some((_, first)) if *first != text => {
+                bail!("{} holds another comparison than {}", path.display(), args.merge[0].display())
+            }
+            Some(_) => {}
+        }
+    }
+    let Some((config, text)) = config else { bail!("--merge needs at least one folder") };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(args.out.join(CONFIG_FILE), text)?;
+    let results = collect(&grid(&config), &args.merge)?;
+    compare_report::write(&config, &results, &args.out, &command_line())?;
+    println!("merged {} cells; report in {}", results.len(), args.out.join("report.md").display());
+    Ok(())
+}
+
+/// `--kind learning`: `synfed train` per model and method set (resumable: a finished training
+/// keeps its `summary.json`), then a table of accuracy and early-stopping epoch.
+fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
+    let mut rows = Vec::new();
+    for model in &config.models {
+        for methods in &config.methods {
+            let out = args
+                .out
+                .join("learning")
+                .join(model.slug())
+                .join(methods.to_string().replace('+', "_"));
+            let summary = out.join("summary.json");
+            if !summary.exists() {
+                let l = &config.learning;
+                let mut argv: Vec<String> = vec![
+                    "--model".into(), model.arch.to_string(),
+                    "--data".into(), config.data.clone(),
+                    "--methods".into(), methods.to_string(),
+                    "--folds".into(), l.folds.to_string(),
+                    "--epochs".into(), l.epochs.to_string(),
+                    "--lr".into(), l.lr.to_string(),
+                    "--batch-size".into(), l.batch_size.to_string(),
+                    "--patience".into(), l.patience.to_string(),
+                    "--seed".into(), config.seed.to_string(),
+                    "--tau".into(), config.tau.to_string(),
+                    "--d-re".into(), config.d_re.to_string(),
+                    "--gamma".into(), config.gamma.to_string(),
+                    "--device".into(), args.device.to_string(),
+                    "--out".into(), out.display().to_string(),
+                ];
+                if let Some(w) = model.width {
+                    argv.extend(["--width".into(), w.to_string()]);
+                }
+                if let Some(dir) = &config.data_dir {
+                    argv.extend(["--data-dir".into(), dir.display().to_string()]);
+                }
+                train::run(train::Args::from_argv(&argv)?)?;
+            }
+            let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)?;
+            let pick = |key: &str, field: &str| value[key][field].as_f64().unwrap_or(f64::NAN);
+            rows.push(compare_report::LearningRow {
+                model: model.slug(),
+                methods: methods.to_string(),
+                accuracy_mean: pick("test_accuracy", "mean"),
+                accuracy_std: pick("test_accuracy", "std"),
+                epoch_mean: pick("best_epoch", "mean"),
+                epoch_std: pick("best_epoch", "std"),
+            });
+        }
+    }
+    compare_report::write_learning(config, &rows, &args.out, &command_line())?;
+    println!("learning comparison done; report in {}", args.out.join("report.md").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_include_the_controls() {
+        let c = CompareConfig {
+            methods: vec!["none".parse().unwrap(), "III".parse().unwrap()],
+            defences: vec!["prune:p=0.1".into()],
+            lr_factors: vec![0.5],
+            ..CompareConfig::default()
+        };
+        let labels: Vec<String> = variants(&c).into_iter().map(|v| v.label).collect();
+        assert_eq!(labels, ["none", "III", "none lr×0.5", "none lr×2", "none width/2", "none + prune:p=0.1"]);
+        let v = variants(&c);
+        assert_eq!(v[3].lr, 0.2);
+        assert_eq!(v[4].width_divisor, 2);
+        assert_eq!(grid(&c).len(), 6);
+        assert!(v.iter().all(|v| !v.slug().contains('/') && !v.slug().contains(' ')));
+        // without splitting there is nothing to match
+        let c = CompareConfig { methods: vec!["I".parse().unwrap()], ..CompareConfig::default() };
+        assert_eq!(variants(&c).len(), 1);
+    }
+
+    #[test]
+    fn default_compares_the_eight_sets_and_parses_back() {
+        let c = CompareConfig::default();
+        assert_eq!(c.methods.len(), 8);
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<CompareConfig>(&text).unwrap(), c);
+        assert!(toml::from_str::<CompareConfig>("batchez = 3").is_err());
+    }
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("1/3").unwrap(), (1, 3));
+        assert!(parse_shard("3/3").is_err());
+        assert!(parse_shard("x").is_err());
+    }
+}

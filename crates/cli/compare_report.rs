@@ -1,0 +1,374 @@
+//! The outputs of `synfed compare`: `results.csv`, `results.json`, `report.md` (Table-3-style
+//! attack tables, an accuracy table, the command and seeds), comparison grids (the same
+//! attacked batch reconstructed under every variant) and plots.
+
+use crate::compare::{CellResult, CompareConfig};
+use crate::compare_stats::Estimate;
+use crate::plot::{self, LineChart, Series};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A finished cell and the folder it was computed in.
+pub struct Located {
+    pub result: CellResult,
+    pub dir: PathBuf,
+}
+
+/// One row of `results.csv`: a variant × model × state.
+#[derive(Serialize)]
+struct Row<'a> {
+    variant: &'a str,
+    role: &'a str,
+    methods: String,
+    defence: &'a str,
+    lr: f64,
+    model: String,
+    width: Option<usize>,
+    state: &'a str,
+    k: usize,
+    psnr: Estimate,
+    mse: Estimate,
+    ssim: Estimate,
+    mse_normalized: Estimate,
+    label_accuracy: Estimate,
+    test_accuracy: Option<f64>,
+}
+
+fn states(config: &CompareConfig) -> Vec<&'static str> {
+    if config.rounds > 0 {
+        vec!["untrained", "trained"]
+    } else {
+        vec!["untrained"]
+    }
+}
+
+fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
+    let mut out = Vec::new();
+    for l in cells {
+        let c = &l.result;
+        for state in states(config) {
+            out.push(Row {
+                variant: &c.variant.label,
+                role: &c.variant.role,
+                methods: c.variant.methods.to_string(),
+                defence: &c.variant.defence,
+                lr: c.variant.lr,
+                model: c.model.slug(),
+                width: c.width,
+                state,
+                k: c.attacks.iter().filter(|a| a.state == state).count(),
+                psnr: c.estimate(state, |a| a.psnr),
+                mse: c.estimate(state, |a| a.mse),
+                ssim: c.estimate(state, |a| a.ssim),
+                mse_normalized: c.estimate(state, |a| a.mse_normalized),
+                label_accuracy: c.estimate(state, |a| a.label_accuracy),
+                test_accuracy: c.test_accuracy,
+            });
+        }
+    }
+    out
+}
+
+fn csv_number(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        String::new()
+    }
+}
+
+fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
+    let mut text = String::from("variant,role,methods,defence,lr,model,width,state,k,psnr_mean,psnr_ci95,mse_mean,mse_ci95,ssim_mean,ssim_ci95,mse_normalized_mean,mse_normalized_ci95,label_accuracy_mean,label_accuracy_ci95,test_accuracy\n");
+    for r in rows {
+        let e = |e: &Estimate| format!("{},{}", csv_number(e.mean), csv_number(e.ci95));
+        writeln!(
+            text,
+            "\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{}",
+            r.variant,
+            r.role,
+            r.methods,
+            r.defence,
+            r.lr,
+            r.model,
+            r.width.map(|w| w.to_string()).unwrap_or_default(),
+            r.state,
+            r.k,
+            e(&r.psnr),
+            e(&r.mse),
+            e(&r.ssim),
+            e(&r.mse_normalized),
+            e(&r.label_accuracy),
+            r.test_accuracy.map(csv_number).unwrap_or_default()
+        )?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A Table-3-style table: rows = variants, columns = model × state, `metric` per cell, the most
+/// private value per column in bold (lowest PSNR/SSIM, highest MSE).
+fn attack_table(
+    config: &CompareConfig,
+    cells: &[Located],
+    title: &str,
+    metric: &dyn Fn(&CellResult, &str) -> Estimate,
+    lower_is_private: bool,
+    digits: usize,
+) -> String {
+    let models: Vec<String> = config.models.iter().map(|m| m.slug()).collect();
+    let columns: Vec<(String, &str)> = models
+        .iter()
+        .flat_map(|m| states(config).into_iter().map(move |s| (m.clone(), s)))
+        .collect();
+    let mut variants: Vec<&str> = Vec::new();
+    for l in cells {
+        if !variants.contains(&l.result.variant.label.as_str()) {
+            variants.push(&l.result.variant.label);
+        }
+    }
+    let value = |variant: &str, (model, state): &(String, &str)| {
+        cells
+            .iter()
+            .find(|l| l.result.variant.label == variant && l.result.model.slug() == *model)
+            .map(|l| metric(&l.result, state))
+    };
+    let best: Vec<Option<f64>> = columns
+        .iter()
+        .map(|col| {
+            let vals = variants.iter().filter_map(|v| value(v, col)).map(|e| e.mean).filter(|m| m.is_finite());
+            if lower_is_private {
+                vals.reduce(f64::min)
+            } else {
+                vals.reduce(f64::max)
+            }
+        })
+        .collect();
+    let mut t = format!("### {title}\n\n| variant |");
+    for (m, s) in &columns {
+        let _ = write!(t, " {m} {s} |");
+    }
+    t.push_str("\n|---|");
+    for _ in &columns {
+        t.push_str("---:|");
+    }
+    t.push('\n');
+    for v in &variants {
+        let _ = write!(t, "| {v} |");
+        for (col, b) in columns.iter().zip(&best) {
+            match value(v, col) {
+                Some(e) if Some(e.mean) == *b => {
+                    let _ = write!(t, " **{}** |", e.display(digits));
+                }
+                Some(e) => {
+                    let _ = write!(t, " {} |", e.display(digits));
+                }
+                None => t.push_str(" — |"),
+            }
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// Writes every output of a finished privacy comparison into `out`.
+pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &str) -> Result<()> {
+    let rows = rows(config, cells);
+    write_csv(&rows, &out.join("results.csv"))?;
+    let json = serde_json::json!({ "config": config, "command": command, "rows": rows });
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", out.join("results.json").display()))?;
+    let pictures = out.join("pictures");
+    std::fs::create_dir_all(&pictures).with_context(|| format!("creating {}", pictures.display()))?;
+
+    let mut md = String::from("# synfed compare: privacy of method combinations\n\n");
+    let _ = writeln!(md, "Command: `{command}`\n");
+    let _ = writeln!(
+        md,
+        "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every cell \
+         (model initialisation, partition, batches, attacker). Each cell is a federation whose tap \
+         captures clients 0 … {} in round 1 (**untrained**) and, after {} rounds, in round {} \
+         (**trained**); every capture is attacked ({} iterations, {} restart(s)) and scored against \
+         the client's true batch. Values: mean ± 95 % confidence half-width over the K = {} \
+         attacked batches (Student's t). Bold: the most private value per column.\n",
+        config.data,
+        config.clients,
+        config.split,
+        config.algorithm,
+        config.lr,
+        config.batch_size,
+        config.seed,
+        config.batches - 1,
+        config.rounds,
+        config.rounds + 1,
+        config.attack_iterations,
+        config.attack_restarts,
+        config.batches
+    );
+    md.push_str("## Attack success\n\n");
+    md.push_str(&attack_table(config, cells, "PSNR of the reconstructions (dB; lower = more private)", &|c, s| c.estimate(s, |a| a.psnr), true, 2));
+    md.push('\n');
+    md.push_str(&attack_table(config, cells, "MSE of the reconstructions (images in [0, 1]; higher = more private)", &|c, s| c.estimate(s, |a| a.mse), false, 4));
+    md.push('\n');
+    md.push_str(&attack_table(config, cells, "MSE in the normalised input space (the paper's Table 3 quantity; higher = more private)", &|c, s| c.estimate(s, |a| a.mse_normalized), false, 3));
+    md.push('\n');
+    md.push_str(&attack_table(config, cells, "SSIM (lower = more private)", &|c, s| c.estimate(s, |a| a.ssim), true, 3));
+    md.push('\n');
+    md.push_str(&attack_table(config, cells, "Label accuracy of the attacker (lower = more private)", &|c, s| c.estimate(s, |a| a.label_accuracy), true, 2));
+    md.push('\n');
+
+    if config.rounds > 0 {
+        let _ = writeln!(md, "## Utility: test accuracy after {} rounds\n", config.rounds);
+        md.push_str("| variant |");
+        for m in &config.models {
+            let _ = write!(md, " {} |", m.slug());
+        }
+        md.push_str("\n|---|");
+        for _ in &config.models {
+            md.push_str("---:|");
+        }
+        md.push('\n');
+        let mut seen: Vec<&str> = Vec::new();
+        for l in cells {
+            let v = l.result.variant.label.as_str();
+            if seen.contains(&v) {
+                continue;
+            }
+            seen.push(v);
+            let _ = write!(md, "| {v} |");
+            for m in &config.models {
+                let acc = cells
+                    .iter()
+                    .find(|x| x.result.variant.label == v && x.result.model.slug() == m.slug())
+                    .and_then(|x| x.result.test_accuracy);
+                match acc {
+                    Some(a) => {
+                        let _ = write!(md, " {:.2} % |", 100.0 * a);
+                    }
+                    None => md.push_str(" — |"),
+                }
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+
+    md.push_str("## Pictures\n\nThe batch of client 0 (top row) and its reconstruction under each variant (rows below, in the tables' order).\n\n");
+    for m in &config.models {
+        for state in states(config) {
+            let name = format!("grid-{}-{state}.png", m.slug());
+            let model_cells: Vec<&Located> = cells.iter().filter(|l| l.result.model.slug() == m.slug()).collect();
+            if compose_grid(&model_cells, state, &pictures.join(&name))? {
+                let _ = writeln!(md, "**{} {state}**\n\n![{name}](pictures/{name})\n", m.slug());
+            }
+        }
+        if config.rounds > 0 {
+            let name = format!("accuracy-{}", m.slug());
+            let series: Vec<Series> = cells
+                .iter()
+                .filter(|l| l.result.model.slug() == m.slug())
+                .map(|l| Series {
+                    label: l.result.variant.label.clone(),
+                    points: l.result.accuracy_curve.iter().map(|&(r, a)| (r as f64, 100.0 * a)).collect(),
+                })
+                .collect();
+            let title = format!("{}: test accuracy over rounds", m.slug());
+            let chart = LineChart {
+                title: &title,
+                x_label: "round",
+                y_label: "test accuracy [%]",
+                series: &series,
+                y_range: Some((0.0, 100.0)),
+            };
+            plot::write_png(&chart, &pictures.join(format!("{name}.png")), 900, 560)?;
+            plot::write_svg(&chart, &pictures.join(format!("{name}.svg")), 900, 560)?;
+            let _ = writeln!(md, "![{name}](pictures/{name}.png)\n");
+        }
+    }
+    let path = out.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Truth row + one reconstruction row per cell, from the cells' attack PNGs of client 0 in
+/// `state`. Returns false when there is nothing to show.
+fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
+    let load = |p: PathBuf| -> Option<image::RgbImage> { image::open(p).ok().map(|i| i.to_rgb8()) };
+    let row_of = |dir: &Path, prefix: &str| -> Vec<image::RgbImage> {
+        (0..)
+            .map(|k| dir.join(format!("{prefix}_{k:02}.png")))
+            .take_while(|p| p.exists())
+            .filter_map(load)
+            .collect()
+    };
+    let Some(first) = cells.first() else { return Ok(false) };
+    let attack_dir = |l: &Located| l.dir.join("attack").join(format!("{state}-client-0"));
+    let mut rows = vec![row_of(&attack_dir(first), "truth")];
+    for l in cells {
+        rows.push(row_of(&attack_dir(l), "recon"));
+    }
+    let Some(tile) = rows.iter().flatten().next() else { return Ok(false) };
+    let (w, h) = tile.dimensions();
+    let gap = 2;
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let mut canvas = image::RgbImage::from_pixel(
+        columns * (w + gap) + gap,
+        rows.len() as u32 * (h + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    for (r, row) in rows.iter().enumerate() {
+        for (c, img) in row.iter().enumerate() {
+            if img.dimensions() == (w, h) {
+                image::imageops::replace(&mut canvas, img, (gap + c as u32 * (w + gap)) as i64, (gap + r as u32 * (h + gap)) as i64);
+            }
+        }
+    }
+    canvas.save(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
+/// One row of the learning comparison.
+#[derive(Serialize)]
+pub struct LearningRow {
+    pub model: String,
+    pub methods: String,
+    pub accuracy_mean: f64,
+    pub accuracy_std: f64,
+    pub epoch_mean: f64,
+    pub epoch_std: f64,
+}
+
+/// Writes `results.csv`, `results.json` and `report.md` of `--kind learning`.
+pub fn write_learning(config: &CompareConfig, rows: &[LearningRow], out: &Path, command: &str) -> Result<()> {
+    let mut csv = String::from("model,methods,test_accuracy_mean,test_accuracy_std,epoch_mean,epoch_std\n");
+    for r in rows {
+        let _ = writeln!(csv, "{},{},{},{},{},{}", r.model, r.methods, r.accuracy_mean, r.accuracy_std, r.epoch_mean, r.epoch_std);
+    }
+    std::fs::write(out.join("results.csv"), csv)?;
+    let json = serde_json::json!({ "config": config, "command": command, "rows": rows });
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    let l = &config.learning;
+    let mut md = String::from("# synfed compare: learning (paper Tables 1–2)\n\n");
+    let _ = writeln!(md, "Command: `{command}`\n");
+    let _ = writeln!(
+        md,
+        "Centralized training on `{}`, {} folds × at most {} epochs, lr {}, batch {}, early stopping \
+         with patience {}; seed {}. Test accuracy at the early-stopping epoch and that epoch, mean ± \
+         standard deviation over the folds.\n",
+        config.data, l.folds, l.epochs, l.lr, l.batch_size, l.patience, config.seed
+    );
+    md.push_str("| model | methods | test accuracy (%) | early-stopping epoch |\n|---|---|---:|---:|\n");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.2} ± {:.2} | {:.1} ± {:.1} |",
+            r.model,
+            r.methods,
+            100.0 * r.accuracy_mean,
+            100.0 * r.accuracy_std,
+            r.epoch_mean,
+            r.epoch_std
+        );
+    }
+    std::fs::write(out.join("report.md"), md)?;
+    Ok(())
+}
