@@ -1,7 +1,11 @@
 //! The client's local work on its share of the data: a FedSGD gradient or FedAvg local
 //! training. Plain synchronous candle code, run on a blocking thread by the session.
+//!
+//! The run's [`Defence`] is applied here, after the update is computed and before the session
+//! pushes it; the truth kept for the escrow stays the real batch.
 
-use crate::error::Result;
+use crate::defence::{self, Defence};
+use crate::error::{ClientError, Result};
 use candle_core::{DType, Tensor};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -73,6 +77,66 @@ pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> 
         };
         update.push((name, tensor));
     }
+    Ok(Work {
+        update,
+        examples: batch.len() as u64,
+        train_loss,
+        truth: (x, y),
+    })
+}
+
+/// The defence a task asks for: its text parsed (empty, from a server that predates
+/// defences, is none). Text that does not parse is refused with the reason.
+pub fn task_defence(text: &str) -> Result<Defence> {
+    if text.trim().is_empty() {
+        return Ok(Defence::NONE);
+    }
+    text.parse()
+        .map_err(|e| ClientError::Config(format!("the task's defence `{text}`: {e}")))
+}
+
+/// Whether each tensor of the model (parameter-store order, as in [`Work::update`]) is
+/// trainable.
+pub fn trainable_flags(model: &Model) -> Vec<bool> {
+    model
+        .params()
+        .iter()
+        .map(|p| p.role.is_trainable())
+        .collect()
+}
+
+/// Applies `defence` to a computed update, clipping per batch (a FedAvg difference, or a
+/// FedSGD gradient without per-example clipping). Noise is drawn from `seed`.
+pub fn defend(model: &Model, work: &mut Work, defence: &Defence, seed: u64) -> Result<()> {
+    if defence.is_none() {
+        return Ok(());
+    }
+    defence.apply(&mut work.update, &trainable_flags(model), seed)?;
+    Ok(())
+}
+
+/// [`fedsgd`] with `defence` applied: per-example DP-SGD (each example's gradient clipped,
+/// summed, noised, divided by the batch size) when it asks for it, otherwise the batch's
+/// gradient defended per batch. BatchNorm buffers' changes are those of the whole batch in
+/// either case.
+pub fn fedsgd_defended(
+    model: &Model,
+    data: &LocalData,
+    batch_size: usize,
+    seed: u64,
+    defence: &Defence,
+) -> Result<Work> {
+    let Some(dp) = defence.dp.filter(|d| d.per_example) else {
+        let mut work = fedsgd(model, data, batch_size, seed)?;
+        defend(model, &mut work, defence, seed)?;
+        return Ok(work);
+    };
+    let batch = fedsgd_batch(&data.indices, batch_size, seed);
+    let (x, y) = data
+        .train
+        .batch(&batch, &data.normalization, model.device(), DType::F32)?;
+    let (mut update, train_loss) = defence::clipped_example_sum(model, &x, &y, dp.clip)?;
+    defence.finish_example_sum(&mut update, &trainable_flags(model), batch.len(), seed)?;
     Ok(Work {
         update,
         examples: batch.len() as u64,

@@ -6,15 +6,21 @@
 //! while heartbeating, and streams the update back in checksummed chunks. When the server
 //! restarts (a resumed run) it registers again and carries on; when the run is over it leaves.
 //!
+//! The run's defence (see [`defence`]) arrives with each task and is applied to the update
+//! before it leaves the client; [`accountant`] says what (ε, δ) a `dp:` defence guarantees.
+//!
 //! A simulated client can also keep the truth of chosen rounds (the batch it computed on) as
 //! escrow files, which only the scoring of attacks reads.
 
+pub mod accountant;
 pub mod compute;
 pub mod config;
 pub mod connection;
+pub mod defence;
 pub mod error;
 
 pub use config::{ClientConfig, ClientTls, EscrowConfig, Retry, Share};
+pub use defence::Defence;
 pub use error::{ClientError, Result};
 
 use candle_core::{Device, Tensor};
@@ -356,19 +362,28 @@ impl Session {
     async fn compute(&self, task: &Task) -> Result<Work> {
         let (model, data) = (self.model()?, Arc::clone(&self.data));
         let task = task.clone();
+        let defence = compute::task_defence(&task.defence)?;
         tokio::task::spawn_blocking(move || match task.kind() {
-            TaskKind::FedsgdGradient => {
-                compute::fedsgd(&model, &data, task.batch_size as usize, task.seed)
-            }
-            TaskKind::FedavgLocalTrain => compute::fedavg(
+            TaskKind::FedsgdGradient => compute::fedsgd_defended(
                 &model,
                 &data,
                 task.batch_size as usize,
-                task.local_epochs,
-                task.local_steps,
-                task.learning_rate,
                 task.seed,
+                &defence,
             ),
+            TaskKind::FedavgLocalTrain => {
+                let mut work = compute::fedavg(
+                    &model,
+                    &data,
+                    task.batch_size as usize,
+                    task.local_epochs,
+                    task.local_steps,
+                    task.learning_rate,
+                    task.seed,
+                )?;
+                compute::defend(&model, &mut work, &defence, task.seed)?;
+                Ok(work)
+            }
             TaskKind::Unspecified => Err(ClientError::Protocol("a task of unknown kind".into())),
         })
         .await

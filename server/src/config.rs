@@ -156,6 +156,12 @@ pub struct TrainingConfig {
     pub local_epochs: u32,
     /// FedAvg: local steps when `local_epochs` is 0.
     pub local_steps: u32,
+    /// The defence clients apply to their updates before pushing them: `none`,
+    /// `dp:C=1,sigma=0.5` (clip the update to L2 norm C, add N(0, σ²C²) noise),
+    /// `dp:C=1,sigma=0.5,per-example` (DP-SGD, FedSGD only), `prune:p=0.1` (keep the largest
+    /// 10 % of each tensor), or combinations joined by `+`. Forwarded to clients as text (the
+    /// client parses it); checked here at load so that a typo fails early.
+    pub defence: String,
 }
 
 impl Default for TrainingConfig {
@@ -165,8 +171,81 @@ impl Default for TrainingConfig {
             batch_size: 8,
             local_epochs: 1,
             local_steps: 0,
+            defence: "none".into(),
         }
     }
+}
+
+/// A light check of a defence's text (the client, which applies it, has the full parser):
+/// known kinds and keys, numbers in range. Returns the reason when it is not.
+pub fn check_defence(text: &str) -> std::result::Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for part in text.split('+').map(str::trim) {
+        let Some((kind, args)) = part.split_once(':') else {
+            return Err(format!(
+                "`{part}`: expected `none`, `dp:C=…,sigma=…[,per-example]` or `prune:p=…`"
+            ));
+        };
+        let kind = kind.trim();
+        if seen.contains(&kind) {
+            return Err(format!("`{kind}` appears twice"));
+        }
+        seen.push(kind);
+        let mut keys = Vec::new();
+        for item in args.split(',').map(str::trim) {
+            let (key, value) = match item.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (item, None),
+            };
+            let number = |v: Option<&str>| {
+                v.and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| format!("`{item}` is not a number"))
+            };
+            let canonical = match (kind, key) {
+                ("dp", "per-example" | "per_example") if value.is_none() => "per-example",
+                ("dp", "C" | "c") => {
+                    let c = number(value)?;
+                    if !(c.is_finite() && c > 0.0) {
+                        return Err(format!("dp: C must be a positive number, got {c}"));
+                    }
+                    "C"
+                }
+                ("dp", "sigma" | "σ") => {
+                    let s = number(value)?;
+                    if !(s.is_finite() && s >= 0.0) {
+                        return Err(format!("dp: sigma must be a number ≥ 0, got {s}"));
+                    }
+                    "sigma"
+                }
+                ("prune", "p") => {
+                    let p = number(value)?;
+                    if !(p > 0.0 && p <= 1.0) {
+                        return Err(format!("prune: p must be in (0, 1], got {p}"));
+                    }
+                    "p"
+                }
+                ("dp" | "prune", _) => return Err(format!("`{kind}`: unknown key `{item}`")),
+                _ => return Err(format!("unknown defence `{part}`")),
+            };
+            if keys.contains(&canonical) {
+                return Err(format!("`{kind}`: `{canonical}` given twice"));
+            }
+            keys.push(canonical);
+        }
+        let needed: &[&str] = if kind == "dp" {
+            &["C", "sigma"]
+        } else {
+            &["p"]
+        };
+        if let Some(missing) = needed.iter().find(|k| !keys.contains(k)) {
+            return Err(format!("`{kind}` needs `{missing}=…`"));
+        }
+    }
+    Ok(())
 }
 
 /// Which clients take part in a round.
@@ -321,6 +400,12 @@ impl RunConfig {
         {
             return bad("fedavg needs training.local_epochs or training.local_steps > 0".into());
         }
+        if let Err(reason) = check_defence(&self.training.defence) {
+            return bad(format!(
+                "training.defence `{}`: {reason}",
+                self.training.defence
+            ));
+        }
         if self.data.eval_batch_size == 0 {
             return bad("data.eval_batch_size must be at least 1".into());
         }
@@ -411,6 +496,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("training.lr"), "{err}");
+        for bad in [
+            "dp:C=0,sigma=1",
+            "dp:C=1",
+            "dp:C=1,sigma=-1",
+            "dp:C=1,sigma=1,noise=3",
+            "prune:p=0",
+            "prune:p=1.5",
+            "laplace:b=1",
+            "prune:p=0.1+prune:p=0.2",
+            "none+dp",
+        ] {
+            let err = RunConfig::from_toml(&format!("[training]\ndefence = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("training.defence"), "{bad}: {err}");
+        }
+        for good in [
+            "none",
+            "dp:C=1,sigma=0.5",
+            "dp:C=1,σ=0.5,per-example",
+            "prune:p=0.1",
+            "dp:C=1,sigma=0.5+prune:p=0.2",
+        ] {
+            let config =
+                RunConfig::from_toml(&format!("[training]\ndefence = \"{good}\"")).unwrap();
+            assert_eq!(config.training.defence, good);
+        }
         let err = RunConfig::from_toml("[security]\ntls_cert = \"a.pem\"")
             .unwrap_err()
             .to_string();

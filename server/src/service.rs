@@ -133,6 +133,7 @@ impl Service {
             deadline_unix_ms: round.deadline_unix_ms,
             seed: crate::seeds::derive(c.seed, crate::seeds::Purpose::Task, round.round, client),
             heartbeat_interval_ms: (c.timing.heartbeat_interval_s * 1000.0) as u32,
+            defence: c.training.defence.clone(),
         }
     }
 

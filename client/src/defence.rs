@@ -1,0 +1,833 @@
+//! Client-side defences against gradient inversion: DP-SGD style clipping with Gaussian noise,
+//! and gradient pruning.
+//!
+//! The simulator measures how well an honest-but-curious server reconstructs a client's batch
+//! from its update; these are the standard counter-measures a client can take before the
+//! update leaves it, so the attacks can be scored against defended updates as well as plain
+//! ones. The server forwards the run's `training.defence` text in every task; the client
+//! parses it (refusing text it cannot parse) and applies it after computing the update and
+//! before pushing it. The escrowed truth stays the real batch.
+//!
+//! Text forms (also the serde form):
+//!
+//! * `none`;
+//! * `dp:C=1,sigma=0.5`: per-batch clipping — the global L2 norm of the whole update over all
+//!   trainable tensors is clipped to `C` — then N(0, σ²C²) noise added to every element
+//!   (`σ` is accepted for `sigma`);
+//! * `dp:C=1,sigma=0.5,per-example`: DP-SGD proper (Abadi et al. 2016) — each example's
+//!   gradient is clipped to `C`, the clipped gradients summed, N(0, σ²C²) added and the sum
+//!   divided by the batch size. FedSGD only: a FedAvg difference is clipped per batch;
+//! * `prune:p=0.1`: keep the `⌈p·n⌉` largest magnitudes of each trainable tensor, zero the rest;
+//! * combinations joined by `+`, e.g. `dp:C=1,sigma=0.5+prune:p=0.2`, always applied in the
+//!   order clip → noise → prune.
+//!
+//! Only trainable parameters are clipped, noised or pruned: BatchNorm running-statistic deltas
+//! in the update are left alone. Noise comes from a ChaCha stream of the task seed, so the same
+//! task gives the same bytes.
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use std::fmt;
+use std::str::FromStr;
+use synfed_models::Model;
+use synfed_synapse::{Mode, Role};
+
+/// The ChaCha stream of the defence's noise (the task's batch sampling uses stream 0 of the
+/// same seed).
+const NOISE_STREAM: u64 = 0xDEF0_0001;
+
+/// What is wrong with a defence (its text or its application).
+#[derive(Debug, thiserror::Error)]
+pub enum DefenceError {
+    #[error("an empty defence (write `none` for no defence)")]
+    Empty,
+    #[error("`none` cannot be combined with other defences")]
+    NoneCombined,
+    #[error(
+        "unknown defence `{0}` (expected `none`, `dp:C=…,sigma=…[,per-example]` or `prune:p=…`)"
+    )]
+    UnknownKind(String),
+    #[error("`{kind}` appears twice")]
+    Repeated { kind: &'static str },
+    #[error("unknown key `{key}` of `{kind}` (expected {expected})")]
+    UnknownKey {
+        kind: &'static str,
+        key: String,
+        expected: &'static str,
+    },
+    #[error("`{kind}` needs `{key}=…`")]
+    MissingKey {
+        kind: &'static str,
+        key: &'static str,
+    },
+    #[error("`{key}` is given twice")]
+    RepeatedKey { key: String },
+    #[error("`{key}={value}` is not a number")]
+    NotANumber { key: String, value: String },
+    #[error("the clipping norm C must be a positive number, got {0}")]
+    Clip(f64),
+    #[error("the noise multiplier sigma must be a number ≥ 0, got {0}")]
+    Sigma(f64),
+    #[error("the pruning fraction p must be in (0, 1], got {0}")]
+    Fraction(f64),
+    #[error("per-example clipping needs a model without BatchNorm (batch statistics mix the examples); `{0}` has BatchNorm")]
+    PerExampleBatchNorm(String),
+    #[error("the update's norm is not finite ({0})")]
+    NonFinite(f64),
+    #[error("{updates} update tensors for {flags} trainable flags")]
+    Mismatch { updates: usize, flags: usize },
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("model: {0}")]
+    Model(#[from] synfed_models::ModelError),
+}
+
+impl From<DefenceError> for crate::ClientError {
+    fn from(e: DefenceError) -> Self {
+        match e {
+            DefenceError::Tensor(e) => crate::ClientError::Candle(e),
+            DefenceError::Model(e) => crate::ClientError::Model(e),
+            other => crate::ClientError::Config(format!("defence: {other}")),
+        }
+    }
+}
+
+pub type Result<T, E = DefenceError> = std::result::Result<T, E>;
+
+/// Clipping and Gaussian noise.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dp {
+    /// C: the L2 norm the update (or each example's gradient) is clipped to.
+    pub clip: f64,
+    /// σ: the noise multiplier; the noise's standard deviation is σC.
+    pub sigma: f64,
+    /// Clip each example's gradient (FedSGD) rather than the whole update.
+    pub per_example: bool,
+}
+
+/// Gradient pruning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prune {
+    /// p: the fraction of each tensor's elements kept (the largest magnitudes).
+    pub keep: f64,
+}
+
+/// A client's defence: none, DP clipping + noise, pruning, or DP then pruning.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Defence {
+    pub dp: Option<Dp>,
+    pub prune: Option<Prune>,
+}
+
+impl Defence {
+    /// No defence.
+    pub const NONE: Defence = Defence {
+        dp: None,
+        prune: None,
+    };
+
+    /// Whether it leaves updates unchanged.
+    pub fn is_none(&self) -> bool {
+        self.dp.is_none() && self.prune.is_none()
+    }
+
+    /// Whether FedSGD gradients are clipped per example.
+    pub fn per_example(&self) -> bool {
+        self.dp.is_some_and(|d| d.per_example)
+    }
+
+    /// Checks the ranges (what [`FromStr`] checks; for values built in code).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(dp) = self.dp {
+            if !(dp.clip.is_finite() && dp.clip > 0.0) {
+                return Err(DefenceError::Clip(dp.clip));
+            }
+            if !(dp.sigma.is_finite() && dp.sigma >= 0.0) {
+                return Err(DefenceError::Sigma(dp.sigma));
+            }
+        }
+        if let Some(prune) = self.prune {
+            if !(prune.keep > 0.0 && prune.keep <= 1.0) {
+                return Err(DefenceError::Fraction(prune.keep));
+            }
+        }
+        Ok(())
+    }
+
+    /// Defends an update in place, clipping the whole update (per batch): clip the global L2
+    /// norm of the trainable tensors to C, add N(0, σ²C²) to each of their elements, prune.
+    /// `trainable[i]` says whether `update[i]` is a trainable parameter's; the others are
+    /// left alone. Noise is drawn from a ChaCha stream of `seed`.
+    ///
+    /// Per-example DP is applied this way too (a FedAvg difference has no per-example form);
+    /// FedSGD clips per example with [`clipped_example_sum`] and
+    /// [`finish_example_sum`](Self::finish_example_sum) instead.
+    pub fn apply(
+        &self,
+        update: &mut [(String, Tensor)],
+        trainable: &[bool],
+        seed: u64,
+    ) -> Result<()> {
+        check_lengths(update, trainable)?;
+        if let Some(dp) = self.dp {
+            clip(update, trainable, dp.clip)?;
+            add_noise(update, trainable, dp.sigma * dp.clip, &mut noise_rng(seed))?;
+        }
+        if let Some(prune) = self.prune {
+            self::prune(update, trainable, prune.keep)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes per-example DP-SGD: `sum` holds the sum of the `batch` clipped per-example
+    /// gradients; adds N(0, σ²C²) to each trainable element, divides by `batch`, then prunes.
+    pub fn finish_example_sum(
+        &self,
+        sum: &mut [(String, Tensor)],
+        trainable: &[bool],
+        batch: usize,
+        seed: u64,
+    ) -> Result<()> {
+        check_lengths(sum, trainable)?;
+        if let Some(dp) = self.dp {
+            add_noise(sum, trainable, dp.sigma * dp.clip, &mut noise_rng(seed))?;
+        }
+        let scale = 1.0 / batch.max(1) as f64;
+        for ((_, t), &train) in sum.iter_mut().zip(trainable) {
+            if train {
+                *t = (&*t * scale)?;
+            }
+        }
+        if let Some(prune) = self.prune {
+            self::prune(sum, trainable, prune.keep)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_lengths(update: &[(String, Tensor)], trainable: &[bool]) -> Result<()> {
+    if update.len() != trainable.len() {
+        return Err(DefenceError::Mismatch {
+            updates: update.len(),
+            flags: trainable.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The noise generator of a task: a ChaCha stream of the task seed of its own.
+pub fn noise_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(NOISE_STREAM);
+    rng
+}
+
+/// The L2 norm of the trainable tensors of `update` taken together.
+pub fn global_norm(update: &[(String, Tensor)], trainable: &[bool]) -> Result<f64> {
+    check_lengths(update, trainable)?;
+    let mut sum = 0.0;
+    for ((_, t), &train) in update.iter().zip(trainable) {
+        if train {
+            sum += t
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+    }
+    Ok(sum.sqrt())
+}
+
+/// Scales the trainable tensors of `update` so that their global L2 norm is at most `c`;
+/// returns the norm before clipping.
+pub fn clip(update: &mut [(String, Tensor)], trainable: &[bool], c: f64) -> Result<f64> {
+    let norm = global_norm(update, trainable)?;
+    if !norm.is_finite() {
+        return Err(DefenceError::NonFinite(norm));
+    }
+    if norm > c {
+        let factor = c / norm;
+        for ((_, t), &train) in update.iter_mut().zip(trainable) {
+            if train {
+                *t = (&*t * factor)?;
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Adds N(0, std²) to every element of the trainable tensors, in tensor order (nothing when
+/// `std` is 0).
+pub fn add_noise(
+    update: &mut [(String, Tensor)],
+    trainable: &[bool],
+    std: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
+    check_lengths(update, trainable)?;
+    if std == 0.0 {
+        return Ok(());
+    }
+    for ((_, t), &train) in update.iter_mut().zip(trainable) {
+        if !train {
+            continue;
+        }
+        let values: Vec<f64> = (0..t.elem_count())
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                std * z
+            })
+            .collect();
+        let noise = Tensor::from_vec(values, t.dims(), &Device::Cpu)?
+            .to_dtype(t.dtype())?
+            .to_device(t.device())?;
+        *t = (&*t + noise)?;
+    }
+    Ok(())
+}
+
+/// How many elements of `n` pruning keeps at fraction `p`: ⌈p·n⌉ (at least one), with `p·n`
+/// that is an integer up to rounding error (0.7 · 10) counted as that integer.
+pub fn kept(p: f64, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let x = p * n as f64;
+    let k = if (x - x.round()).abs() <= 1e-9 * x.max(1.0) {
+        x.round()
+    } else {
+        x.ceil()
+    };
+    (k as usize).clamp(1, n)
+}
+
+/// Keeps the [`kept`]`(p, n)` largest magnitudes of each trainable tensor (ties: the earlier
+/// element) and zeroes the rest.
+pub fn prune(update: &mut [(String, Tensor)], trainable: &[bool], p: f64) -> Result<()> {
+    check_lengths(update, trainable)?;
+    for ((_, t), &train) in update.iter_mut().zip(trainable) {
+        let n = t.elem_count();
+        let k = kept(p, n);
+        if !train || k >= n {
+            continue;
+        }
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut order: Vec<usize> = (0..n).collect();
+        let larger_first =
+            |a: &usize, b: &usize| values[*b].abs().total_cmp(&values[*a].abs()).then(a.cmp(b));
+        order.select_nth_unstable_by(k - 1, larger_first);
+        let mut pruned = vec![0f32; n];
+        for &i in &order[..k] {
+            pruned[i] = values[i];
+        }
+        *t = Tensor::from_vec(pruned, t.dims(), &Device::Cpu)?
+            .to_dtype(t.dtype())?
+            .to_device(t.device())?;
+    }
+    Ok(())
+}
+
+/// Per-example clipping: the gradient of each example of `(x, labels)` at the model's current
+/// weights, clipped to global L2 norm `c`, summed. Returns one tensor per model tensor in
+/// parameter-store order (zeros for buffers) and the mean loss of the examples.
+///
+/// Refuses models with BatchNorm: with batch statistics an example's gradient depends on the
+/// rest of its batch, and a batch of one has no variance.
+pub fn clipped_example_sum(
+    model: &Model,
+    x: &Tensor,
+    labels: &Tensor,
+    c: f64,
+) -> Result<(Vec<(String, Tensor)>, f64)> {
+    let batch_norm = model.params().iter().any(|p| {
+        matches!(
+            p.role,
+            Role::NormWeight | Role::NormBias | Role::RunningMean | Role::RunningVar
+        )
+    });
+    if batch_norm {
+        return Err(DefenceError::PerExampleBatchNorm(
+            model.spec().arch.to_string(),
+        ));
+    }
+    let params: Vec<_> = model.params().iter().collect();
+    let trainable: Vec<bool> = params.iter().map(|p| p.role.is_trainable()).collect();
+    let mut sum: Vec<(String, Tensor)> = params
+        .iter()
+        .map(|p| Ok((p.name.clone(), p.var.as_tensor().zeros_like()?)))
+        .collect::<Result<_>>()?;
+    let b = x.dim(0)?;
+    let mut loss_sum = 0.0;
+    for i in 0..b {
+        let (xi, yi) = (x.narrow(0, i, 1)?, labels.narrow(0, i, 1)?);
+        let loss = model.loss(&xi, &yi, Mode::Train)?;
+        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let grads = loss.backward()?;
+        let mut example = Vec::with_capacity(params.len());
+        for p in &params {
+            let g = match grads.get(p.var.as_tensor()) {
+                Some(g) if p.role.is_trainable() => g.detach(),
+                _ => p.var.as_tensor().zeros_like()?,
+            };
+            example.push((p.name.clone(), g));
+        }
+        clip(&mut example, &trainable, c)?;
+        for ((_, s), (_, g)) in sum.iter_mut().zip(example) {
+            *s = (&*s + g)?;
+        }
+    }
+    Ok((sum, if b > 0 { loss_sum / b as f64 } else { 0.0 }))
+}
+
+impl fmt::Display for Defence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_none() {
+            return f.write_str("none");
+        }
+        let mut parts = Vec::new();
+        if let Some(dp) = self.dp {
+            let mut s = format!("dp:C={},sigma={}", dp.clip, dp.sigma);
+            if dp.per_example {
+                s.push_str(",per-example");
+            }
+            parts.push(s);
+        }
+        if let Some(prune) = self.prune {
+            parts.push(format!("prune:p={}", prune.keep));
+        }
+        f.write_str(&parts.join("+"))
+    }
+}
+
+fn number(key: &str, value: &str) -> Result<f64> {
+    value
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| DefenceError::NotANumber {
+            key: key.into(),
+            value: value.into(),
+        })
+}
+
+fn parse_dp(args: &str) -> Result<Dp> {
+    const KIND: &str = "dp";
+    let (mut clip, mut sigma, mut per_example) = (None, None, false);
+    for item in args.split(',').map(str::trim) {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v)),
+            None => (item, None),
+        };
+        let slot = match (key, value) {
+            ("per-example" | "per_example", None) => {
+                if per_example {
+                    return Err(DefenceError::RepeatedKey { key: key.into() });
+                }
+                per_example = true;
+                continue;
+            }
+            ("C" | "c", Some(_)) => &mut clip,
+            ("sigma" | "σ", Some(_)) => &mut sigma,
+            _ => {
+                return Err(DefenceError::UnknownKey {
+                    kind: KIND,
+                    key: item.into(),
+                    expected: "`C=…`, `sigma=…` and optionally `per-example`",
+                })
+            }
+        };
+        if slot.is_some() {
+            return Err(DefenceError::RepeatedKey { key: key.into() });
+        }
+        *slot = Some(number(key, value.unwrap_or_default())?);
+    }
+    let clip = clip.ok_or(DefenceError::MissingKey {
+        kind: KIND,
+        key: "C",
+    })?;
+    let sigma = sigma.ok_or(DefenceError::MissingKey {
+        kind: KIND,
+        key: "sigma",
+    })?;
+    Ok(Dp {
+        clip,
+        sigma,
+        per_example,
+    })
+}
+
+fn parse_prune(args: &str) -> Result<Prune> {
+    const KIND: &str = "prune";
+    let mut keep = None;
+    for item in args.split(',').map(str::trim) {
+        match item.split_once('=') {
+            Some((k, v)) if k.trim() == "p" => {
+                if keep.is_some() {
+                    return Err(DefenceError::RepeatedKey { key: "p".into() });
+                }
+                keep = Some(number("p", v)?);
+            }
+            _ => {
+                return Err(DefenceError::UnknownKey {
+                    kind: KIND,
+                    key: item.into(),
+                    expected: "`p=…`",
+                })
+            }
+        }
+    }
+    Ok(Prune {
+        keep: keep.ok_or(DefenceError::MissingKey {
+            kind: KIND,
+            key: "p",
+        })?,
+    })
+}
+
+impl FromStr for Defence {
+    type Err = DefenceError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(DefenceError::Empty);
+        }
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Defence::NONE);
+        }
+        let mut defence = Defence::NONE;
+        for part in text.split('+').map(str::trim) {
+            if part.eq_ignore_ascii_case("none") {
+                return Err(DefenceError::NoneCombined);
+            }
+            let (kind, args) = part
+                .split_once(':')
+                .ok_or_else(|| DefenceError::UnknownKind(part.into()))?;
+            match kind.trim() {
+                "dp" => {
+                    if defence.dp.is_some() {
+                        return Err(DefenceError::Repeated { kind: "dp" });
+                    }
+                    defence.dp = Some(parse_dp(args)?);
+                }
+                "prune" => {
+                    if defence.prune.is_some() {
+                        return Err(DefenceError::Repeated { kind: "prune" });
+                    }
+                    defence.prune = Some(parse_prune(args)?);
+                }
+                _ => return Err(DefenceError::UnknownKind(part.into())),
+            }
+        }
+        defence.validate()?;
+        Ok(defence)
+    }
+}
+
+impl serde::Serialize for Defence {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Defence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synfed_models::{Arch, InputShape, ModelSpec};
+    use synfed_synapse::MethodSet;
+
+    fn t(values: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn update(tensors: Vec<Tensor>) -> Vec<(String, Tensor)> {
+        tensors
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("t{i}"), t))
+            .collect()
+    }
+
+    #[test]
+    fn text_forms_round_trip() {
+        for (text, expected) in [
+            ("none", Defence::NONE),
+            (
+                "dp:C=1,sigma=0.5",
+                Defence {
+                    dp: Some(Dp {
+                        clip: 1.0,
+                        sigma: 0.5,
+                        per_example: false,
+                    }),
+                    prune: None,
+                },
+            ),
+            (
+                "dp:C=1,sigma=0.5,per-example",
+                Defence {
+                    dp: Some(Dp {
+                        clip: 1.0,
+                        sigma: 0.5,
+                        per_example: true,
+                    }),
+                    prune: None,
+                },
+            ),
+            (
+                "prune:p=0.1",
+                Defence {
+                    dp: None,
+                    prune: Some(Prune { keep: 0.1 }),
+                },
+            ),
+            (
+                "dp:C=1,sigma=0.5+prune:p=0.2",
+                Defence {
+                    dp: Some(Dp {
+                        clip: 1.0,
+                        sigma: 0.5,
+                        per_example: false,
+                    }),
+                    prune: Some(Prune { keep: 0.2 }),
+                },
+            ),
+        ] {
+            let parsed: Defence = text.parse().unwrap();
+            assert_eq!(parsed, expected, "{text}");
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(parsed.to_string().parse::<Defence>().unwrap(), parsed);
+        }
+        // Other spellings of the same defences.
+        let a: Defence = " prune:p=0.2 + dp:σ=0.5, C=1 ".parse().unwrap();
+        assert_eq!(a.to_string(), "dp:C=1,sigma=0.5+prune:p=0.2");
+        assert_eq!("NONE".parse::<Defence>().unwrap(), Defence::NONE);
+        let b: Defence = "dp:per-example,sigma=1.25,C=0.1".parse().unwrap();
+        assert_eq!(b.to_string(), "dp:C=0.1,sigma=1.25,per-example");
+        assert_eq!(b.to_string().parse::<Defence>().unwrap(), b);
+        assert!(b.per_example());
+        // serde: as a string.
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"dp:C=1,sigma=0.5+prune:p=0.2\"");
+        assert_eq!(serde_json::from_str::<Defence>(&json).unwrap(), a);
+        assert!(serde_json::from_str::<Defence>("\"dp:C=0,sigma=1\"").is_err());
+    }
+
+    #[test]
+    fn bad_text_gives_typed_errors() {
+        use DefenceError as E;
+        let err = |s: &str| s.parse::<Defence>().unwrap_err();
+        assert!(matches!(err(""), E::Empty));
+        assert!(matches!(err("none+prune:p=0.1"), E::NoneCombined));
+        assert!(matches!(err("dp:C=0,sigma=1"), E::Clip(c) if c == 0.0));
+        assert!(matches!(err("dp:C=-1,sigma=1"), E::Clip(_)));
+        assert!(matches!(err("dp:C=inf,sigma=1"), E::Clip(_)));
+        assert!(matches!(err("dp:C=1,sigma=-0.1"), E::Sigma(_)));
+        assert!(matches!(err("dp:C=1,sigma=NaN"), E::Sigma(_)));
+        assert!(matches!(err("prune:p=0"), E::Fraction(_)));
+        assert!(matches!(err("prune:p=1.5"), E::Fraction(_)));
+        assert!(matches!(err("prune:p=-0.1"), E::Fraction(_)));
+        assert!(matches!(
+            err("dp:C=1,sigma=1,noise=2"),
+            E::UnknownKey { kind: "dp", .. }
+        ));
+        assert!(matches!(
+            err("prune:q=0.1"),
+            E::UnknownKey { kind: "prune", .. }
+        ));
+        assert!(matches!(err("dp:C=1"), E::MissingKey { key: "sigma", .. }));
+        assert!(matches!(err("dp:sigma=1"), E::MissingKey { key: "C", .. }));
+        assert!(matches!(err("dp:C=1,C=2,sigma=1"), E::RepeatedKey { .. }));
+        assert!(matches!(err("dp:C=one,sigma=1"), E::NotANumber { .. }));
+        assert!(matches!(
+            err("prune:p=0.1+prune:p=0.2"),
+            E::Repeated { kind: "prune" }
+        ));
+        assert!(matches!(err("laplace:b=1"), E::UnknownKind(_)));
+        assert!(matches!(err("dp"), E::UnknownKind(_)));
+        // Messages name the problem.
+        assert!(err("dp:C=0,sigma=1").to_string().contains("C must be"));
+        assert!(err("prune:p=2").to_string().contains("(0, 1]"));
+    }
+
+    #[test]
+    fn clipping_scales_above_c_and_leaves_below_alone() {
+        let trainable = [true, true, false];
+        let mut u = update(vec![
+            t(&[3.0, 0.0], &[2]),
+            t(&[0.0, 4.0, 0.0, 0.0], &[2, 2]),
+            t(&[100.0], &[1]), // a BatchNorm buffer: neither counted nor clipped
+        ]);
+        assert!((global_norm(&u, &trainable).unwrap() - 5.0).abs() < 1e-9);
+        let before = clip(&mut u, &trainable, 1.0).unwrap();
+        assert!((before - 5.0).abs() < 1e-9);
+        let after = global_norm(&u, &trainable).unwrap();
+        assert!((after - 1.0).abs() < 1e-6, "{after}");
+        assert_eq!(values(&u[0].1), vec![0.6, 0.0]);
+        assert_eq!(values(&u[2].1), vec![100.0]);
+
+        let mut small = update(vec![t(&[0.3, -0.4], &[2])]);
+        clip(&mut small, &[true], 1.0).unwrap();
+        assert_eq!(values(&small[0].1), vec![0.3, -0.4]);
+
+        let mut bad = update(vec![t(&[f32::NAN], &[1])]);
+        assert!(matches!(
+            clip(&mut bad, &[true], 1.0),
+            Err(DefenceError::NonFinite(_))
+        ));
+    }
+
+    #[test]
+    fn noise_has_std_sigma_c_is_seeded_and_spares_buffers() {
+        let n = 200_000;
+        let defence: Defence = "dp:C=2,sigma=0.5".parse().unwrap();
+        let zeros = || {
+            update(vec![
+                Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap(),
+                t(&[7.0], &[1]),
+            ])
+        };
+        let mut u = zeros();
+        defence.apply(&mut u, &[true, false], 42).unwrap();
+        let v = values(&u[0].1);
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+        let var = v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        let std = var.sqrt();
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((std - 1.0).abs() < 0.01, "std {std}, expected σC = 1");
+        assert_eq!(values(&u[1].1), vec![7.0]);
+        // Same seed, same bytes; another seed, other noise.
+        let mut again = zeros();
+        defence.apply(&mut again, &[true, false], 42).unwrap();
+        assert_eq!(values(&again[0].1), v);
+        let mut other = zeros();
+        defence.apply(&mut other, &[true, false], 43).unwrap();
+        assert_ne!(values(&other[0].1), v);
+        // σ = 0: clipping only.
+        let mut plain = update(vec![t(&[0.1, 0.2], &[2])]);
+        "dp:C=1,sigma=0"
+            .parse::<Defence>()
+            .unwrap()
+            .apply(&mut plain, &[true], 1)
+            .unwrap();
+        assert_eq!(values(&plain[0].1), vec![0.1, 0.2]);
+    }
+
+    #[test]
+    fn pruning_keeps_exactly_the_ceil_p_n_largest_per_tensor() {
+        assert_eq!(kept(0.1, 10), 1);
+        assert_eq!(kept(0.7, 10), 7); // 0.7 · 10 = 7.000000000000001
+        assert_eq!(kept(0.1, 11), 2);
+        assert_eq!(kept(0.01, 5), 1);
+        assert_eq!(kept(1.0, 5), 5);
+        let a: Vec<f32> = (0..37)
+            .map(|i| ((i * 17 % 37) as f32 - 18.0) * 0.5)
+            .collect();
+        let b: Vec<f32> = vec![1.0, -1.0, 1.0, -1.0, 2.0]; // ties: the earlier elements win
+        let buffer = vec![5.0f32, 6.0];
+        let mut u = update(vec![t(&a, &[37]), t(&b, &[5]), t(&buffer, &[2])]);
+        prune(&mut u, &[true, true, false], 0.25).unwrap();
+        let pa = values(&u[0].1);
+        let k = kept(0.25, 37); // ⌈9.25⌉ = 10
+        assert_eq!(k, 10);
+        assert_eq!(pa.iter().filter(|&&x| x != 0.0).count(), k);
+        let mut magnitudes: Vec<f32> = a.iter().map(|x| x.abs()).collect();
+        magnitudes.sort_by(|x, y| y.total_cmp(x));
+        let smallest_kept = pa
+            .iter()
+            .filter(|&&x| x != 0.0)
+            .map(|x| x.abs())
+            .fold(f32::MAX, f32::min);
+        assert_eq!(smallest_kept, magnitudes[k - 1]);
+        for (orig, kept) in a.iter().zip(&pa) {
+            assert!(*kept == 0.0 || kept == orig);
+        }
+        assert_eq!(values(&u[1].1), vec![1.0, 0.0, 0.0, 0.0, 2.0]); // ⌈1.25⌉ = 2
+        let mut u = update(vec![t(&b, &[5])]);
+        prune(&mut u, &[true], 0.5).unwrap(); // ⌈2.5⌉ = 3: 2 and the first two 1s
+        assert_eq!(values(&u[0].1), vec![1.0, -1.0, 0.0, 0.0, 2.0]);
+    }
+
+    #[test]
+    fn per_example_clipping_equals_clipping_each_gradient_by_hand() {
+        let mut spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 4, 4), 3, MethodSet::NONE, 9);
+        spec.width = Some(5);
+        let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 3.0, (4, 1, 4, 4), &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
+        let c = 0.05;
+        let (sum, loss) = clipped_example_sum(&model, &x, &y, c).unwrap();
+        let names: Vec<String> = model.params().trainable().map(|p| p.name.clone()).collect();
+        assert_eq!(sum.len(), names.len());
+
+        // By hand: each example's gradient, its norm, scaled.
+        let mut expected: Vec<Vec<f32>> =
+            sum.iter().map(|(_, t)| vec![0.0; t.elem_count()]).collect();
+        let mut losses = 0.0;
+        let mut clipped_any = false;
+        for i in 0..4 {
+            let (xi, yi) = (x.narrow(0, i, 1).unwrap(), y.narrow(0, i, 1).unwrap());
+            losses += model
+                .loss(&xi, &yi, Mode::Train)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64;
+            let grads = model.gradients(&xi, &yi, Mode::Train).unwrap();
+            let flat: Vec<Vec<f32>> = grads.iter().map(values).collect();
+            let norm = flat
+                .iter()
+                .flatten()
+                .map(|&g| f64::from(g).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let factor = if norm > c {
+                clipped_any = true;
+                c / norm
+            } else {
+                1.0
+            };
+            for (e, g) in expected.iter_mut().zip(&flat) {
+                for (e, g) in e.iter_mut().zip(g) {
+                    *e += (f64::from(*g) * factor) as f32;
+                }
+            }
+        }
+        assert!(clipped_any, "the test should clip");
+        for ((name, got), want) in sum.iter().zip(&expected) {
+            for (g, w) in values(got).iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{name}: {g} vs {w}");
+            }
+        }
+        assert!((loss - losses / 4.0).abs() < 1e-5);
+
+        // The finished update: σ = 0 gives the mean of the clipped gradients, norm ≤ C.
+        let defence: Defence = "dp:C=0.05,sigma=0,per-example".parse().unwrap();
+        let mut update = sum.clone();
+        let trainable = vec![true; update.len()];
+        defence
+            .finish_example_sum(&mut update, &trainable, 4, 1)
+            .unwrap();
+        assert!(global_norm(&update, &trainable).unwrap() <= c + 1e-7);
+        for ((_, u), (_, s)) in update.iter().zip(&sum) {
+            for (u, s) in values(u).iter().zip(values(s)) {
+                assert!((u - s / 4.0).abs() < 1e-7);
+            }
+        }
+    }
+}
