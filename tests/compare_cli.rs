@@ -1,0 +1,184 @@
+//! `synfed compare` end to end on a tiny grid: outputs, resuming after a kill, shards.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"
+clients = 2
+batches = 2
+rounds = 1
+attack_iterations = 60
+eval_limit = 50
+methods = ["none", "III"]
+[[models]]
+arch = "mlp"
+width = 16
+"#;
+
+fn synfed() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_synfed"));
+    c.env("CANDLE_GRAD_DO_NOT_DETACH", "1").arg("--log").arg("warn");
+    c
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("compare.toml");
+    std::fs::write(&path, TINY).unwrap();
+    path
+}
+
+fn compare(config: &Path, out: &Path, extra: &[&str]) {
+    let output = synfed()
+        .args(["compare", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The rows of results.json (the command line differs between runs).
+fn rows(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["rows"].clone()
+}
+
+fn cell_files(out: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let cells = out.join("cells");
+    for model in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
+        for variant in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
+            let f = variant.path().join("cell.json");
+            if f.exists() {
+                files.push(f);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_tiny_comparison_writes_tables_pictures_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    compare(&config(dir.path()), &out, &[]);
+    // none, III, the LR-matched (lr × Γ) and the width-matched baselines; two states each
+    let rows = rows(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4 * 2);
+    let labels: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["none", "none", "III", "III", "none lr×2", "none lr×2", "none width/2", "none width/2"]);
+    for r in rows {
+        assert_eq!(r["k"], 2);
+        let psnr = r["psnr"]["mean"].as_f64().unwrap();
+        assert!(psnr > 0.0 && psnr < 100.0, "{r}");
+        assert!(r["psnr"]["ci95"].as_f64().unwrap() >= 0.0);
+        assert!(r["test_accuracy"].as_f64().unwrap() > 0.0);
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["PSNR of the reconstructions", "| none width/2 |", "**", "test accuracy after 1 rounds", "pictures/grid-mlp-w16-untrained.png"] {
+        assert!(report.contains(needle), "report.md lacks `{needle}`");
+    }
+    for picture in ["grid-mlp-w16-untrained.png", "grid-mlp-w16-trained.png", "accuracy-mlp-w16.png", "accuracy-mlp-w16.svg"] {
+        let bytes = std::fs::read(out.join("pictures").join(picture)).unwrap();
+        assert!(bytes.len() > 100, "{picture}");
+    }
+    let grid = image::open(out.join("pictures/grid-mlp-w16-untrained.png")).unwrap();
+    // truth row + 4 variants, 4 images of 28 px (scaled ×3) with 2 px gaps
+    assert_eq!(grid.height(), 5 * (84 + 2) + 2);
+}
+
+#[test]
+fn a_killed_comparison_resumes_without_redoing_finished_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let out = dir.path().join("out");
+    let mut child = synfed()
+        .args(["compare", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while cell_files(&out).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no cell finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let finished = cell_files(&out);
+    assert!(!out.join("report.md").exists(), "killed too late: the test needs slower cells");
+    let before: Vec<(String, std::time::SystemTime)> = finished
+        .iter()
+        .map(|f| (std::fs::read_to_string(f).unwrap(), std::fs::metadata(f).unwrap().modified().unwrap()))
+        .collect();
+
+    compare(&config, &out, &[]);
+    assert_eq!(cell_files(&out).len(), 4);
+    for (file, (text, modified)) in finished.iter().zip(before) {
+        assert_eq!(std::fs::read_to_string(file).unwrap(), text);
+        assert_eq!(std::fs::metadata(file).unwrap().modified().unwrap(), modified, "{} was recomputed", file.display());
+    }
+    // and the resumed comparison equals an uninterrupted one
+    let fresh = dir.path().join("fresh");
+    compare(&config, &fresh, &[]);
+    assert_eq!(rows(&out), rows(&fresh));
+}
+
+#[test]
+fn shards_merged_equal_one_unsharded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let whole = dir.path().join("whole");
+    compare(&config, &whole, &[]);
+    let (a, b) = (dir.path().join("shard0"), dir.path().join("shard1"));
+    compare(&config, &a, &["--shard", "0/2"]);
+    compare(&config, &b, &["--shard", "1/2"]);
+    assert_eq!(cell_files(&a).len(), 2);
+    assert_eq!(cell_files(&b).len(), 2);
+    let merged = dir.path().join("merged");
+    let output = synfed()
+        .args(["compare", "--merge"])
+        .arg(&a)
+        .arg(&b)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(rows(&merged), rows(&whole));
+    // a shard alone cannot be merged into a full report
+    let output = synfed().args(["compare", "--merge"]).arg(&a).arg("--out").arg(dir.path().join("half")).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not finished"));
+}
+
+#[test]
+fn the_learning_comparison_tabulates_accuracy_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("learning.toml");
+    std::fs::write(
+        &path,
+        "methods = [\"none\", \"I\"]\n[[models]]\narch = \"mlp\"\nwidth = 16\n[learning]\nfolds = 2\nepochs = 2\nbatch_size = 100\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    compare(&path, &out, &["--kind", "learning"]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| mlp-w16 | none |") && report.contains("| mlp-w16 | I |"), "{report}");
+    let rows = rows(&out);
+    for r in rows.as_array().unwrap() {
+        let acc = r["accuracy_mean"].as_f64().unwrap();
+        assert!(acc > 0.1 && acc <= 1.0, "{r}");
+        let epoch = r["epoch_mean"].as_f64().unwrap();
+        assert!((1.0..=2.0).contains(&epoch), "{r}");
+    }
+}
