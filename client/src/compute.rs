@@ -232,4 +232,17 @@ mod tests {
         assert_eq!(distinct.len(), 8);
         assert_eq!(fedsgd_batch(&share[..3], 8, 5).len(), 3);
     }
+
+    #[test]
+    fn a_task_without_defence_has_none_and_a_bad_one_is_refused() {
+        assert_eq!(task_defence("").unwrap(), Defence::NONE);
+        assert_eq!(task_defence("none").unwrap(), Defence::NONE);
+        assert_eq!(
+            task_defence("prune:p=0.1").unwrap().to_string(),
+            "prune:p=0.1"
+        );
+        let err = task_defence("dp:C=1,sigma=x").unwrap_err();
+        assert!(matches!(err, ClientError::Config(_)), "{err}");
+        assert!(err.to_string().contains("sigma=x"), "{err}");
+    }
 }
