@@ -31,7 +31,7 @@ pub enum AccountantError {
     NoOrders,
     #[error("{orders} orders but {rdp} RDP values")]
     Lengths { orders: usize, rdp: usize },
-    #[error("RDP values must be ≥ 0 (or NaN never), got {0}")]
+    #[error("RDP values must be numbers ≥ 0, got {0}")]
     Rdp(f64),
     #[error("the series of order {0} went negative (numerical failure)")]
     Numerical(f64),
@@ -98,7 +98,7 @@ pub fn compute_rdp(q: f64, sigma: f64, steps: u64, orders: &[f64]) -> Result<Vec
     if !(0.0..=1.0).contains(&q) {
         return Err(AccountantError::SamplingRate(q));
     }
-    if !(sigma >= 0.0) || sigma.is_infinite() {
+    if !(sigma.is_finite() && sigma >= 0.0) {
         return Err(AccountantError::Sigma(sigma));
     }
     if orders.is_empty() {
@@ -107,7 +107,7 @@ pub fn compute_rdp(q: f64, sigma: f64, steps: u64, orders: &[f64]) -> Result<Vec
     orders
         .iter()
         .map(|&alpha| {
-            if !(alpha > 1.0) {
+            if alpha.is_nan() || alpha <= 1.0 {
                 return Err(AccountantError::Order(alpha));
             }
             let one = rdp_of_order(q, sigma, alpha)?;
@@ -265,10 +265,10 @@ pub fn privacy_spent(
     }
     let mut best = (f64::INFINITY, orders[0]);
     for (&alpha, &r) in orders.iter().zip(rdp) {
-        if !(alpha > 1.0) {
+        if alpha.is_nan() || alpha <= 1.0 {
             return Err(AccountantError::Order(alpha));
         }
-        if !(r >= 0.0) {
+        if r.is_nan() || r < 0.0 {
             return Err(AccountantError::Rdp(r));
         }
         let eps = match conversion {
