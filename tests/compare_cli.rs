@@ -18,7 +18,9 @@ width = 16
 
 fn synfed() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_synfed"));
-    c.env("CANDLE_GRAD_DO_NOT_DETACH", "1").arg("--log").arg("warn");
+    c.env("CANDLE_GRAD_DO_NOT_DETACH", "1")
+        .arg("--log")
+        .arg("warn");
     c
 }
 
@@ -37,7 +39,11 @@ fn compare(config: &Path, out: &Path, extra: &[&str]) {
         .args(extra)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The rows of results.json (the command line differs between runs).
@@ -51,7 +57,11 @@ fn cell_files(out: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let cells = out.join("cells");
     for model in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
-        for variant in std::fs::read_dir(model.path()).into_iter().flatten().flatten() {
+        for variant in std::fs::read_dir(model.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let f = variant.path().join("cell.json");
             if f.exists() {
                 files.push(f);
@@ -71,8 +81,23 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
     let rows = rows(&out);
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4 * 2);
-    let labels: Vec<&str> = rows.iter().map(|r| r["variant"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["none", "none", "III", "III", "none lr×2", "none lr×2", "none width/2", "none width/2"]);
+    let labels: Vec<&str> = rows
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "none",
+            "none",
+            "III",
+            "III",
+            "none lr×2",
+            "none lr×2",
+            "none width/2",
+            "none width/2"
+        ]
+    );
     for r in rows {
         assert_eq!(r["k"], 2);
         let psnr = r["psnr"]["mean"].as_f64().unwrap();
@@ -83,10 +108,21 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 8);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    for needle in ["PSNR of the reconstructions", "| none width/2 |", "**", "test accuracy after 1 rounds", "pictures/grid-mlp-w16-untrained.png"] {
+    for needle in [
+        "PSNR of the reconstructions",
+        "| none width/2 |",
+        "**",
+        "test accuracy after 1 rounds",
+        "pictures/grid-mlp-w16-untrained.png",
+    ] {
         assert!(report.contains(needle), "report.md lacks `{needle}`");
     }
-    for picture in ["grid-mlp-w16-untrained.png", "grid-mlp-w16-trained.png", "accuracy-mlp-w16.png", "accuracy-mlp-w16.svg"] {
+    for picture in [
+        "grid-mlp-w16-untrained.png",
+        "grid-mlp-w16-trained.png",
+        "accuracy-mlp-w16.png",
+        "accuracy-mlp-w16.svg",
+    ] {
         let bytes = std::fs::read(out.join("pictures").join(picture)).unwrap();
         assert!(bytes.len() > 100, "{picture}");
     }
@@ -109,23 +145,39 @@ fn a_killed_comparison_resumes_without_redoing_finished_cells() {
         .unwrap();
     let started = Instant::now();
     while cell_files(&out).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no cell finished");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no cell finished"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let finished = cell_files(&out);
-    assert!(!out.join("report.md").exists(), "killed too late: the test needs slower cells");
+    assert!(
+        !out.join("report.md").exists(),
+        "killed too late: the test needs slower cells"
+    );
     let before: Vec<(String, std::time::SystemTime)> = finished
         .iter()
-        .map(|f| (std::fs::read_to_string(f).unwrap(), std::fs::metadata(f).unwrap().modified().unwrap()))
+        .map(|f| {
+            (
+                std::fs::read_to_string(f).unwrap(),
+                std::fs::metadata(f).unwrap().modified().unwrap(),
+            )
+        })
         .collect();
 
     compare(&config, &out, &[]);
     assert_eq!(cell_files(&out).len(), 4);
     for (file, (text, modified)) in finished.iter().zip(before) {
         assert_eq!(std::fs::read_to_string(file).unwrap(), text);
-        assert_eq!(std::fs::metadata(file).unwrap().modified().unwrap(), modified, "{} was recomputed", file.display());
+        assert_eq!(
+            std::fs::metadata(file).unwrap().modified().unwrap(),
+            modified,
+            "{} was recomputed",
+            file.display()
+        );
     }
     // and the resumed comparison equals an uninterrupted one
     let fresh = dir.path().join("fresh");
@@ -153,10 +205,20 @@ fn shards_merged_equal_one_unsharded_run() {
         .arg(&merged)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(rows(&merged), rows(&whole));
     // a shard alone cannot be merged into a full report
-    let output = synfed().args(["compare", "--merge"]).arg(&a).arg("--out").arg(dir.path().join("half")).output().unwrap();
+    let output = synfed()
+        .args(["compare", "--merge"])
+        .arg(&a)
+        .arg("--out")
+        .arg(dir.path().join("half"))
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not finished"));
 }
@@ -173,7 +235,10 @@ fn the_learning_comparison_tabulates_accuracy_and_epochs() {
     let out = dir.path().join("out");
     compare(&path, &out, &["--kind", "learning"]);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("| mlp-w16 | none |") && report.contains("| mlp-w16 | I |"), "{report}");
+    assert!(
+        report.contains("| mlp-w16 | none |") && report.contains("| mlp-w16 | I |"),
+        "{report}"
+    );
     let rows = rows(&out);
     for r in rows.as_array().unwrap() {
         let acc = r["accuracy_mean"].as_f64().unwrap();

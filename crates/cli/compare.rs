@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
+use synfed_client::Defence;
 use synfed_data::Partition;
 use synfed_models::Arch;
 use synfed_server::{read_rounds, Algorithm, RunConfig};
@@ -194,13 +195,23 @@ impl CompareConfig {
             bail!("the comparison needs at least one model and one method set");
         }
         if self.batches == 0 || self.batches > self.clients {
-            bail!("batches (K = {}) must be between 1 and clients ({})", self.batches, self.clients);
+            bail!(
+                "batches (K = {}) must be between 1 and clients ({})",
+                self.batches,
+                self.clients
+            );
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite())) {
+        if !(self.lr > 0.0 && self.lr.is_finite())
+            || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite()))
+        {
             bail!("lr and lr_factors must be positive");
         }
         if self.attack_iterations == 0 {
             bail!("attack_iterations must be at least 1");
+        }
+        for d in &self.defences {
+            d.parse::<Defence>()
+                .with_context(|| format!("defence `{d}`"))?;
         }
         Ok(())
     }
@@ -225,7 +236,13 @@ impl Variant {
     pub fn slug(&self) -> String {
         self.label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect::<String>()
             .replace('×', "x")
     }
@@ -333,7 +350,9 @@ pub struct Cell {
 
 impl Cell {
     pub fn dir(&self, out: &Path) -> PathBuf {
-        out.join("cells").join(self.model.slug()).join(self.variant.slug())
+        out.join("cells")
+            .join(self.model.slug())
+            .join(self.variant.slug())
     }
 }
 
@@ -359,7 +378,10 @@ pub fn grid(c: &CompareConfig) -> Vec<Cell> {
 fn parse_shard(text: &str) -> Result<(usize, usize)> {
     let bad = || anyhow::anyhow!("--shard `{text}` is not i/n with 0 ≤ i < n");
     let (i, n) = text.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
     if n == 0 || i >= n {
         return Err(bad());
     }
@@ -371,7 +393,8 @@ fn load_config(args: &Args) -> Result<CompareConfig> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the comparison {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("in the comparison {}", path.display()))?
+            toml::from_str(&text)
+                .with_context(|| format!("in the comparison {}", path.display()))?
         }
         None => CompareConfig::default(),
     };
@@ -387,11 +410,13 @@ pub fn run(args: Args) -> Result<()> {
         return merge(&args);
     }
     let config = load_config(&args)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let saved = args.out.join(CONFIG_FILE);
     let text = toml::to_string(&config).context("writing the effective configuration")?;
     if saved.exists() {
-        let before = std::fs::read_to_string(&saved).with_context(|| format!("reading {}", saved.display()))?;
+        let before = std::fs::read_to_string(&saved)
+            .with_context(|| format!("reading {}", saved.display()))?;
         if before != text {
             bail!(
                 "{} already holds another comparison ({}); use a new --out or delete it",
@@ -431,7 +456,13 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let results = collect(&cells, &[args.out.clone()])?;
-    compare_report::write(&config, &results, &args.out, &command_line())?;
+    compare_report::write(
+        &config,
+        &results,
+        &args.out,
+        &command_line(),
+        train_examples(&config)?,
+    )?;
     println!(
         "comparison done in {:.0} s; report in {}",
         started.elapsed().as_secs_f64(),
@@ -440,12 +471,25 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Size of the data set's training split (for the DP accountant's sampling rate).
+fn train_examples(config: &CompareConfig) -> Result<usize> {
+    let splits = synfed_data::load(&config.data, config.data_dir.as_deref())
+        .with_context(|| format!("loading {}", config.data))?;
+    Ok(splits.train.len())
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
 /// Runs `cells` (skipping finished ones), `jobs` at a time.
-fn run_cells(config: &CompareConfig, cells: &[Cell], out: &Path, jobs: usize, device: &Device) -> Result<()> {
+fn run_cells(
+    config: &CompareConfig,
+    cells: &[Cell],
+    out: &Path,
+    jobs: usize,
+    device: &Device,
+) -> Result<()> {
     let bar = progress::bar(cells.len() as u64, "cells");
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
@@ -461,7 +505,11 @@ fn run_cells(config: &CompareConfig, cells: &[Cell], out: &Path, jobs: usize, de
                 match run_cell(config, cell, out, device) {
                     Ok(_) => bar.inc(1),
                     Err(e) => {
-                        let e = e.context(format!("cell {} / {}", cell.model.slug(), cell.variant.label));
+                        let e = e.context(format!(
+                            "cell {} / {}",
+                            cell.model.slug(),
+                            cell.variant.label
+                        ));
                         if let Ok(mut f) = failure.lock() {
                             f.get_or_insert(e);
                         }
@@ -492,7 +540,10 @@ fn cell_run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
     run.model.tau = c.tau;
     run.model.d_re = c.d_re;
     run.model.gamma = c.gamma;
-    run.model.width = cell.model.width.map(|w| (w / cell.variant.width_divisor).max(1));
+    run.model.width = cell
+        .model
+        .width
+        .map(|w| (w / cell.variant.width_divisor).max(1));
     run.data.name = c.data.clone();
     run.data.dir = c.data_dir.clone();
     run.data.eval_limit = Some(c.eval_limit);
@@ -502,18 +553,42 @@ fn cell_run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
     run.sampling.min_updates = 1;
     run.timing.pull_timeout_s = 2.0;
     run.timing.linger_s = 1.0;
-    run.tap.rounds = if c.rounds > 0 { vec![1, c.rounds + 1] } else { vec![1] };
+    run.tap.rounds = if c.rounds > 0 {
+        vec![1, c.rounds + 1]
+    } else {
+        vec![1]
+    };
     run.tap.clients = (0..c.batches).map(|k| format!("client-{k}")).collect();
     run
 }
 
 /// Puts the variant's defence into the run (clients apply it to their updates).
 fn set_defence(run: &mut RunConfig, defence: &str) -> Result<()> {
-    if defence != "none" {
-        let _ = run;
-        bail!("defence `{defence}`: client-side defences are not wired in yet");
-    }
+    defence
+        .parse::<Defence>()
+        .with_context(|| format!("defence `{defence}`"))?;
+    run.training.defence = defence.to_string();
     Ok(())
+}
+
+/// δ of the (ε, δ) guarantees reported for DP defences.
+pub const DELTA: f64 = 1e-5;
+
+/// ε at [`DELTA`] of a record-level DP defence (per-example clipping and noise) in a cell:
+/// each round a client's gradient uses a batch of `batch_size` of its ~n/clients examples
+/// (sampling rate q), over the run's rounds. `None` for other defences, which give no
+/// record-level guarantee (per-batch clipping bounds a whole batch, not one example).
+pub fn epsilon_of(c: &CompareConfig, defence: &str, train_examples: usize) -> Option<f64> {
+    let dp = defence.parse::<Defence>().ok()?.dp?;
+    if !dp.per_example || dp.sigma <= 0.0 {
+        return None;
+    }
+    let share = (train_examples / c.clients.max(1)).max(1);
+    let q = (c.batch_size as f64 / share as f64).min(1.0);
+    let steps = if c.rounds > 0 { c.rounds + 1 } else { 1 };
+    synfed_client::accountant::epsilon(q, dp.sigma, steps, DELTA)
+        .ok()
+        .map(|(eps, _)| eps)
 }
 
 /// Runs one cell (or loads it if it is finished).
@@ -521,7 +596,8 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
     let dir = cell.dir(out);
     let done = dir.join("cell.json");
     if done.exists() {
-        let text = std::fs::read_to_string(&done).with_context(|| format!("reading {}", done.display()))?;
+        let text = std::fs::read_to_string(&done)
+            .with_context(|| format!("reading {}", done.display()))?;
         return serde_json::from_str(&text).with_context(|| format!("in {}", done.display()));
     }
     if dir.exists() {
@@ -537,7 +613,11 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
         split: c.split,
         progress: false,
     };
-    tracing::info!("cell {} / {}: federating", cell.model.slug(), cell.variant.label);
+    tracing::info!(
+        "cell {} / {}: federating",
+        cell.model.slug(),
+        cell.variant.label
+    );
     let summary = federate(run.clone(), &fleet, &None, device)?;
     if !summary.complete {
         bail!("the federation stopped early");
@@ -573,9 +653,15 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
             });
         }
     }
-    let accuracy_curve: Vec<(u64, f64)> = records.iter().map(|r| (r.round, r.test_accuracy)).collect();
+    let accuracy_curve: Vec<(u64, f64)> =
+        records.iter().map(|r| (r.round, r.test_accuracy)).collect();
     let test_accuracy = (c.rounds > 0)
-        .then(|| records.iter().find(|r| r.round == c.rounds).map(|r| r.test_accuracy))
+        .then(|| {
+            records
+                .iter()
+                .find(|r| r.round == c.rounds)
+                .map(|r| r.test_accuracy)
+        })
         .flatten();
     let result = CellResult {
         model: cell.model.clone(),
@@ -588,7 +674,8 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
     };
     // written last and atomically: its presence means the cell is finished
     let tmp = dir.join("cell.json.partial");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &done).with_context(|| format!("writing {}", done.display()))?;
     Ok(result)
 }
@@ -598,19 +685,28 @@ fn collect(cells: &[Cell], dirs: &[PathBuf]) -> Result<Vec<Located>> {
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for cell in cells {
-        let found = dirs.iter().map(|d| cell.dir(d)).find(|d| d.join("cell.json").exists());
+        let found = dirs
+            .iter()
+            .map(|d| cell.dir(d))
+            .find(|d| d.join("cell.json").exists());
         match found {
             Some(dir) => {
                 let path = dir.join("cell.json");
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                let result = serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let result = serde_json::from_str(&text)
+                    .with_context(|| format!("in {}", path.display()))?;
                 results.push(Located { result, dir });
             }
             None => missing.push(format!("{} / {}", cell.model.slug(), cell.variant.label)),
         }
     }
     if !missing.is_empty() {
-        bail!("{} cells are not finished: {}", missing.len(), missing.join(", "));
+        bail!(
+            "{} cells are not finished: {}",
+            missing.len(),
+            missing.join(", ")
+        );
     }
     Ok(results)
 }
@@ -620,24 +716,43 @@ fn merge(args: &Args) -> Result<()> {
     let mut config: Option<(CompareConfig, String)> = None;
     for dir in &args.merge {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         match &config {
             None => {
-                let parsed: CompareConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+                let parsed: CompareConfig =
+                    toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
                 config = Some((parsed, text));
             }
             Some((_, first)) if *first != text => {
-                bail!("{} holds another comparison than {}", path.display(), args.merge[0].display())
+                bail!(
+                    "{} holds another comparison than {}",
+                    path.display(),
+                    args.merge[0].display()
+                )
             }
             Some(_) => {}
         }
     }
-    let Some((config, text)) = config else { bail!("--merge needs at least one folder") };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let Some((config, text)) = config else {
+        bail!("--merge needs at least one folder")
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join(CONFIG_FILE), text)?;
     let results = collect(&grid(&config), &args.merge)?;
-    compare_report::write(&config, &results, &args.out, &command_line())?;
-    println!("merged {} cells; report in {}", results.len(), args.out.join("report.md").display());
+    compare_report::write(
+        &config,
+        &results,
+        &args.out,
+        &command_line(),
+        train_examples(&config)?,
+    )?;
+    println!(
+        "merged {} cells; report in {}",
+        results.len(),
+        args.out.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -656,20 +771,34 @@ fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
             if !summary.exists() {
                 let l = &config.learning;
                 let mut argv: Vec<String> = vec![
-                    "--model".into(), model.arch.to_string(),
-                    "--data".into(), config.data.clone(),
-                    "--methods".into(), methods.to_string(),
-                    "--folds".into(), l.folds.to_string(),
-                    "--epochs".into(), l.epochs.to_string(),
-                    "--lr".into(), l.lr.to_string(),
-                    "--batch-size".into(), l.batch_size.to_string(),
-                    "--patience".into(), l.patience.to_string(),
-                    "--seed".into(), config.seed.to_string(),
-                    "--tau".into(), config.tau.to_string(),
-                    "--d-re".into(), config.d_re.to_string(),
-                    "--gamma".into(), config.gamma.to_string(),
-                    "--device".into(), args.device.to_string(),
-                    "--out".into(), out.display().to_string(),
+                    "--model".into(),
+                    model.arch.to_string(),
+                    "--data".into(),
+                    config.data.clone(),
+                    "--methods".into(),
+                    methods.to_string(),
+                    "--folds".into(),
+                    l.folds.to_string(),
+                    "--epochs".into(),
+                    l.epochs.to_string(),
+                    "--lr".into(),
+                    l.lr.to_string(),
+                    "--batch-size".into(),
+                    l.batch_size.to_string(),
+                    "--patience".into(),
+                    l.patience.to_string(),
+                    "--seed".into(),
+                    config.seed.to_string(),
+                    "--tau".into(),
+                    config.tau.to_string(),
+                    "--d-re".into(),
+                    config.d_re.to_string(),
+                    "--gamma".into(),
+                    config.gamma.to_string(),
+                    "--device".into(),
+                    args.device.to_string(),
+                    "--out".into(),
+                    out.display().to_string(),
                 ];
                 if let Some(w) = model.width {
                     argv.extend(["--width".into(), w.to_string()]);
@@ -679,7 +808,8 @@ fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
                 }
                 train::run(train::Args::from_argv(&argv)?)?;
             }
-            let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
+            let text = std::fs::read_to_string(&summary)
+                .with_context(|| format!("reading {}", summary.display()))?;
             let value: serde_json::Value = serde_json::from_str(&text)?;
             let pick = |key: &str, field: &str| value[key][field].as_f64().unwrap_or(f64::NAN);
             rows.push(compare_report::LearningRow {
@@ -693,7 +823,10 @@ fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
         }
     }
     compare_report::write_learning(config, &rows, &args.out, &command_line())?;
-    println!("learning comparison done; report in {}", args.out.join("report.md").display());
+    println!(
+        "learning comparison done; report in {}",
+        args.out.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -710,14 +843,29 @@ mod tests {
             ..CompareConfig::default()
         };
         let labels: Vec<String> = variants(&c).into_iter().map(|v| v.label).collect();
-        assert_eq!(labels, ["none", "III", "none lr×0.5", "none lr×2", "none width/2", "none + prune:p=0.1"]);
+        assert_eq!(
+            labels,
+            [
+                "none",
+                "III",
+                "none lr×0.5",
+                "none lr×2",
+                "none width/2",
+                "none + prune:p=0.1"
+            ]
+        );
         let v = variants(&c);
         assert_eq!(v[3].lr, 0.2);
         assert_eq!(v[4].width_divisor, 2);
         assert_eq!(grid(&c).len(), 6);
-        assert!(v.iter().all(|v| !v.slug().contains('/') && !v.slug().contains(' ')));
+        assert!(v
+            .iter()
+            .all(|v| !v.slug().contains('/') && !v.slug().contains(' ')));
         // without splitting there is nothing to match
-        let c = CompareConfig { methods: vec!["I".parse().unwrap()], ..CompareConfig::default() };
+        let c = CompareConfig {
+            methods: vec!["I".parse().unwrap()],
+            ..CompareConfig::default()
+        };
         assert_eq!(variants(&c).len(), 1);
     }
 

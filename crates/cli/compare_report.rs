@@ -2,9 +2,10 @@
 //! attack tables, an accuracy table, the command and seeds), comparison grids (the same
 //! attacked batch reconstructed under every variant) and plots.
 
+use crate::compare::epsilon_of;
 use crate::compare::{CellResult, CompareConfig};
 use crate::compare_stats::Estimate;
-use crate::plot::{self, LineChart, Series};
+use crate::plot::{self, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -136,7 +137,11 @@ fn attack_table(
     let best: Vec<Option<f64>> = columns
         .iter()
         .map(|col| {
-            let vals = variants.iter().filter_map(|v| value(v, col)).map(|e| e.mean).filter(|m| m.is_finite());
+            let vals = variants
+                .iter()
+                .filter_map(|v| value(v, col))
+                .map(|e| e.mean)
+                .filter(|m| m.is_finite());
             if lower_is_private {
                 vals.reduce(f64::min)
             } else {
@@ -172,14 +177,24 @@ fn attack_table(
 }
 
 /// Writes every output of a finished privacy comparison into `out`.
-pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &str) -> Result<()> {
+pub fn write(
+    config: &CompareConfig,
+    cells: &[Located],
+    out: &Path,
+    command: &str,
+    train_examples: usize,
+) -> Result<()> {
     let rows = rows(config, cells);
     write_csv(&rows, &out.join("results.csv"))?;
     let json = serde_json::json!({ "config": config, "command": command, "rows": rows });
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.join("results.json").display()))?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )
+    .with_context(|| format!("writing {}", out.join("results.json").display()))?;
     let pictures = out.join("pictures");
-    std::fs::create_dir_all(&pictures).with_context(|| format!("creating {}", pictures.display()))?;
+    std::fs::create_dir_all(&pictures)
+        .with_context(|| format!("creating {}", pictures.display()))?;
 
     let mut md = String::from("# synfed compare: privacy of method combinations\n\n");
     let _ = writeln!(md, "Command: `{command}`\n");
@@ -206,28 +221,68 @@ pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &st
         config.batches
     );
     md.push_str("## Attack success\n\n");
-    md.push_str(&attack_table(config, cells, "PSNR of the reconstructions (dB; lower = more private)", &|c, s| c.estimate(s, |a| a.psnr), true, 2));
+    md.push_str(&attack_table(
+        config,
+        cells,
+        "PSNR of the reconstructions (dB; lower = more private)",
+        &|c, s| c.estimate(s, |a| a.psnr),
+        true,
+        2,
+    ));
     md.push('\n');
-    md.push_str(&attack_table(config, cells, "MSE of the reconstructions (images in [0, 1]; higher = more private)", &|c, s| c.estimate(s, |a| a.mse), false, 4));
+    md.push_str(&attack_table(
+        config,
+        cells,
+        "MSE of the reconstructions (images in [0, 1]; higher = more private)",
+        &|c, s| c.estimate(s, |a| a.mse),
+        false,
+        4,
+    ));
     md.push('\n');
-    md.push_str(&attack_table(config, cells, "MSE in the normalised input space (the paper's Table 3 quantity; higher = more private)", &|c, s| c.estimate(s, |a| a.mse_normalized), false, 3));
+    md.push_str(&attack_table(
+        config,
+        cells,
+        "MSE in the normalised input space (the paper's Table 3 quantity; higher = more private)",
+        &|c, s| c.estimate(s, |a| a.mse_normalized),
+        false,
+        3,
+    ));
     md.push('\n');
-    md.push_str(&attack_table(config, cells, "SSIM (lower = more private)", &|c, s| c.estimate(s, |a| a.ssim), true, 3));
+    md.push_str(&attack_table(
+        config,
+        cells,
+        "SSIM (lower = more private)",
+        &|c, s| c.estimate(s, |a| a.ssim),
+        true,
+        3,
+    ));
     md.push('\n');
-    md.push_str(&attack_table(config, cells, "Label accuracy of the attacker (lower = more private)", &|c, s| c.estimate(s, |a| a.label_accuracy), true, 2));
+    md.push_str(&attack_table(
+        config,
+        cells,
+        "Label accuracy of the attacker (lower = more private)",
+        &|c, s| c.estimate(s, |a| a.label_accuracy),
+        true,
+        2,
+    ));
     md.push('\n');
 
     if config.rounds > 0 {
-        let _ = writeln!(md, "## Utility: test accuracy after {} rounds\n", config.rounds);
+        let _ = writeln!(
+            md,
+            "## Utility: test accuracy after {} rounds\n",
+            config.rounds
+        );
         md.push_str("| variant |");
         for m in &config.models {
             let _ = write!(md, " {} |", m.slug());
         }
+        let _ = write!(md, " ε at δ = {} |", crate::compare::DELTA);
         md.push_str("\n|---|");
         for _ in &config.models {
             md.push_str("---:|");
         }
-        md.push('\n');
+        md.push_str("---:|\n");
         let mut seen: Vec<&str> = Vec::new();
         for l in cells {
             let v = l.result.variant.label.as_str();
@@ -248,18 +303,32 @@ pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &st
                     None => md.push_str(" — |"),
                 }
             }
-            md.push('\n');
+            let defence = &l.result.variant.defence;
+            match epsilon_of(config, defence, train_examples) {
+                Some(eps) => {
+                    let _ = writeln!(md, " {eps:.2} |");
+                }
+                None => md.push_str(" — |\n"),
+            }
         }
-        md.push('\n');
+        md.push_str("\nε: Rényi-DP accountant of the sampled Gaussian mechanism, for per-example clipping and noise only (a client's batch is sampled from its share each round); other variants give no record-level guarantee.\n\n");
+        md.push_str(&plots(config, cells, &pictures)?);
     }
 
     md.push_str("## Pictures\n\nThe batch of client 0 (top row) and its reconstruction under each variant (rows below, in the tables' order).\n\n");
     for m in &config.models {
         for state in states(config) {
             let name = format!("grid-{}-{state}.png", m.slug());
-            let model_cells: Vec<&Located> = cells.iter().filter(|l| l.result.model.slug() == m.slug()).collect();
+            let model_cells: Vec<&Located> = cells
+                .iter()
+                .filter(|l| l.result.model.slug() == m.slug())
+                .collect();
             if compose_grid(&model_cells, state, &pictures.join(&name))? {
-                let _ = writeln!(md, "**{} {state}**\n\n![{name}](pictures/{name})\n", m.slug());
+                let _ = writeln!(
+                    md,
+                    "**{} {state}**\n\n![{name}](pictures/{name})\n",
+                    m.slug()
+                );
             }
         }
         if config.rounds > 0 {
@@ -269,7 +338,12 @@ pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &st
                 .filter(|l| l.result.model.slug() == m.slug())
                 .map(|l| Series {
                     label: l.result.variant.label.clone(),
-                    points: l.result.accuracy_curve.iter().map(|&(r, a)| (r as f64, 100.0 * a)).collect(),
+                    points: l
+                        .result
+                        .accuracy_curve
+                        .iter()
+                        .map(|&(r, a)| (r as f64, 100.0 * a))
+                        .collect(),
                 })
                 .collect();
             let title = format!("{}: test accuracy over rounds", m.slug());
@@ -289,6 +363,71 @@ pub fn write(config: &CompareConfig, cells: &[Located], out: &Path, command: &st
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The PSNR-by-variant chart (95 % CI whiskers) and the privacy–utility chart; returns their
+/// markdown.
+fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<String> {
+    let mut variants: Vec<String> = Vec::new();
+    for l in cells {
+        if !variants.contains(&l.result.variant.label) {
+            variants.push(l.result.variant.label.clone());
+        }
+    }
+    let mut series = Vec::new();
+    for m in &config.models {
+        for state in states(config) {
+            let values = variants
+                .iter()
+                .map(|v| {
+                    cells
+                        .iter()
+                        .find(|l| &l.result.variant.label == v && l.result.model.slug() == m.slug())
+                        .map(|l| l.result.estimate(state, |a| a.psnr))
+                        .filter(|e| e.mean.is_finite())
+                        .map(|e| {
+                            let ci = if e.ci95.is_finite() { e.ci95 } else { 0.0 };
+                            (e.mean, e.mean - ci, e.mean + ci)
+                        })
+                })
+                .collect();
+            series.push(BarSeries {
+                label: format!("{} {state}", m.slug()),
+                values,
+            });
+        }
+    }
+    let psnr = ErrorBarChart {
+        title: "Attack success by variant (mean, 95 % CI)".into(),
+        y_label: "reconstruction PSNR [dB]".into(),
+        groups: variants.clone(),
+        series,
+    };
+    plot::write_png(&psnr, &pictures.join("psnr.png"), 1100, 620)?;
+    plot::write_svg(&psnr, &pictures.join("psnr.svg"), 1100, 620)?;
+    let mut points = Vec::new();
+    for (i, m) in config.models.iter().enumerate() {
+        for l in cells.iter().filter(|l| l.result.model.slug() == m.slug()) {
+            if let Some(acc) = l.result.test_accuracy {
+                points.push(ScatterPoint {
+                    label: l.result.variant.label.clone(),
+                    x: 100.0 * acc,
+                    y: l.result.estimate("trained", |a| a.psnr).mean,
+                    series: i,
+                });
+            }
+        }
+    }
+    let utility = ScatterChart {
+        title: "Privacy against utility (trained models)".into(),
+        x_label: "test accuracy [%]".into(),
+        y_label: "reconstruction PSNR [dB] (lower = more private)".into(),
+        points,
+        series_names: config.models.iter().map(|m| m.slug()).collect(),
+    };
+    plot::write_png(&utility, &pictures.join("privacy_utility.png"), 1000, 700)?;
+    plot::write_svg(&utility, &pictures.join("privacy_utility.svg"), 1000, 700)?;
+    Ok("## Plots\n\n![PSNR by variant](pictures/psnr.png)\n\n![privacy against utility](pictures/privacy_utility.png)\n\n".into())
+}
+
 /// Truth row + one reconstruction row per cell, from the cells' attack PNGs of client 0 in
 /// `state`. Returns false when there is nothing to show.
 fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
@@ -300,13 +439,17 @@ fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
             .filter_map(load)
             .collect()
     };
-    let Some(first) = cells.first() else { return Ok(false) };
+    let Some(first) = cells.first() else {
+        return Ok(false);
+    };
     let attack_dir = |l: &Located| l.dir.join("attack").join(format!("{state}-client-0"));
     let mut rows = vec![row_of(&attack_dir(first), "truth")];
     for l in cells {
         rows.push(row_of(&attack_dir(l), "recon"));
     }
-    let Some(tile) = rows.iter().flatten().next() else { return Ok(false) };
+    let Some(tile) = rows.iter().flatten().next() else {
+        return Ok(false);
+    };
     let (w, h) = tile.dimensions();
     let gap = 2;
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
@@ -318,11 +461,18 @@ fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
     for (r, row) in rows.iter().enumerate() {
         for (c, img) in row.iter().enumerate() {
             if img.dimensions() == (w, h) {
-                image::imageops::replace(&mut canvas, img, (gap + c as u32 * (w + gap)) as i64, (gap + r as u32 * (h + gap)) as i64);
+                image::imageops::replace(
+                    &mut canvas,
+                    img,
+                    (gap + c as u32 * (w + gap)) as i64,
+                    (gap + r as u32 * (h + gap)) as i64,
+                );
             }
         }
     }
-    canvas.save(path).with_context(|| format!("writing {}", path.display()))?;
+    canvas
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(true)
 }
 
@@ -338,14 +488,27 @@ pub struct LearningRow {
 }
 
 /// Writes `results.csv`, `results.json` and `report.md` of `--kind learning`.
-pub fn write_learning(config: &CompareConfig, rows: &[LearningRow], out: &Path, command: &str) -> Result<()> {
-    let mut csv = String::from("model,methods,test_accuracy_mean,test_accuracy_std,epoch_mean,epoch_std\n");
+pub fn write_learning(
+    config: &CompareConfig,
+    rows: &[LearningRow],
+    out: &Path,
+    command: &str,
+) -> Result<()> {
+    let mut csv =
+        String::from("model,methods,test_accuracy_mean,test_accuracy_std,epoch_mean,epoch_std\n");
     for r in rows {
-        let _ = writeln!(csv, "{},{},{},{},{},{}", r.model, r.methods, r.accuracy_mean, r.accuracy_std, r.epoch_mean, r.epoch_std);
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{}",
+            r.model, r.methods, r.accuracy_mean, r.accuracy_std, r.epoch_mean, r.epoch_std
+        );
     }
     std::fs::write(out.join("results.csv"), csv)?;
     let json = serde_json::json!({ "config": config, "command": command, "rows": rows });
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     let l = &config.learning;
     let mut md = String::from("# synfed compare: learning (paper Tables 1–2)\n\n");
     let _ = writeln!(md, "Command: `{command}`\n");
@@ -356,7 +519,9 @@ pub fn write_learning(config: &CompareConfig, rows: &[LearningRow], out: &Path, 
          standard deviation over the folds.\n",
         config.data, l.folds, l.epochs, l.lr, l.batch_size, l.patience, config.seed
     );
-    md.push_str("| model | methods | test accuracy (%) | early-stopping epoch |\n|---|---|---:|---:|\n");
+    md.push_str(
+        "| model | methods | test accuracy (%) | early-stopping epoch |\n|---|---|---:|---:|\n",
+    );
     for r in rows {
         let _ = writeln!(
             md,

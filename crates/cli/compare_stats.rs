@@ -37,7 +37,11 @@ impl Estimate {
         let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
         let n = v.len();
         if n == 0 {
-            return Self { mean: f64::NAN, ci95: f64::NAN, n };
+            return Self {
+                mean: f64::NAN,
+                ci95: f64::NAN,
+                n,
+            };
         }
         let mean = v.iter().sum::<f64>() / n as f64;
         let ci95 = if n < 2 {

@@ -568,11 +568,16 @@ mod tests {
     fn escrows_go_beside_the_captures_for_tapped_clients_only() {
         let a = args(&["--out", "x", "--rounds", "3"]);
         let config = configuration(&a).unwrap();
-        let c0 = client_config(&config, &a, &None, "http://127.0.0.1:1", 0).unwrap();
+        let fleet = Fleet {
+            clients: a.clients,
+            split: a.split,
+            progress: false,
+        };
+        let c0 = client_config(&config, &fleet, &None, "http://127.0.0.1:1", 0).unwrap();
         let escrow = c0.escrow.unwrap();
         assert_eq!(escrow.dir, Path::new("x/captures"));
         assert_eq!(escrow.rounds, vec![1, 3]);
-        let c1 = client_config(&config, &a, &None, "http://127.0.0.1:1", 1).unwrap();
+        let c1 = client_config(&config, &fleet, &None, "http://127.0.0.1:1", 1).unwrap();
         assert!(c1.escrow.is_none());
         assert_eq!((c1.share.index, c1.share.count, c1.share.seed), (1, 4, 1));
     }
