@@ -11,6 +11,7 @@ rounds = 1
 attack_iterations = 60
 eval_limit = 50
 methods = ["none", "III"]
+defences = ["dp:C=1,sigma=1,per-example"]
 [[models]]
 arch = "mlp"
 width = 16
@@ -77,25 +78,23 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     compare(&config(dir.path()), &out, &[]);
-    // none, III, the LR-matched (lr × Γ) and the width-matched baselines; two states each
+    // none, III, the LR-matched (lr × Γ) and width-matched baselines, DP; two states each
     let rows = rows(&out);
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 4 * 2);
+    assert_eq!(rows.len(), 5 * 2);
     let labels: Vec<&str> = rows
         .iter()
         .map(|r| r["variant"].as_str().unwrap())
+        .step_by(2)
         .collect();
     assert_eq!(
         labels,
         [
             "none",
-            "none",
             "III",
-            "III",
-            "none lr×2",
             "none lr×2",
             "none width/2",
-            "none width/2"
+            "none + dp:C=1,sigma=1,per-example"
         ]
     );
     for r in rows {
@@ -106,7 +105,7 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         assert!(r["test_accuracy"].as_f64().unwrap() > 0.0);
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 8);
+    assert_eq!(csv.lines().count(), 1 + 10);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
         "PSNR of the reconstructions",
@@ -127,8 +126,8 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         assert!(bytes.len() > 100, "{picture}");
     }
     let grid = image::open(out.join("pictures/grid-mlp-w16-untrained.png")).unwrap();
-    // truth row + 4 variants, 4 images of 28 px (scaled ×3) with 2 px gaps
-    assert_eq!(grid.height(), 5 * (84 + 2) + 2);
+    // truth row + 5 variants, images of 28 px (scaled ×3) with 2 px gaps
+    assert_eq!(grid.height(), 6 * (84 + 2) + 2);
 }
 
 #[test]
@@ -169,7 +168,7 @@ fn a_killed_comparison_resumes_without_redoing_finished_cells() {
         .collect();
 
     compare(&config, &out, &[]);
-    assert_eq!(cell_files(&out).len(), 4);
+    assert_eq!(cell_files(&out).len(), 5);
     for (file, (text, modified)) in finished.iter().zip(before) {
         assert_eq!(std::fs::read_to_string(file).unwrap(), text);
         assert_eq!(
@@ -194,7 +193,7 @@ fn shards_merged_equal_one_unsharded_run() {
     let (a, b) = (dir.path().join("shard0"), dir.path().join("shard1"));
     compare(&config, &a, &["--shard", "0/2"]);
     compare(&config, &b, &["--shard", "1/2"]);
-    assert_eq!(cell_files(&a).len(), 2);
+    assert_eq!(cell_files(&a).len(), 3);
     assert_eq!(cell_files(&b).len(), 2);
     let merged = dir.path().join("merged");
     let output = synfed()
