@@ -455,7 +455,7 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let results = collect(&cells, &[args.out.clone()])?;
+    let results = collect(&cells, std::slice::from_ref(&args.out))?;
     compare_report::write(
         &config,
         &results,
