@@ -78,10 +78,10 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     compare(&config(dir.path()), &out, &[]);
-    // none, III, the LR-matched (lr × Γ) and width-matched baselines, DP; two states each
+    // none, III, the LR sweep (lr × 0.5, lr × Γ), the width-matched baseline, DP; two states each
     let rows = rows(&out);
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 5 * 2);
+    assert_eq!(rows.len(), 6 * 2);
     let labels: Vec<&str> = rows
         .iter()
         .map(|r| r["variant"].as_str().unwrap())
@@ -92,6 +92,7 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         [
             "none",
             "III",
+            "none lr×0.5",
             "none lr×2",
             "none width/2",
             "none + dp:C=1,sigma=1,per-example"
@@ -105,7 +106,7 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         assert!(r["test_accuracy"].as_f64().unwrap() > 0.0);
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 10);
+    assert_eq!(csv.lines().count(), 1 + 12);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
         "PSNR of the reconstructions",
@@ -126,8 +127,8 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         assert!(bytes.len() > 100, "{picture}");
     }
     let grid = image::open(out.join("pictures/grid-mlp-w16-untrained.png")).unwrap();
-    // truth row + 5 variants, images of 28 px (scaled ×3) with 2 px gaps
-    assert_eq!(grid.height(), 6 * (84 + 2) + 2);
+    // truth row + 6 variants, images of 28 px (scaled ×3) with 2 px gaps
+    assert_eq!(grid.height(), 7 * (84 + 2) + 2);
 }
 
 #[test]
@@ -168,7 +169,7 @@ fn a_killed_comparison_resumes_without_redoing_finished_cells() {
         .collect();
 
     compare(&config, &out, &[]);
-    assert_eq!(cell_files(&out).len(), 5);
+    assert_eq!(cell_files(&out).len(), 6);
     for (file, (text, modified)) in finished.iter().zip(before) {
         assert_eq!(std::fs::read_to_string(file).unwrap(), text);
         assert_eq!(
@@ -194,7 +195,7 @@ fn shards_merged_equal_one_unsharded_run() {
     compare(&config, &a, &["--shard", "0/2"]);
     compare(&config, &b, &["--shard", "1/2"]);
     assert_eq!(cell_files(&a).len(), 3);
-    assert_eq!(cell_files(&b).len(), 2);
+    assert_eq!(cell_files(&b).len(), 3);
     let merged = dir.path().join("merged");
     let output = synfed()
         .args(["compare", "--merge"])

@@ -175,7 +175,7 @@ impl Default for CompareConfig {
             methods: MethodSet::paper_order().to_vec(),
             defences: Vec::new(),
             defended: vec![MethodSet::NONE],
-            lr_factors: Vec::new(),
+            lr_factors: vec![0.5],
             width_matched: true,
             tau: hyper.tau,
             d_re: hyper.d_re,
@@ -866,7 +866,8 @@ mod tests {
             methods: vec!["I".parse().unwrap()],
             ..CompareConfig::default()
         };
-        assert_eq!(variants(&c).len(), 1);
+        let labels: Vec<String> = variants(&c).into_iter().map(|v| v.label).collect();
+        assert_eq!(labels, ["I", "none lr×0.5"]);
     }
 
     #[test]
