@@ -315,7 +315,7 @@ pub fn write(
         md.push_str(&plots(config, cells, &pictures)?);
     }
 
-    md.push_str("## Pictures\n\nThe batch of client 0 (top row) and its reconstruction under each variant (rows below, in the tables' order).\n\n");
+    md.push_str("## Pictures\n\nThe batch of client 0 (top row) and its reconstruction under each variant (rows below, in the tables' order; for batches of one image: the truth first, then one column per variant in that order).\n\n");
     for m in &config.models {
         for state in states(config) {
             let name = format!("grid-{}-{state}.png", m.slug());
@@ -446,6 +446,10 @@ fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
     let mut rows = vec![row_of(&attack_dir(first), "truth")];
     for l in cells {
         rows.push(row_of(&attack_dir(l), "recon"));
+    }
+    // batches of one image: one row (truth, then a column per variant) reads better
+    if rows.iter().all(|r| r.len() == 1) {
+        rows = vec![rows.into_iter().flatten().collect()];
     }
     let Some(tile) = rows.iter().flatten().next() else {
         return Ok(false);
