@@ -628,6 +628,9 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
         states.push(("trained", c.rounds + 1));
     }
     let mut attacks = Vec::new();
+    // the current cell's progress, below the grid's bar
+    let bar = progress::bar((states.len() * c.batches) as u64, "attacks");
+    bar.set_message(format!("{} {}", cell.model.slug(), cell.variant.label));
     for (state, round) in states {
         for k in 0..c.batches {
             let client = format!("client-{k}");
@@ -651,6 +654,7 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
                 label_accuracy: outcome.scores.label_accuracy,
                 seconds: outcome.seconds,
             });
+            bar.inc(1);
         }
     }
     let accuracy_curve: Vec<(u64, f64)> =
