@@ -774,36 +774,26 @@ fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
             let summary = out.join("summary.json");
             if !summary.exists() {
                 let l = &config.learning;
-                let mut argv: Vec<String> = vec![
-                    "--model".into(),
-                    model.arch.to_string(),
-                    "--data".into(),
-                    config.data.clone(),
-                    "--methods".into(),
-                    methods.to_string(),
-                    "--folds".into(),
-                    l.folds.to_string(),
-                    "--epochs".into(),
-                    l.epochs.to_string(),
-                    "--lr".into(),
-                    l.lr.to_string(),
-                    "--batch-size".into(),
-                    l.batch_size.to_string(),
-                    "--patience".into(),
-                    l.patience.to_string(),
-                    "--seed".into(),
-                    config.seed.to_string(),
-                    "--tau".into(),
-                    config.tau.to_string(),
-                    "--d-re".into(),
-                    config.d_re.to_string(),
-                    "--gamma".into(),
-                    config.gamma.to_string(),
-                    "--device".into(),
-                    args.device.to_string(),
-                    "--out".into(),
-                    out.display().to_string(),
+                let flags = [
+                    ("--model", model.arch.to_string()),
+                    ("--data", config.data.clone()),
+                    ("--methods", methods.to_string()),
+                    ("--folds", l.folds.to_string()),
+                    ("--epochs", l.epochs.to_string()),
+                    ("--lr", l.lr.to_string()),
+                    ("--batch-size", l.batch_size.to_string()),
+                    ("--patience", l.patience.to_string()),
+                    ("--seed", config.seed.to_string()),
+                    ("--tau", config.tau.to_string()),
+                    ("--d-re", config.d_re.to_string()),
+                    ("--gamma", config.gamma.to_string()),
+                    ("--device", args.device.to_string()),
+                    ("--out", out.display().to_string()),
                 ];
+                let mut argv: Vec<String> = flags
+                    .into_iter()
+                    .flat_map(|(flag, value)| [flag.to_string(), value])
+                    .collect();
                 if let Some(w) = model.width {
                     argv.extend(["--width".into(), w.to_string()]);
                 }
