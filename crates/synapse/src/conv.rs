@@ -1,6 +1,7 @@
 //! A 2-D convolution whose output channels may be split (method III).
 
 use crate::error::Result;
+use crate::kernels::{conv2d, ConvParams};
 use crate::splitting::Split;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -44,7 +45,11 @@ impl Conv2d {
 
     /// Forward pass on `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.conv2d(&value(&self.weight), self.padding, self.stride, 1, 1)?;
+        let params = ConvParams {
+            stride: self.stride,
+            padding: self.padding,
+        };
+        let mut y = conv2d(x, &value(&self.weight), params)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&value(b).reshape((1, (), 1, 1))?)?;
         }

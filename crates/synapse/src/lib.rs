@@ -8,6 +8,8 @@
 //! - the [`Builder`] that creates their parameters from a seed, so that every party that
 //!   rebuilds a model from the same spec gets the same bytes;
 //! - [`SynapticSgd`], the optimizer step that applies (I) and (II);
+//! - [`kernels`], CPU convolution, matrix-product and update kernels over `gemm` that stay
+//!   twice differentiable (candle's own CPU ops are 4–10× slower than PyTorch's);
 //! - [`substitution`], forward passes with parameters replaced by graph-carrying tensors (an
 //!   attacker's differentiable replay of local training).
 //!
@@ -21,6 +23,7 @@ pub mod error;
 pub mod fuzzy;
 pub mod hyper;
 pub mod init;
+pub mod kernels;
 pub mod linear;
 pub mod methods;
 pub mod mode;

@@ -1,6 +1,7 @@
 //! A fully connected layer whose output units may be split (method III).
 
 use crate::error::Result;
+use crate::kernels::matmul;
 use crate::splitting::Split;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -46,7 +47,8 @@ impl Linear {
 
     /// Forward pass on `[B, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = x.matmul(&value(&self.weight).t()?)?;
+        // x·Wᵀ with W read in its [out, in] layout: no transposed copies in either pass
+        let mut y = matmul(x, false, &value(&self.weight), true)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&value(b))?;
         }

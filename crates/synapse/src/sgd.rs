@@ -6,6 +6,7 @@
 //! applying an averaged gradient).
 
 use crate::error::Result;
+use crate::kernels::descend;
 use crate::param::{Param, ParamStore, Role};
 use crate::rejuvenation;
 use crate::rng;
@@ -69,11 +70,7 @@ impl SynapticSgd {
     ) -> Result<StepReport> {
         for param in self.store.trainable() {
             let Some(grad) = grad_of(param) else { continue };
-            let grad = match &param.fuzzy {
-                Some(factors) => grad.mul(factors)?,
-                None => grad,
-            };
-            param.var.set(&param.var.sub(&(grad * self.lr)?)?)?;
+            descend(&param.var, &grad, param.fuzzy.as_ref(), self.lr)?;
         }
         let mut report = StepReport::default();
         if self.store.methods().rejuvenation {

@@ -1,0 +1,240 @@
+//! Unfolding images into the columns a convolution multiplies (im2col), and folding column
+//! gradients back onto the pixels they came from (col2im).
+//!
+//! For a batch of N images `[C, H, W]` and a `kh × kw` kernel, the column matrix has one row per
+//! kernel tap (c, i, j) and one column per output position of every image (n, oy, ox):
+//! `col[(c, i, j), (n, oy, ox)] = x[n, c, oy·s + i − p, ox·s + j − p]`, zero in the padding.
+//! Rows are independent, so unfolding runs in parallel over rows; folding runs in parallel over
+//! (image, channel) planes, each accumulating its taps in a fixed order (deterministic).
+
+use super::gemm::Element;
+use rayon::prelude::*;
+
+/// Sizes of a 2-D convolution over NCHW tensors (dilation 1, one group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.padding - self.kernel_h) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.padding - self.kernel_w) / self.stride + 1
+    }
+
+    /// Output positions per image.
+    pub fn positions(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Kernel taps per output channel (rows of the column matrix).
+    pub fn taps(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+
+    /// Columns of the column matrix: every output position of every image.
+    pub fn columns(&self) -> usize {
+        self.batch * self.positions()
+    }
+
+    /// The output positions `ox` whose tap `j` reads inside the row `[0, in_w)`.
+    fn valid_ox(&self, j: usize) -> std::ops::Range<usize> {
+        axis_range(j, self.padding, self.stride, self.in_w, self.out_w())
+    }
+
+    fn valid_oy(&self, i: usize) -> std::ops::Range<usize> {
+        axis_range(i, self.padding, self.stride, self.in_h, self.out_h())
+    }
+}
+
+/// Outputs `o` in `[0, out)` with `0 ≤ o·stride + tap − padding < size`.
+fn axis_range(
+    tap: usize,
+    padding: usize,
+    stride: usize,
+    size: usize,
+    out: usize,
+) -> std::ops::Range<usize> {
+    let lo = padding.saturating_sub(tap).div_ceil(stride);
+    // o·stride ≤ size − 1 + padding − tap
+    let hi = match (size + padding).checked_sub(tap + 1) {
+        Some(limit) => (limit / stride + 1).min(out),
+        None => 0,
+    };
+    lo..hi.max(lo)
+}
+
+/// Unfolds `x` (`[N, C, H, W]`, contiguous) into `[taps, columns]`.
+pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (positions, columns) = (g.positions(), g.columns());
+    let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
+    let mut col = vec![T::ZERO; g.taps() * columns];
+    if columns == 0 {
+        return col;
+    }
+    col.par_chunks_mut(columns)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (c, i, j) = tap(row, g);
+            let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
+            for n in 0..g.batch {
+                let src = &x[(n * g.in_channels + c) * plane..][..plane];
+                let dst = &mut out[n * positions..][..positions];
+                for oy in oys.clone() {
+                    let iy = oy * g.stride + i - g.padding;
+                    let line = &src[iy * g.in_w..][..g.in_w];
+                    let out_line = &mut dst[oy * ow..][..ow];
+                    if g.stride == 1 {
+                        let start = oxs.start + j - g.padding;
+                        out_line[oxs.clone()].copy_from_slice(&line[start..start + oxs.len()]);
+                    } else {
+                        for ox in oxs.clone() {
+                            out_line[ox] = line[ox * g.stride + j - g.padding];
+                        }
+                    }
+                }
+            }
+        });
+    col
+}
+
+/// Folds column gradients (`[taps, columns]`) back into an image gradient `[N, C, H, W]`:
+/// every pixel receives the sum over the taps and positions that read it.
+pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
+    let (positions, columns) = (g.positions(), g.columns());
+    let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
+    let taps_per_channel = g.kernel_h * g.kernel_w;
+    let mut x = vec![T::ZERO; g.batch * g.in_channels * plane];
+    if plane == 0 {
+        return x;
+    }
+    x.par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
+        let (n, c) = (nc / g.in_channels, nc % g.in_channels);
+        for i in 0..g.kernel_h {
+            for j in 0..g.kernel_w {
+                let row = c * taps_per_channel + i * g.kernel_w + j;
+                let src = &col[row * columns + n * positions..][..positions];
+                let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
+                for oy in oys {
+                    let iy = oy * g.stride + i - g.padding;
+                    let line = &mut dst[iy * g.in_w..][..g.in_w];
+                    let src_line = &src[oy * ow..][..ow];
+                    for ox in oxs.clone() {
+                        line[ox * g.stride + j - g.padding] += src_line[ox];
+                    }
+                }
+            }
+        }
+    });
+    x
+}
+
+/// (channel, kernel row, kernel column) of a row of the column matrix.
+fn tap(row: usize, g: &ConvGeometry) -> (usize, usize, usize) {
+    let per_channel = g.kernel_h * g.kernel_w;
+    (
+        row / per_channel,
+        (row % per_channel) / g.kernel_w,
+        row % g.kernel_w,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(stride: usize, padding: usize, k: (usize, usize)) -> ConvGeometry {
+        ConvGeometry {
+            batch: 2,
+            in_channels: 3,
+            out_channels: 1,
+            in_h: 5,
+            in_w: 6,
+            kernel_h: k.0,
+            kernel_w: k.1,
+            stride,
+            padding,
+        }
+    }
+
+    /// The definition, one element at a time with signed arithmetic.
+    fn reference(x: &[f64], g: &ConvGeometry) -> Vec<f64> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let mut col = vec![0.0; g.taps() * g.columns()];
+        for c in 0..g.in_channels {
+            for i in 0..g.kernel_h {
+                for j in 0..g.kernel_w {
+                    let row = (c * g.kernel_h + i) * g.kernel_w + j;
+                    for n in 0..g.batch {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let iy = (oy * g.stride + i) as isize - g.padding as isize;
+                                let ix = (ox * g.stride + j) as isize - g.padding as isize;
+                                let inside = iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < g.in_h
+                                    && (ix as usize) < g.in_w;
+                                if inside {
+                                    col[row * g.columns() + n * oh * ow + oy * ow + ox] =
+                                        x[((n * g.in_channels + c) * g.in_h + iy as usize)
+                                            * g.in_w
+                                            + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        col
+    }
+
+    fn geometries() -> Vec<ConvGeometry> {
+        vec![
+            geometry(1, 1, (3, 3)),
+            geometry(2, 1, (3, 3)),
+            geometry(1, 0, (1, 1)),
+            geometry(2, 0, (1, 1)),
+            geometry(2, 2, (5, 5)),
+            geometry(3, 0, (2, 4)),
+            geometry(1, 3, (2, 2)),
+        ]
+    }
+
+    #[test]
+    fn unfolding_matches_the_definition() {
+        for g in geometries() {
+            let x: Vec<f64> = (0..g.batch * g.in_channels * g.in_h * g.in_w)
+                .map(|v| v as f64 + 1.0)
+                .collect();
+            assert_eq!(im2col(&x, &g), reference(&x, &g), "{g:?}");
+        }
+    }
+
+    /// col2im is the adjoint of im2col: ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩ for every x, y.
+    #[test]
+    fn folding_is_the_adjoint_of_unfolding() {
+        for g in geometries() {
+            let x: Vec<f64> = (0..g.batch * g.in_channels * g.in_h * g.in_w)
+                .map(|v| ((v * 37) % 11) as f64 - 5.0)
+                .collect();
+            let y: Vec<f64> = (0..g.taps() * g.columns())
+                .map(|v| ((v * 53) % 13) as f64 - 6.0)
+                .collect();
+            let lhs: f64 = im2col(&x, &g).iter().zip(&y).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&col2im(&y, &g)).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs, "{g:?}");
+        }
+    }
+}

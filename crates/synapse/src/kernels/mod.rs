@@ -1,0 +1,23 @@
+//! CPU kernels for the operations that dominate training steps and attack iterations.
+//!
+//! candle 0.11's CPU backend convolves with a direct transposed-convolution loop in the backward
+//! pass, copies transposed matrices in the fully connected backward pass, and composes the SGD
+//! update out of allocating ops; together that made synfed 4–10× slower than PyTorch on the
+//! same CPU. These kernels replace them with `gemm` products on the operands' own strides
+//! ([`matmul`], [`convolution`]) and an in-place update ([`descent`]).
+//!
+//! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
+//! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
+//! candle's own ops and f64 finite differences, to second order. Every function falls back to
+//! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
+
+pub mod convolution;
+pub mod descent;
+pub mod gemm;
+pub mod im2col;
+pub mod matmul;
+mod storage;
+
+pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
+pub use descent::descend;
+pub use matmul::matmul;
