@@ -6,6 +6,7 @@
 //! attack needs the gradient of a gradient).
 
 use crate::error::Result;
+use crate::kernels::{channel_broadcast, channel_sum};
 use crate::mode::Mode;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -33,35 +34,39 @@ impl BatchNorm2d {
         }
     }
 
-    /// Forward pass on `[B, C, H, W]`.
+    /// Forward pass on `[B, C, H, W]`: `(x − μ) · γ/√(σ² + ε) + β` per channel.
+    ///
+    /// Per-channel vectors enter through [`channel_sum`] / [`channel_broadcast`], so that no
+    /// op broadcasts and no backward pass sums over (0, 2, 3) with candle's slow reduction.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let channel = |t: &Var| value(t).reshape((1, (), 1, 1));
-        let (mean, var) = if mode.uses_batch_stats() {
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+        let dims = x.dims4()?;
+        let (b, _, h, w) = dims;
+        let spread = |v: &Tensor| channel_broadcast(v, dims);
+        let (centered, var) = if mode.uses_batch_stats() {
+            let m = (b * h * w) as f64;
+            let mean = (channel_sum(x)? / m)?;
+            let centered = (x - spread(&mean)?)?;
+            let var = (channel_sum(&centered.sqr()?)? / m)?;
             if mode == Mode::Train {
                 self.update_running_stats(x, &mean, &var)?;
             }
-            (mean, var)
+            (centered, var)
         } else {
-            (channel(&self.running_mean)?, channel(&self.running_var)?)
+            (
+                (x - spread(&value(&self.running_mean))?)?,
+                value(&self.running_var),
+            )
         };
-        let normed = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed
-            .broadcast_mul(&channel(&self.weight)?)?
-            .broadcast_add(&channel(&self.bias)?)?)
+        let scale = (value(&self.weight) / (var + self.eps)?.sqrt()?)?;
+        Ok(((centered * spread(&scale)?)? + spread(&value(&self.bias))?)?)
     }
 
     fn update_running_stats(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {
         let (b, _, h, w) = x.dims4()?;
         let n = (b * h * w) as f64;
-        let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+        let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?;
         let m = self.momentum;
-        let new_mean =
-            ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;

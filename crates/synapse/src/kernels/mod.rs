@@ -4,13 +4,15 @@
 //! pass, copies transposed matrices in the fully connected backward pass, and composes the SGD
 //! update out of allocating ops; together that made synfed 4–10× slower than PyTorch on the
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
-//! ([`matmul`], [`convolution`]) and an in-place update ([`descent`]).
+//! ([`matmul`], [`convolution`]), per-channel reductions that avoid candle's slow
+//! multi-dimension sums ([`channel`]) and an in-place update ([`descent`]).
 //!
 //! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
 //! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
 //! candle's own ops and f64 finite differences, to second order. Every function falls back to
 //! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
 
+pub mod channel;
 pub mod convolution;
 pub mod descent;
 pub mod gemm;
@@ -18,6 +20,7 @@ pub mod im2col;
 pub mod matmul;
 mod storage;
 
+pub use channel::{channel_broadcast, channel_sum};
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
 pub use matmul::matmul;
