@@ -12,6 +12,9 @@ use synfed_attack::inversion::{evaluate, InversionConfig, Target};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn images(n: usize, input: InputShape, seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * input.elem_count())
@@ -26,8 +29,8 @@ fn images(n: usize, input: InputShape, seed: u64) -> Tensor {
 }
 
 fn attack_iteration(c: &mut Criterion) {
-    // candle reads this at a thread's first backward pass; the attack needs it
-    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    synfed_synapse::configure_candle();
+    synfed_synapse::keep_allocator_memory();
     let mut group = c.benchmark_group("attack_iteration");
     group
         .sample_size(10)

@@ -14,6 +14,9 @@ use std::time::Duration;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode, SynapticSgd};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CIFAR: InputShape = InputShape::new(3, 32, 32);
 const CLASSES: usize = 10;
 const SEED: u64 = 2024;
@@ -43,6 +46,8 @@ fn model(arch: Arch, methods: MethodSet) -> Model {
 }
 
 fn train_step(c: &mut Criterion) {
+    synfed_synapse::configure_candle();
+    synfed_synapse::keep_allocator_memory();
     let mut group = c.benchmark_group("train_step");
     group
         .sample_size(10)

@@ -53,10 +53,14 @@ enum Command {
     Simulate(simulate::Args),
 }
 
+/// mimalloc, keeping freed memory: see `synfed_synapse::keep_allocator_memory`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    // candle reads this once per thread at its first backward pass; without it second-order
-    // gradients (the attack's) are silently wrong. Set before any other thread exists.
-    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    // second-order gradients (the attack's) and candle's worker pool; before any thread exists
+    synfed_synapse::configure_candle();
+    synfed_synapse::keep_allocator_memory();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));

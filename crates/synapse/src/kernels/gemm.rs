@@ -132,6 +132,66 @@ pub fn matmul_into<T: Element>(
     rhs: Matrix<'_, T>,
     accumulate: bool,
 ) -> Result<()> {
+    product(dst, dst_row_stride, lhs, rhs, accumulate)
+}
+
+/// `lhs · rhs` as a new row-major matrix, written by `gemm` without zeroing it first.
+pub fn matmul_new<T: Element>(lhs: Matrix<'_, T>, rhs: Matrix<'_, T>) -> Result<Vec<T>> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k {
+        bail!("matrix product of {m}×{k} and {}×{n}", rhs.rows);
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(vec![T::ZERO; m * n]);
+    }
+    let mut out: Vec<T> = Vec::with_capacity(m * n);
+    // SAFETY: as in `product`; with `read_dst` false gemm never reads the destination and
+    // writes each of its m·n elements (m, n, k > 0), so all of `out` is initialised before
+    // `set_len`. The pointer comes from the spare capacity, no reference to uninitialised
+    // memory is formed.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            T::ZERO,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism(m * n * k),
+        );
+        out.set_len(m * n);
+    }
+    Ok(out)
+}
+
+fn parallelism(work: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && work >= PARALLEL_WORK {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+fn product<T: Element>(
+    dst: &mut [T],
+    dst_row_stride: usize,
+    lhs: Matrix<'_, T>,
+    rhs: Matrix<'_, T>,
+    accumulate: bool,
+) -> Result<()> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k {
         bail!("matrix product of {m}×{k} and {}×{n}", rhs.rows);
@@ -153,12 +213,6 @@ pub fn matmul_into<T: Element>(
         }
         return Ok(());
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_WORK {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
     // SAFETY: every element gemm reads or writes lies inside the checked extents above (the
     // views were checked when made, dst here), strides are non-negative and fit in isize
     // because the buffers they index exist, and dst does not alias lhs or rhs (it is borrowed
@@ -183,7 +237,7 @@ pub fn matmul_into<T: Element>(
             false,
             false,
             false,
-            parallelism,
+            parallelism(m * n * k),
         );
     }
     Ok(())
@@ -232,6 +286,21 @@ mod tests {
             for (got, want) in c.iter().zip(&expected) {
                 assert!((got - want).abs() < 1e-12, "{got} vs {want}");
             }
+        }
+    }
+
+    #[test]
+    fn new_products_equal_products_into_buffers() {
+        for (m, k, n) in [(7, 5, 9), (64, 300, 40), (3, 0, 2)] {
+            let a = values(m * k, 5);
+            let b = values(k * n, 6);
+            let (lhs, rhs) = (
+                Matrix::row_major(&a, m, k).unwrap(),
+                Matrix::row_major(&b, k, n).unwrap(),
+            );
+            let mut c = vec![0.0; m * n];
+            matmul_into(&mut c, n, lhs, rhs, false).unwrap();
+            assert_eq!(matmul_new(lhs, rhs).unwrap(), c);
         }
     }
 

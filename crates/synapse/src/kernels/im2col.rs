@@ -76,14 +76,19 @@ fn axis_range(
 }
 
 /// Unfolds `x` (`[N, C, H, W]`, contiguous) into `[taps, columns]`.
+///
+/// Every element is written exactly once (padding as explicit zeros), so the buffer is not
+/// zeroed first.
 pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
     let (positions, columns) = (g.positions(), g.columns());
-    let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
-    let mut col = vec![T::ZERO; g.taps() * columns];
-    if columns == 0 {
-        return col;
+    let (oh, ow, plane) = (g.out_h(), g.out_w(), g.in_h * g.in_w);
+    let total = g.taps() * columns;
+    if columns == 0 || total == 0 {
+        return vec![T::ZERO; total];
     }
-    col.par_chunks_mut(columns)
+    let mut col: Vec<T> = Vec::with_capacity(total);
+    col.spare_capacity_mut()[..total]
+        .par_chunks_mut(columns)
         .enumerate()
         .for_each(|(row, out)| {
             let (c, i, j) = tap(row, g);
@@ -91,21 +96,40 @@ pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
             for n in 0..g.batch {
                 let src = &x[(n * g.in_channels + c) * plane..][..plane];
                 let dst = &mut out[n * positions..][..positions];
-                for oy in oys.clone() {
+                for oy in 0..oh {
+                    let out_line = &mut dst[oy * ow..][..ow];
+                    if !oys.contains(&oy) {
+                        out_line.iter_mut().for_each(|v| {
+                            v.write(T::ZERO);
+                        });
+                        continue;
+                    }
                     let iy = oy * g.stride + i - g.padding;
                     let line = &src[iy * g.in_w..][..g.in_w];
-                    let out_line = &mut dst[oy * ow..][..ow];
+                    out_line[..oxs.start].iter_mut().for_each(|v| {
+                        v.write(T::ZERO);
+                    });
+                    out_line[oxs.end..].iter_mut().for_each(|v| {
+                        v.write(T::ZERO);
+                    });
+                    let inside = &mut out_line[oxs.clone()];
                     if g.stride == 1 {
                         let start = oxs.start + j - g.padding;
-                        out_line[oxs.clone()].copy_from_slice(&line[start..start + oxs.len()]);
+                        for (v, &s) in inside.iter_mut().zip(&line[start..start + oxs.len()]) {
+                            v.write(s);
+                        }
                     } else {
-                        for ox in oxs.clone() {
-                            out_line[ox] = line[ox * g.stride + j - g.padding];
+                        for (v, ox) in inside.iter_mut().zip(oxs.clone()) {
+                            v.write(line[ox * g.stride + j - g.padding]);
                         }
                     }
                 }
             }
         });
+    // SAFETY: the rows above cover all `total` elements (taps × images × output rows × output
+    // columns), each written once: outside `oys` whole lines of zeros, inside them zeros left
+    // and right of `oxs` and the copied pixels in `oxs`.
+    unsafe { col.set_len(total) };
     col
 }
 
@@ -130,8 +154,16 @@ pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
                     let iy = oy * g.stride + i - g.padding;
                     let line = &mut dst[iy * g.in_w..][..g.in_w];
                     let src_line = &src[oy * ow..][..ow];
-                    for ox in oxs.clone() {
-                        line[ox * g.stride + j - g.padding] += src_line[ox];
+                    if g.stride == 1 {
+                        let start = oxs.start + j - g.padding;
+                        let dst_run = &mut line[start..start + oxs.len()];
+                        for (d, &v) in dst_run.iter_mut().zip(&src_line[oxs.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for ox in oxs.clone() {
+                            line[ox * g.stride + j - g.padding] += src_line[ox];
+                        }
                     }
                 }
             }

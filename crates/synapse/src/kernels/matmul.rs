@@ -8,7 +8,7 @@
 //! and each gradient is written directly in its parameter's layout. The gradient of every
 //! product is again a [`matmul`], so the attack's second-order gradients stay exact.
 
-use super::gemm::{matmul_into, Matrix};
+use super::gemm::{matmul_new, Matrix};
 use super::storage::Operand;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -80,8 +80,7 @@ impl MatMul {
         let a = Self::view::<T>(s1, l1, self.transpose_a)?;
         let b = Self::view::<T>(s2, l2, self.transpose_b)?;
         let (m, n) = (a.rows(), b.cols());
-        let mut out = vec![T::ZERO; m * n];
-        matmul_into(&mut out, n, a, b, false)?;
+        let out = matmul_new(a, b)?;
         Ok((T::wrap(out), Shape::from((m, n))))
     }
 }
