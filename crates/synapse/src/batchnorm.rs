@@ -6,7 +6,7 @@
 //! attack needs the gradient of a gradient).
 
 use crate::error::Result;
-use crate::kernels::{channel_broadcast, channel_sum};
+use crate::kernels::{channel_affine, channel_center, channel_sum};
 use crate::mode::Mode;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -36,16 +36,15 @@ impl BatchNorm2d {
 
     /// Forward pass on `[B, C, H, W]`: `(x − μ) · γ/√(σ² + ε) + β` per channel.
     ///
-    /// Per-channel vectors enter through [`channel_sum`] / [`channel_broadcast`], so that no
-    /// op broadcasts and no backward pass sums over (0, 2, 3) with candle's slow reduction.
+    /// Per-channel vectors enter through [`channel_sum`] and [`channel_affine`]: no op
+    /// broadcasts (whose backward pass would sum over (0, 2, 3) with candle's slow reduction)
+    /// and only three activation-sized tensors enter the graph (centred, squared, output).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let dims = x.dims4()?;
-        let (b, _, h, w) = dims;
-        let spread = |v: &Tensor| channel_broadcast(v, dims);
+        let (b, _, h, w) = x.dims4()?;
         let (centered, var) = if mode.uses_batch_stats() {
             let m = (b * h * w) as f64;
             let mean = (channel_sum(x)? / m)?;
-            let centered = (x - spread(&mean)?)?;
+            let centered = channel_center(x, &mean)?;
             let var = (channel_sum(&centered.sqr()?)? / m)?;
             if mode == Mode::Train {
                 self.update_running_stats(x, &mean, &var)?;
@@ -53,12 +52,12 @@ impl BatchNorm2d {
             (centered, var)
         } else {
             (
-                (x - spread(&value(&self.running_mean))?)?,
+                channel_center(x, &value(&self.running_mean))?,
                 value(&self.running_var),
             )
         };
         let scale = (value(&self.weight) / (var + self.eps)?.sqrt()?)?;
-        Ok(((centered * spread(&scale)?)? + spread(&value(&self.bias))?)?)
+        Ok(channel_affine(&centered, &scale, &value(&self.bias))?)
     }
 
     fn update_running_stats(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {

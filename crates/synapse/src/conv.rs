@@ -1,7 +1,7 @@
 //! A 2-D convolution whose output channels may be split (method III).
 
 use crate::error::Result;
-use crate::kernels::{channel_broadcast, conv2d, ConvParams};
+use crate::kernels::{channel_affine, conv2d, ConvParams};
 use crate::splitting::Split;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -51,7 +51,8 @@ impl Conv2d {
         };
         let mut y = conv2d(x, &value(&self.weight), params)?;
         if let Some(b) = &self.bias {
-            y = (&y + channel_broadcast(&value(b), y.dims4()?)?)?;
+            let bias = value(b);
+            y = channel_affine(&y, &bias.ones_like()?, &bias)?;
         }
         match &self.split {
             Some(split) => split.apply(&y),

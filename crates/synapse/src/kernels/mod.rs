@@ -12,6 +12,7 @@
 //! candle's own ops and f64 finite differences, to second order. Every function falls back to
 //! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
 
+pub mod affine;
 pub mod channel;
 pub mod convolution;
 pub mod descent;
@@ -20,6 +21,7 @@ pub mod im2col;
 pub mod matmul;
 mod storage;
 
+pub use affine::{channel_affine, channel_center};
 pub use channel::{channel_broadcast, channel_sum};
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;

@@ -1,0 +1,212 @@
+//! The per-channel affine map `y[n, c] = x[n, c] · a[c] + b[c]` as one op.
+//!
+//! BatchNorm is two of these (centring, then scale and shift) and a convolution bias one.
+//! Composed of a broadcast, a product, another broadcast and a sum, each such map puts four
+//! activation-sized tensors into the graph, and candle's backward pass allocates and adds a
+//! zero tensor for each of them; as one op it is one pass and one node. Its gradients are
+//! written with differentiable ops — ∂x = affine(u, a, 0), ∂a = Σ x ⊙ u, ∂b = Σ u per
+//! channel — so gradients of gradients stay exact.
+
+use super::channel::channel_sum;
+use super::storage::{contiguous, Operand};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x · a + b` per channel of `x` `[N, C, H, W]`, with `a` and `b` of length C.
+pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims4()?;
+    let (ca, cb) = (a.dims1()?, b.dims1()?);
+    if ca != dims.1 || cb != dims.1 {
+        bail!(
+            "channel affine: {} channels, scale of {ca}, shift of {cb}",
+            dims.1
+        );
+    }
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+        let x = x.broadcast_mul(&a.reshape((1, ca, 1, 1))?)?;
+        return x.broadcast_add(&b.reshape((1, cb, 1, 1))?);
+    }
+    x.contiguous()?
+        .apply_op3(&a.contiguous()?, &b.contiguous()?, ChannelAffine(dims))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ChannelAffine((usize, usize, usize, usize));
+
+impl ChannelAffine {
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: Operand>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (x, a, b) = (
+            contiguous::<T>(s1, l1, name)?,
+            contiguous::<T>(s2, l2, name)?,
+            contiguous::<T>(s3, l3, name)?,
+        );
+        let (n, c, h, w) = self.0;
+        let plane = h * w;
+        let mut y = vec![T::ZERO; n * c * plane];
+        if plane > 0 {
+            y.par_chunks_mut(plane)
+                .zip(x.par_chunks(plane))
+                .enumerate()
+                .for_each(|(i, (dst, src))| {
+                    let (scale, shift) = (a[i % c], b[i % c]);
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = v * scale + shift;
+                    }
+                });
+        }
+        Ok((T::wrap(y), Shape::from(self.0)))
+    }
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "synfed-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.run::<f32>(s1, l1, s2, l2, s3, l3),
+            DType::F64 => self.run::<f64>(s1, l1, s2, l2, s3, l3),
+            dtype => bail!("channel affine: unsupported dtype {dtype:?}"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        u: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = channel_affine(u, a, &b.zeros_like()?)?;
+        let da = channel_sum(&(x * u)?)?;
+        let db = channel_sum(u)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+/// `x − μ` per channel, `channel_affine(x, 1, −μ)`.
+pub fn channel_center(x: &Tensor, mean: &Tensor) -> Result<Tensor> {
+    channel_affine(x, &mean.ones_like()?, &mean.neg()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn seeded(dims: &[usize], seed: u64) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
+        let c = a.dims1().unwrap();
+        x.broadcast_mul(&a.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn equals_broadcast_multiply_add_bit_for_bit() {
+        let x = seeded(&[2, 3, 4, 5], 1).to_dtype(DType::F32).unwrap();
+        let a = seeded(&[3], 2).to_dtype(DType::F32).unwrap();
+        let b = seeded(&[3], 3).to_dtype(DType::F32).unwrap();
+        let ours: Vec<f32> = channel_affine(&x, &a, &b)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let theirs: Vec<f32> = reference(&x, &a, &b)
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ours, theirs);
+        assert!(channel_affine(&x, &seeded(&[2], 1), &b).is_err());
+    }
+
+    /// First and second derivatives with respect to all three arguments equal candle's
+    /// broadcasting composition: S = Σ(∂L/∂x)³ + Σ(∂L/∂a)² + Σ(∂L/∂b)² for
+    /// L = Σ c ⊙ tanh(affine(x², a, b)).
+    #[test]
+    fn gradients_to_second_order_match_candles_composition() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let (x0, a0, b0) = (seeded(&[2, 3, 4, 5], 4), seeded(&[3], 5), seeded(&[3], 6));
+        let c = seeded(&[2, 3, 4, 5], 7);
+        let run = |ours: bool| {
+            let (x, a, b) = (
+                Var::from_tensor(&x0).unwrap(),
+                Var::from_tensor(&a0).unwrap(),
+                Var::from_tensor(&b0).unwrap(),
+            );
+            let (xt, at, bt) = (x.as_tensor(), a.as_tensor(), b.as_tensor());
+            let sq = xt.sqr().unwrap();
+            let pre = if ours {
+                channel_affine(&sq, at, bt).unwrap()
+            } else {
+                reference(&sq, at, bt)
+            };
+            let l = (pre.tanh().unwrap() * &c).unwrap().sum_all().unwrap();
+            let g = l.backward().unwrap();
+            let grads: Vec<Tensor> = [xt, at, bt]
+                .iter()
+                .map(|t| g.get(t).unwrap().clone())
+                .collect();
+            let s = ((grads[0].powf(3.0).unwrap().sum_all().unwrap()
+                + grads[1].sqr().unwrap().sum_all().unwrap())
+            .unwrap()
+                + grads[2].sqr().unwrap().sum_all().unwrap())
+            .unwrap();
+            let h = s.backward().unwrap();
+            let second: Vec<Tensor> = [xt, at, bt]
+                .iter()
+                .map(|t| h.get(t).unwrap().clone())
+                .collect();
+            (grads, second)
+        };
+        let ((g1, h1), (g2, h2)) = (run(true), run(false));
+        for (p, q) in g1.iter().zip(&g2).chain(h1.iter().zip(&h2)) {
+            assert!(max_diff(p, q) < 1e-10, "{}", max_diff(p, q));
+        }
+    }
+}
