@@ -8,6 +8,7 @@
 //! channel — so gradients of gradients stay exact.
 
 use super::channel::channel_sum;
+use super::items_per_task;
 use super::storage::{contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -57,6 +58,7 @@ impl ChannelAffine {
         if plane > 0 {
             y.par_chunks_mut(plane)
                 .zip(x.par_chunks(plane))
+                .with_min_len(items_per_task(plane))
                 .enumerate()
                 .for_each(|(i, (dst, src))| {
                     let (scale, shift) = (a[i % c], b[i % c]);

@@ -9,6 +9,7 @@
 //! the number of threads.
 
 use super::gemm::Element;
+use super::items_per_task;
 use super::storage::{contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
@@ -71,6 +72,7 @@ impl ChannelOp {
                 let plane = h * w;
                 let sums: Vec<T> = (0..c)
                     .into_par_iter()
+                    .with_min_len(items_per_task(n * plane))
                     .map(|ch| {
                         let mut total = T::ZERO;
                         for image in 0..n {
@@ -86,6 +88,7 @@ impl ChannelOp {
                 let mut out = vec![T::ZERO; n * c * plane];
                 if plane > 0 {
                     out.par_chunks_mut(plane)
+                        .with_min_len(items_per_task(plane))
                         .enumerate()
                         .for_each(|(i, p)| p.fill(src[i % c]));
                 }

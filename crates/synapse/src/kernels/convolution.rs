@@ -19,6 +19,7 @@
 
 use super::gemm::{matmul_new, Element, Matrix};
 use super::im2col::{col2im, im2col, ConvGeometry};
+use super::items_per_task;
 use super::storage::{contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -275,10 +276,13 @@ fn channel_major<T: Element>(src: &[T], n: usize, o: usize, p: usize) -> Cow<'_,
     }
     let mut out = vec![T::ZERO; n * o * p];
     if p > 0 {
-        out.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
-            let (channel, image) = (row / n, row % n);
-            dst.copy_from_slice(&src[(image * o + channel) * p..][..p]);
-        });
+        out.par_chunks_mut(p)
+            .with_min_len(items_per_task(p))
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (channel, image) = (row / n, row % n);
+                dst.copy_from_slice(&src[(image * o + channel) * p..][..p]);
+            });
     }
     Cow::Owned(out)
 }
@@ -290,10 +294,13 @@ fn image_major<T: Element>(src: Vec<T>, n: usize, o: usize, p: usize) -> Vec<T> 
     }
     let mut out = vec![T::ZERO; n * o * p];
     if p > 0 {
-        out.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
-            let (image, channel) = (row / o, row % o);
-            dst.copy_from_slice(&src[(channel * n + image) * p..][..p]);
-        });
+        out.par_chunks_mut(p)
+            .with_min_len(items_per_task(p))
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (image, channel) = (row / o, row % o);
+                dst.copy_from_slice(&src[(channel * n + image) * p..][..p]);
+            });
     }
     out
 }

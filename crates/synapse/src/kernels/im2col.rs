@@ -8,6 +8,7 @@
 //! (image, channel) planes, each accumulating its taps in a fixed order (deterministic).
 
 use super::gemm::Element;
+use super::items_per_task;
 use rayon::prelude::*;
 
 /// Sizes of a 2-D convolution over NCHW tensors (dilation 1, one group).
@@ -89,6 +90,7 @@ pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
     let mut col: Vec<T> = Vec::with_capacity(total);
     col.spare_capacity_mut()[..total]
         .par_chunks_mut(columns)
+        .with_min_len(items_per_task(columns))
         .enumerate()
         .for_each(|(row, out)| {
             let (c, i, j) = tap(row, g);
@@ -143,32 +145,35 @@ pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
     if plane == 0 {
         return x;
     }
-    x.par_chunks_mut(plane).enumerate().for_each(|(nc, dst)| {
-        let (n, c) = (nc / g.in_channels, nc % g.in_channels);
-        for i in 0..g.kernel_h {
-            for j in 0..g.kernel_w {
-                let row = c * taps_per_channel + i * g.kernel_w + j;
-                let src = &col[row * columns + n * positions..][..positions];
-                let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
-                for oy in oys {
-                    let iy = oy * g.stride + i - g.padding;
-                    let line = &mut dst[iy * g.in_w..][..g.in_w];
-                    let src_line = &src[oy * ow..][..ow];
-                    if g.stride == 1 {
-                        let start = oxs.start + j - g.padding;
-                        let dst_run = &mut line[start..start + oxs.len()];
-                        for (d, &v) in dst_run.iter_mut().zip(&src_line[oxs.clone()]) {
-                            *d += v;
-                        }
-                    } else {
-                        for ox in oxs.clone() {
-                            line[ox * g.stride + j - g.padding] += src_line[ox];
+    x.par_chunks_mut(plane)
+        .with_min_len(items_per_task(plane))
+        .enumerate()
+        .for_each(|(nc, dst)| {
+            let (n, c) = (nc / g.in_channels, nc % g.in_channels);
+            for i in 0..g.kernel_h {
+                for j in 0..g.kernel_w {
+                    let row = c * taps_per_channel + i * g.kernel_w + j;
+                    let src = &col[row * columns + n * positions..][..positions];
+                    let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
+                    for oy in oys {
+                        let iy = oy * g.stride + i - g.padding;
+                        let line = &mut dst[iy * g.in_w..][..g.in_w];
+                        let src_line = &src[oy * ow..][..ow];
+                        if g.stride == 1 {
+                            let start = oxs.start + j - g.padding;
+                            let dst_run = &mut line[start..start + oxs.len()];
+                            for (d, &v) in dst_run.iter_mut().zip(&src_line[oxs.clone()]) {
+                                *d += v;
+                            }
+                        } else {
+                            for ox in oxs.clone() {
+                                line[ox * g.stride + j - g.padding] += src_line[ox];
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     x
 }
 

@@ -26,3 +26,12 @@ pub use channel::{channel_broadcast, channel_sum};
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
 pub use matmul::matmul;
+
+/// Elements below which splitting work between threads costs more than it saves.
+const TASK_ELEMENTS: usize = 1 << 14;
+
+/// How many items of `item_len` elements one parallel task should take at least, so that small
+/// tensors (ResNet's last stage has 64-element planes) do not become thousands of tiny tasks.
+pub(crate) fn items_per_task(item_len: usize) -> usize {
+    (TASK_ELEMENTS / item_len.max(1)).max(1)
+}
