@@ -100,10 +100,15 @@ impl CustomOp3 for ChannelAffine {
         _res: &Tensor,
         u: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = channel_affine(u, a, &b.zeros_like()?)?;
-        let da = channel_sum(&(x * u)?)?;
-        let db = channel_sum(u)?;
-        Ok((Some(dx), Some(da), Some(db)))
+        // an argument that is neither a variable nor computed from one (the ones of a
+        // centring) needs no gradient
+        let dx = x
+            .track_op()
+            .then(|| channel_affine(u, a, &b.zeros_like()?))
+            .transpose()?;
+        let da = a.track_op().then(|| channel_sum(&(x * u)?)).transpose()?;
+        let db = b.track_op().then(|| channel_sum(u)).transpose()?;
+        Ok((dx, da, db))
     }
 }
 

@@ -346,15 +346,24 @@ impl CustomOp2 for Conv {
         };
         let input_hw = (g.in_h, g.in_w);
         let kernel_hw = (g.kernel_h, g.kernel_w);
+        // an operand that is neither a variable nor computed from one (the images of a
+        // training step) needs no gradient
+        let (need_a, need_b) = (a.track_op(), b.track_op());
         let (da, db) = match self {
             Conv::Forward(_) => (
-                conv2d_input_grad(u, b, input_hw, p)?,
-                conv2d_weight_grad(a, u, kernel_hw, p)?,
+                need_a.then(|| conv2d_input_grad(u, b, input_hw, p)),
+                need_b.then(|| conv2d_weight_grad(a, u, kernel_hw, p)),
             ),
-            Conv::InputGrad(_) => (conv2d(u, b, p)?, conv2d_weight_grad(u, a, kernel_hw, p)?),
-            Conv::WeightGrad(_) => (conv2d_input_grad(b, u, input_hw, p)?, conv2d(a, u, p)?),
+            Conv::InputGrad(_) => (
+                need_a.then(|| conv2d(u, b, p)),
+                need_b.then(|| conv2d_weight_grad(u, a, kernel_hw, p)),
+            ),
+            Conv::WeightGrad(_) => (
+                need_a.then(|| conv2d_input_grad(b, u, input_hw, p)),
+                need_b.then(|| conv2d(a, u, p)),
+            ),
         };
-        Ok((Some(da), Some(db)))
+        Ok((da.transpose()?, db.transpose()?))
     }
 }
 
@@ -553,6 +562,41 @@ mod tests {
                 "{wd:?} {p:?}"
             );
         }
+    }
+
+    /// A constant input (a training step's images) gets no gradient, and the kernel's is the
+    /// same as when the input is a variable.
+    #[test]
+    fn constant_operands_are_skipped_without_changing_the_others() {
+        let (xd, wd, p) = cases()[1];
+        let (x, w0) = (seeded(&xd, 21), seeded(&wd, 22));
+        let w = Var::from_tensor(&w0).unwrap();
+        let g = conv2d(&x, w.as_tensor(), p)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&x).is_none());
+        let xv = Var::from_tensor(&x).unwrap();
+        let w2 = Var::from_tensor(&w0).unwrap();
+        let g2 = conv2d(xv.as_tensor(), w2.as_tensor(), p)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            max_diff(
+                g.get(w.as_tensor()).unwrap(),
+                g2.get(w2.as_tensor()).unwrap()
+            ),
+            0.0
+        );
     }
 
     #[test]

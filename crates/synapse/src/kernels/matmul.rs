@@ -113,13 +113,22 @@ impl CustomOp2 for MatMul {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (da, db) = match (self.transpose_a, self.transpose_b) {
-            (false, false) => (matmul(g, false, b, true)?, matmul(a, true, g, false)?),
-            (false, true) => (matmul(g, false, b, false)?, matmul(g, true, a, false)?),
-            (true, false) => (matmul(b, false, g, true)?, matmul(a, false, g, false)?),
-            (true, true) => (matmul(b, true, g, true)?, matmul(g, true, a, true)?),
+        // an operand that is neither a variable nor computed from one needs no gradient
+        let da = match (a.track_op(), self.transpose_a, self.transpose_b) {
+            (false, _, _) => None,
+            (true, false, false) => Some(matmul(g, false, b, true)?),
+            (true, false, true) => Some(matmul(g, false, b, false)?),
+            (true, true, false) => Some(matmul(b, false, g, true)?),
+            (true, true, true) => Some(matmul(b, true, g, true)?),
         };
-        Ok((Some(da), Some(db)))
+        let db = match (b.track_op(), self.transpose_a, self.transpose_b) {
+            (false, _, _) => None,
+            (true, false, false) => Some(matmul(a, true, g, false)?),
+            (true, false, true) => Some(matmul(g, true, a, false)?),
+            (true, true, false) => Some(matmul(a, false, g, false)?),
+            (true, true, true) => Some(matmul(g, true, a, true)?),
+        };
+        Ok((da, db))
     }
 }
 
