@@ -150,7 +150,11 @@ fn main() {
             .args(["--one", &format!("{name}:{kind}:{batch}")])
             .output()
             .expect("run a workload");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
 }

@@ -232,7 +232,11 @@ pub struct Evaluation {
 pub fn evaluate(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
     let (distance, tv) = objective(target, config, x)?;
     let total = (&distance + (&tv * config.tv)?)?;
-    let gradient = total.backward()?.get(x).cloned().ok_or_else(|| {
+    // only the images' gradient is wanted: the model's weights are constants of this pass
+    // (their second-order gradients would be computed and dropped)
+    let weights = target.model.params().iter().map(|p| p.var.as_tensor());
+    let grads = synfed_synapse::kernels::backward_with_constants(&total, weights)?;
+    let gradient = grads.get(x).cloned().ok_or_else(|| {
         AttackError::Shape("the objective does not depend on the images (pass a variable)".into())
     })?;
     let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };

@@ -8,6 +8,7 @@
 //! channel — so gradients of gradients stay exact.
 
 use super::channel::channel_sum;
+use super::constants::needs_gradient;
 use super::items_per_task;
 use super::storage::{contiguous, Operand};
 use candle_core::backend::BackendStorage;
@@ -102,12 +103,13 @@ impl CustomOp3 for ChannelAffine {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         // an argument that is neither a variable nor computed from one (the ones of a
         // centring) needs no gradient
-        let dx = x
-            .track_op()
+        let dx = needs_gradient(x)
             .then(|| channel_affine(u, a, &b.zeros_like()?))
             .transpose()?;
-        let da = a.track_op().then(|| channel_sum(&(x * u)?)).transpose()?;
-        let db = b.track_op().then(|| channel_sum(u)).transpose()?;
+        let da = needs_gradient(a)
+            .then(|| channel_sum(&(x * u)?))
+            .transpose()?;
+        let db = needs_gradient(b).then(|| channel_sum(u)).transpose()?;
         Ok((dx, da, db))
     }
 }

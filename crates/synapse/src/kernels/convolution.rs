@@ -17,6 +17,7 @@
 //! output, never the inner dimension, so results do not depend on the number of threads.
 //! Off the CPU the public functions use candle's own convolution kernels.
 
+use super::constants::needs_gradient;
 use super::gemm::{matmul_new, Element, Matrix};
 use super::im2col::{col2im, im2col, ConvGeometry};
 use super::items_per_task;
@@ -347,8 +348,8 @@ impl CustomOp2 for Conv {
         let input_hw = (g.in_h, g.in_w);
         let kernel_hw = (g.kernel_h, g.kernel_w);
         // an operand that is neither a variable nor computed from one (the images of a
-        // training step) needs no gradient
-        let (need_a, need_b) = (a.track_op(), b.track_op());
+        // training step), or is declared constant, needs no gradient
+        let (need_a, need_b) = (needs_gradient(a), needs_gradient(b));
         let (da, db) = match self {
             Conv::Forward(_) => (
                 need_a.then(|| conv2d_input_grad(u, b, input_hw, p)),

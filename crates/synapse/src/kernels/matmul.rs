@@ -8,6 +8,7 @@
 //! and each gradient is written directly in its parameter's layout. The gradient of every
 //! product is again a [`matmul`], so the attack's second-order gradients stay exact.
 
+use super::constants::needs_gradient;
 use super::gemm::{matmul_new, Matrix};
 use super::storage::Operand;
 use candle_core::backend::BackendStorage;
@@ -113,15 +114,16 @@ impl CustomOp2 for MatMul {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // an operand that is neither a variable nor computed from one needs no gradient
-        let da = match (a.track_op(), self.transpose_a, self.transpose_b) {
+        // an operand that is neither a variable nor computed from one, or is declared
+        // constant, needs no gradient
+        let da = match (needs_gradient(a), self.transpose_a, self.transpose_b) {
             (false, _, _) => None,
             (true, false, false) => Some(matmul(g, false, b, true)?),
             (true, false, true) => Some(matmul(g, false, b, false)?),
             (true, true, false) => Some(matmul(b, false, g, true)?),
             (true, true, true) => Some(matmul(b, true, g, true)?),
         };
-        let db = match (b.track_op(), self.transpose_a, self.transpose_b) {
+        let db = match (needs_gradient(b), self.transpose_a, self.transpose_b) {
             (false, _, _) => None,
             (true, false, false) => Some(matmul(a, true, g, false)?),
             (true, false, true) => Some(matmul(g, true, a, false)?),

@@ -14,6 +14,7 @@
 
 pub mod affine;
 pub mod channel;
+pub mod constants;
 pub mod convolution;
 pub mod descent;
 pub mod gemm;
@@ -23,6 +24,7 @@ mod storage;
 
 pub use affine::{channel_affine, channel_center};
 pub use channel::{channel_broadcast, channel_sum};
+pub use constants::backward_with_constants;
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
 pub use matmul::matmul;

@@ -1,0 +1,106 @@
+//! Backward passes that differentiate with respect to some inputs only.
+//!
+//! candle's `backward` computes a gradient for every variable the loss depends on. The attack's
+//! second backward pass needs only the images' gradient, yet the model's weights are variables
+//! too: each convolution would compute the second-order weight gradients (two of the nine
+//! products per layer of an attack iteration) only for them to be dropped. PyTorch's
+//! `torch.autograd.grad(objective, images)` skips that work; [`backward_with_constants`] is its
+//! equivalent here: inside it, the kernels' backward passes return no gradient for the tensors
+//! named constant. Gradients of every other tensor are unchanged, bit for bit. candle's own ops
+//! still compute theirs, so the returned store may hold gradients for some constants.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, TensorId};
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+thread_local! {
+    static CONSTANTS: RefCell<HashSet<TensorId>> = RefCell::new(HashSet::new());
+}
+
+/// Clears the set when dropped (also when the backward pass fails or panics).
+struct Clear;
+
+impl Drop for Clear {
+    fn drop(&mut self) {
+        CONSTANTS.with(|c| c.borrow_mut().clear());
+    }
+}
+
+/// `loss.backward()`, with the kernels treating `constants` as constants.
+pub fn backward_with_constants<'a>(
+    loss: &Tensor,
+    constants: impl IntoIterator<Item = &'a Tensor>,
+) -> Result<GradStore> {
+    CONSTANTS.with(|c| c.borrow_mut().extend(constants.into_iter().map(Tensor::id)));
+    let _clear = Clear;
+    loss.backward()
+}
+
+/// Whether a kernel's backward pass must produce a gradient for `t`: it is a variable or
+/// computed from one, and not declared constant.
+pub(crate) fn needs_gradient(t: &Tensor) -> bool {
+    t.track_op() && !CONSTANTS.with(|c| c.borrow().contains(&t.id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{conv2d, matmul, ConvParams};
+    use candle_core::{Device, Var};
+
+    fn seeded(dims: &[usize], seed: u64) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    /// The second-order image gradient of a gradient-matching objective is the same bits with
+    /// the weights constant, and the weights then get no kernel gradient.
+    #[test]
+    fn second_order_image_gradient_is_unchanged_and_weights_are_skipped() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let p = ConvParams {
+            stride: 1,
+            padding: 1,
+        };
+        let x = Var::from_tensor(&seeded(&[2, 3, 5, 5], 1)).unwrap();
+        let w = Var::from_tensor(&seeded(&[4, 3, 3, 3], 2)).unwrap();
+        let fc = Var::from_tensor(&seeded(&[6, 100], 3)).unwrap();
+        let objective = || {
+            let h = conv2d(x.as_tensor(), w.as_tensor(), p)
+                .unwrap()
+                .tanh()
+                .unwrap();
+            let logits = matmul(&h.flatten_from(1).unwrap(), false, fc.as_tensor(), true).unwrap();
+            let g = logits.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let (gw, gf) = (
+                g.get(w.as_tensor()).unwrap(),
+                g.get(fc.as_tensor()).unwrap(),
+            );
+            (gw.sqr().unwrap().sum_all().unwrap() + gf.sqr().unwrap().sum_all().unwrap()).unwrap()
+        };
+        let full = objective().backward().unwrap();
+        let partial =
+            backward_with_constants(&objective(), [w.as_tensor(), fc.as_tensor()]).unwrap();
+        let bits = |g: &GradStore| -> Vec<u64> {
+            g.get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&full), bits(&partial));
+        assert!(full.get(w.as_tensor()).is_some());
+        assert!(partial.get(w.as_tensor()).is_none());
+        assert!(partial.get(fc.as_tensor()).is_none());
+        // the scope ends with the call
+        assert!(needs_gradient(w.as_tensor()));
+    }
+}
