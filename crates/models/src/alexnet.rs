@@ -9,6 +9,7 @@ use crate::error::{ModelError, Result};
 use crate::network::Network;
 use crate::spec::ModelSpec;
 use candle_core::Tensor;
+use synfed_synapse::kernels::relu;
 use synfed_synapse::{pool, Builder, Conv2d, LayerOptions, Linear, Mode};
 
 /// conv ×5 with three max pools, Linear ×3, ReLU everywhere.
@@ -58,7 +59,7 @@ impl Network for AlexNet {
     fn forward(&self, x: &Tensor, _mode: Mode) -> synfed_synapse::Result<Tensor> {
         let mut h = x.clone();
         for (i, conv) in self.convs.iter().enumerate() {
-            h = conv.forward(&h)?.relu()?;
+            h = relu(&conv.forward(&h)?)?;
             if matches!(i, 0 | 1 | 4) {
                 h = pool::max_pool2d(&h, 2)?;
             }
@@ -67,7 +68,7 @@ impl Network for AlexNet {
         for (i, fc) in self.fcs.iter().enumerate() {
             h = fc.forward(&h)?;
             if i + 1 < self.fcs.len() {
-                h = h.relu()?;
+                h = relu(&h)?;
             }
         }
         Ok(h)

@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::network::Network;
 use crate::spec::ModelSpec;
 use candle_core::Tensor;
+use synfed_synapse::kernels::relu;
 use synfed_synapse::{pool, BatchNorm2d, Builder, Conv2d, LayerOptions, Linear, Mode};
 
 /// conv-BN-ReLU ×6, max-pool 3, conv-BN-ReLU ×2, max-pool 3, Linear.
@@ -70,7 +71,7 @@ impl Network for ConvNet {
     fn forward(&self, x: &Tensor, mode: Mode) -> synfed_synapse::Result<Tensor> {
         let mut h = x.clone();
         for (i, (conv, bn)) in self.blocks.iter().enumerate() {
-            h = bn.forward(&conv.forward(&h)?, mode)?.relu()?;
+            h = relu(&bn.forward(&conv.forward(&h)?, mode)?)?;
             if i == 5 || i == 7 {
                 h = pool::max_pool2d(&h, 3)?;
             }

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::network::Network;
 use crate::spec::ModelSpec;
 use candle_core::Tensor;
+use synfed_synapse::kernels::relu;
 use synfed_synapse::{Builder, LayerOptions, Linear, Mode};
 
 /// Flatten → (Linear → ReLU)×L → Linear.
@@ -48,7 +49,7 @@ impl Network for Mlp {
     fn forward(&self, x: &Tensor, _mode: Mode) -> synfed_synapse::Result<Tensor> {
         let mut h = x.flatten_from(1)?;
         for layer in &self.hidden {
-            h = layer.forward(&h)?.relu()?;
+            h = relu(&layer.forward(&h)?)?;
         }
         self.head.forward(&h)
     }

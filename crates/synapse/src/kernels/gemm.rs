@@ -13,7 +13,7 @@ use gemm::Parallelism;
 pub trait Element:
     Copy
     + Default
-    + PartialEq
+    + PartialOrd
     + Send
     + Sync
     + 'static

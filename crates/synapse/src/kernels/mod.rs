@@ -20,6 +20,7 @@ pub mod descent;
 pub mod gemm;
 pub mod im2col;
 pub mod matmul;
+pub mod relu;
 mod storage;
 
 pub use affine::{channel_affine, channel_center};
@@ -28,6 +29,7 @@ pub use constants::backward_with_constants;
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
 pub use matmul::matmul;
+pub use relu::{relu, relu_mask};
 
 /// Elements below which splitting work between threads costs more than it saves.
 const TASK_ELEMENTS: usize = 1 << 14;

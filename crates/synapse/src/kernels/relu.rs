@@ -1,0 +1,211 @@
+//! ReLU and its gradient mask as two ops, each differentiated by the second.
+//!
+//! candle differentiates `relu` as `u ⊙ (x ≥ 0 as float)`: a comparison, a conversion and a
+//! product, three activation-sized passes (plus their own nodes when the attack differentiates
+//! again). Here the backward pass is one op, [`relu_mask`] `(u, x) ↦ u ⊙ [x > 0]`, which is
+//! linear in `u` and piecewise constant in `x`, so its own gradient is itself applied to the
+//! upstream gradient (and zero for `x`). At exactly 0 the gradient is 0 (PyTorch's convention;
+//! candle's `ge` would pass it).
+
+use super::constants::needs_gradient;
+use super::items_per_task;
+use super::storage::{contiguous, Operand};
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `max(x, 0)`.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !uses_kernels(x) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+/// `u ⊙ [x > 0]`: the gradient of [`relu`] at `x` for the upstream gradient `u`.
+pub fn relu_mask(u: &Tensor, x: &Tensor) -> Result<Tensor> {
+    if u.shape() != x.shape() {
+        bail!(
+            "relu mask: gradient {:?} for input {:?}",
+            u.dims(),
+            x.dims()
+        );
+    }
+    if !uses_kernels(u) {
+        return u.mul(&x.gt(0.0)?.to_dtype(u.dtype())?);
+    }
+    u.contiguous()?.apply_op2(&x.contiguous()?, ReluMask)
+}
+
+fn uses_kernels(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+fn map<T: Operand>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
+    let mut out = vec![T::ZERO; out_len];
+    let chunk = items_per_task(1);
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, dst)| f(i * chunk, dst));
+    out
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Relu;
+
+impl Relu {
+    fn run<T: Operand>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<T>(s, l, "relu")?;
+        let y = map(x.len(), |start, dst: &mut [T]| {
+            for (d, &v) in dst.iter_mut().zip(&x[start..]) {
+                *d = if v > T::ZERO { v } else { T::ZERO };
+            }
+        });
+        Ok((T::wrap(y), l.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "synfed-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s.dtype() {
+            DType::F32 => self.run::<f32>(s, l),
+            DType::F64 => self.run::<f64>(s, l),
+            dtype => bail!("relu: unsupported dtype {dtype:?}"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(relu_mask(u, x)?))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ReluMask;
+
+impl ReluMask {
+    fn run<T: Operand>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let u = contiguous::<T>(s1, l1, "relu mask")?;
+        let x = contiguous::<T>(s2, l2, "relu mask")?;
+        let y = map(u.len(), |start, dst: &mut [T]| {
+            for ((d, &g), &v) in dst.iter_mut().zip(&u[start..]).zip(&x[start..]) {
+                *d = if v > T::ZERO { g } else { T::ZERO };
+            }
+        });
+        Ok((T::wrap(y), l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "synfed-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1.dtype() {
+            DType::F32 => self.run::<f32>(s1, l1, s2, l2),
+            DType::F64 => self.run::<f64>(s1, l1, s2, l2),
+            dtype => bail!("relu mask: unsupported dtype {dtype:?}"),
+        }
+    }
+
+    /// Linear in `u` with the same mask; constant (almost everywhere) in `x`.
+    fn bwd(
+        &self,
+        u: &Tensor,
+        x: &Tensor,
+        _res: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let du = needs_gradient(u).then(|| relu_mask(v, x)).transpose()?;
+        Ok((du, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn seeded(dims: &[usize], seed: u64) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn values_and_mask_by_hand() {
+        let x = Tensor::new(&[-2f32, -0.0, 0.0, 0.5, 3.0], &Device::Cpu).unwrap();
+        assert_eq!(
+            relu(&x).unwrap().to_vec1::<f32>().unwrap(),
+            [0., 0., 0., 0.5, 3.]
+        );
+        let u = Tensor::new(&[1f32, 2., 3., 4., 5.], &Device::Cpu).unwrap();
+        assert_eq!(
+            relu_mask(&u, &x).unwrap().to_vec1::<f32>().unwrap(),
+            [0., 0., 0., 4., 5.]
+        );
+        assert!(relu_mask(&u, &x.narrow(0, 0, 2).unwrap()).is_err());
+    }
+
+    /// First and second derivatives equal candle's relu composition away from 0 (where both
+    /// are defined the same): S = Σ (∂L/∂x)² + Σ (∂L/∂w)³, L = Σ c ⊙ relu(x ⊙ w)².
+    #[test]
+    fn gradients_to_second_order_match_candles_relu() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let c = seeded(&[2, 3, 7], 3);
+        let run = |ours: bool| {
+            let x = Var::from_tensor(&seeded(&[2, 3, 7], 1)).unwrap();
+            let w = Var::from_tensor(&seeded(&[2, 3, 7], 2)).unwrap();
+            let z = (x.as_tensor() * w.as_tensor()).unwrap();
+            let r = if ours {
+                relu(&z).unwrap()
+            } else {
+                z.relu().unwrap()
+            };
+            let l = (r.sqr().unwrap() * &c).unwrap().sum_all().unwrap();
+            let g = l.backward().unwrap();
+            let (gx, gw) = (
+                g.get(x.as_tensor()).unwrap().clone(),
+                g.get(w.as_tensor()).unwrap().clone(),
+            );
+            let s = (gx.sqr().unwrap().sum_all().unwrap()
+                + gw.powf(3.0).unwrap().sum_all().unwrap())
+            .unwrap();
+            let h = s.backward().unwrap();
+            let out: Vec<Vec<f64>> = [
+                &gx,
+                &gw,
+                h.get(x.as_tensor()).unwrap(),
+                h.get(w.as_tensor()).unwrap(),
+            ]
+            .iter()
+            .map(|t| t.flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+            out
+        };
+        let (a, b) = (run(true), run(false));
+        for (p, q) in a.iter().zip(&b) {
+            for (u, v) in p.iter().zip(q) {
+                assert!((u - v).abs() < 1e-12 * u.abs().max(1.0), "{u} vs {v}");
+            }
+        }
+    }
+}
