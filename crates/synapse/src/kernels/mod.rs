@@ -39,3 +39,84 @@ const TASK_ELEMENTS: usize = 1 << 14;
 pub(crate) fn items_per_task(item_len: usize) -> usize {
     (TASK_ELEMENTS / item_len.max(1)).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Tensor};
+
+    fn seeded(dims: &[usize], seed: u64) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.to_dtype(DType::F32).unwrap();
+        let b = b.to_dtype(DType::F32).unwrap();
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Dtypes the kernels do not handle take candle's own ops — the code path of
+    /// `--features cuda` — and agree with the kernels (within half precision).
+    #[test]
+    fn candles_path_for_other_dtypes_agrees_with_the_kernels() {
+        let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+        let (x, w) = (seeded(&[2, 3, 6, 6], 1), seeded(&[4, 3, 3, 3], 2));
+        let p = ConvParams {
+            stride: 2,
+            padding: 1,
+        };
+        let y = conv2d(&x, &w, p).unwrap();
+        assert!(max_diff(&conv2d(&half(&x), &half(&w), p).unwrap(), &y) < 0.05);
+        let g = seeded(y.dims(), 3);
+        let dx = conv2d_input_grad(&g, &w, (6, 6), p).unwrap();
+        assert!(
+            max_diff(
+                &conv2d_input_grad(&half(&g), &half(&w), (6, 6), p).unwrap(),
+                &dx
+            ) < 0.05
+        );
+        let dw = conv2d_weight_grad(&x, &g, (3, 3), p).unwrap();
+        assert!(
+            max_diff(
+                &conv2d_weight_grad(&half(&x), &half(&g), (3, 3), p).unwrap(),
+                &dw
+            ) < 0.05
+        );
+        let (a, b) = (seeded(&[5, 7], 4), seeded(&[3, 7], 5));
+        let ab = matmul(&a, false, &b, true).unwrap();
+        assert!(max_diff(&matmul(&half(&a), false, &half(&b), true).unwrap(), &ab) < 0.05);
+        let (s, t) = (seeded(&[3], 6), seeded(&[3], 7));
+        let aff = channel_affine(&x, &s, &t).unwrap();
+        assert!(
+            max_diff(
+                &channel_affine(&half(&x), &half(&s), &half(&t)).unwrap(),
+                &aff
+            ) < 0.01
+        );
+        let sum = channel_sum(&x).unwrap();
+        assert!(max_diff(&channel_sum(&half(&x)).unwrap(), &sum) < 0.1);
+        let dims = (2, 3, 6, 6);
+        let spread = channel_broadcast(&s, dims).unwrap();
+        assert!(max_diff(&channel_broadcast(&half(&s), dims).unwrap(), &spread) < 0.01);
+        assert!(max_diff(&relu(&half(&x)).unwrap(), &relu(&x).unwrap()) < 0.01);
+        assert!(
+            max_diff(
+                &relu_mask(&half(&g), &half(&y)).unwrap(),
+                &relu_mask(&g, &y).unwrap()
+            ) < 0.01
+        );
+    }
+}
