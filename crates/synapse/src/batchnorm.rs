@@ -6,7 +6,7 @@
 //! attack needs the gradient of a gradient).
 
 use crate::error::Result;
-use crate::kernels::{channel_affine, channel_center, channel_sum};
+use crate::kernels::{batch_norm, channel_affine};
 use crate::mode::Mode;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -36,28 +36,20 @@ impl BatchNorm2d {
 
     /// Forward pass on `[B, C, H, W]`: `(x − μ) · γ/√(σ² + ε) + β` per channel.
     ///
-    /// Per-channel vectors enter through [`channel_sum`] and [`channel_affine`]: no op
-    /// broadcasts (whose backward pass would sum over (0, 2, 3) with candle's slow reduction)
-    /// and only three activation-sized tensors enter the graph (centred, squared, output).
+    /// With batch statistics it is one op ([`batch_norm`]); with the running ones one
+    /// per-channel affine map. No op broadcasts, so no backward pass sums over (0, 2, 3) with
+    /// candle's slow reduction.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (b, _, h, w) = x.dims4()?;
-        let (centered, var) = if mode.uses_batch_stats() {
-            let m = (b * h * w) as f64;
-            let mean = (channel_sum(x)? / m)?;
-            let centered = channel_center(x, &mean)?;
-            let var = (channel_sum(&centered.sqr()?)? / m)?;
+        if mode.uses_batch_stats() {
+            let (y, stats) = batch_norm(x, &value(&self.weight), &value(&self.bias), self.eps)?;
             if mode == Mode::Train {
-                self.update_running_stats(x, &mean, &var)?;
+                self.update_running_stats(x, &stats.mean, &stats.var)?;
             }
-            (centered, var)
-        } else {
-            (
-                channel_center(x, &value(&self.running_mean))?,
-                value(&self.running_var),
-            )
-        };
-        let scale = (value(&self.weight) / (var + self.eps)?.sqrt()?)?;
-        Ok(channel_affine(&centered, &scale, &value(&self.bias))?)
+            return Ok(y);
+        }
+        let scale = (value(&self.weight) / (value(&self.running_var) + self.eps)?.sqrt()?)?;
+        let shift = (value(&self.bias) - (value(&self.running_mean) * &scale)?)?;
+        Ok(channel_affine(x, &scale, &shift)?)
     }
 
     fn update_running_stats(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {

@@ -27,6 +27,8 @@ pub trait Element:
     /// The value nearest to `v` (how a learning rate enters an f32 update, as candle's
     /// `affine` converts it).
     fn from_f64(v: f64) -> Self;
+    /// The value as f64 (exact).
+    fn to_f64(self) -> f64;
 }
 
 impl Element for f32 {
@@ -35,6 +37,9 @@ impl Element for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
 }
 
 impl Element for f64 {
@@ -42,6 +47,9 @@ impl Element for f64 {
     const ONE: Self = 1.0;
     fn from_f64(v: f64) -> Self {
         v
+    }
+    fn to_f64(self) -> f64 {
+        self
     }
 }
 

@@ -13,6 +13,7 @@
 //! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
 
 pub mod affine;
+pub mod batch_norm;
 pub mod channel;
 pub mod constants;
 pub mod convolution;
@@ -24,6 +25,7 @@ pub mod relu;
 mod storage;
 
 pub use affine::{channel_affine, channel_center};
+pub use batch_norm::{batch_norm, BatchStats};
 pub use channel::{channel_broadcast, channel_sum};
 pub use constants::backward_with_constants;
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
