@@ -55,7 +55,7 @@ pub fn batch_norm(
         };
         return Ok((y, stats));
     }
-    let report = Arc::new(Mutex::new(None));
+    let report: Report = Arc::new(Mutex::new(None));
     let op = BatchNorm {
         eps,
         report: report.clone(),
@@ -96,10 +96,12 @@ fn composed(
     Ok((channel_affine(&centered, &scale, beta)?, mean, var))
 }
 
+/// (mean, variance) per channel, written by the forward kernel for the caller.
+type Report = Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>;
+
 struct BatchNorm {
     eps: f64,
-    /// (mean, variance) per channel, written by the forward kernel.
-    report: Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>,
+    report: Report,
 }
 
 impl BatchNorm {
