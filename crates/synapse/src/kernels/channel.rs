@@ -1,7 +1,8 @@
 //! Per-channel sums of NCHW tensors and their adjoint, the per-channel broadcast.
 //!
-//! BatchNorm and convolution biases combine `[N, C, H, W]` activations with `[C]` vectors. As
-//! candle broadcasts, each such op's backward pass sums over dimensions (0, 2, 3), which candle
+//! BatchNorm and convolution biases combine `[N, C, H, W]` activations with `[C]` vectors
+//! (their gradients, through [`super::affine`] and [`super::batch_norm`], are built from these
+//! two ops). As candle broadcasts, each such op's backward pass sums over dimensions (0, 2, 3), which candle
 //! 0.11 does with a division per element and reduced dimension: that summing was ~45 % of a
 //! ResNet20 training step. These two ops make the reduction explicit and fast (contiguous
 //! planes, eight accumulators), and, being each other's adjoint, are each other's gradient, so

@@ -4,8 +4,10 @@
 //! pass, copies transposed matrices in the fully connected backward pass, and composes the SGD
 //! update out of allocating ops; together that made synfed 4–10× slower than PyTorch on the
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
-//! ([`matmul`], [`convolution`]), per-channel reductions that avoid candle's slow
-//! multi-dimension sums ([`channel`]) and an in-place update ([`descent`]).
+//! ([`matmul`], [`convolution`]), per-channel reductions and maps that avoid candle's slow
+//! multi-dimension sums ([`channel`], [`affine`]), BatchNorm and ReLU as single ops
+//! ([`batch_norm`], [`relu`]) and an in-place update ([`descent`]); [`constants`] lets a
+//! backward pass skip gradients nobody asked for.
 //!
 //! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
 //! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
