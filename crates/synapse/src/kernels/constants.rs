@@ -46,16 +46,9 @@ pub(crate) fn needs_gradient(t: &Tensor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::seeded;
     use crate::kernels::{conv2d, matmul, ConvParams};
-    use candle_core::{Device, Var};
-
-    fn seeded(dims: &[usize], seed: u64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
+    use candle_core::Var;
 
     /// The second-order image gradient of a gradient-matching objective is the same bits with
     /// the weights constant, and the weights then get no kernel gradient.

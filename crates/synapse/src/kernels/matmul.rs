@@ -137,33 +137,13 @@ impl CustomOp2 for MatMul {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-
-    fn seeded(shape: (usize, usize), seed: u64) -> Tensor {
-        let n = shape.0 * shape.1;
-        let v: Vec<f64> = (0..n)
-            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 97) % 1000) as f64 / 500.0 - 1.0)
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    }
+    use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::Var;
 
     #[test]
     fn every_transposition_matches_candles_matmul() {
-        let a = seeded((4, 6), 1);
-        let b = seeded((6, 5), 2);
+        let a = seeded(&[4, 6], 1);
+        let b = seeded(&[6, 5], 2);
         let expected = a.matmul(&b).unwrap();
         let at = a.t().unwrap().contiguous().unwrap();
         let bt = b.t().unwrap().contiguous().unwrap();
@@ -192,9 +172,9 @@ mod tests {
     fn first_and_second_order_gradients_match_candles() {
         std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-            let a = Var::from_tensor(&seeded(if ta { (6, 4) } else { (4, 6) }, 3)).unwrap();
-            let b = Var::from_tensor(&seeded(if tb { (5, 6) } else { (6, 5) }, 4)).unwrap();
-            let w = seeded((4, 5), 5);
+            let a = Var::from_tensor(&seeded(if ta { &[6, 4] } else { &[4, 6] }, 3)).unwrap();
+            let b = Var::from_tensor(&seeded(if tb { &[5, 6] } else { &[6, 5] }, 4)).unwrap();
+            let w = seeded(&[4, 5], 5);
             let reference = |a: &Tensor, b: &Tensor| {
                 let a = if ta { a.t().unwrap() } else { a.clone() };
                 let b = if tb { b.t().unwrap() } else { b.clone() };

@@ -45,32 +45,13 @@ pub(crate) fn items_per_task(item_len: usize) -> usize {
 }
 
 #[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Tensor};
-
-    fn seeded(dims: &[usize], seed: u64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let a = a.to_dtype(DType::F32).unwrap();
-        let b = b.to_dtype(DType::F32).unwrap();
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::{DType, Tensor};
 
     /// Dtypes the kernels do not handle take candle's own ops — the code path of
     /// `--features cuda` — and agree with the kernels (within half precision).

@@ -140,15 +140,8 @@ impl CustomOp2 for ReluMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::seeded;
     use candle_core::{Device, Var};
-
-    fn seeded(dims: &[usize], seed: u64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
 
     #[test]
     fn values_and_mask_by_hand() {
