@@ -10,7 +10,7 @@
 use super::channel::channel_sum;
 use super::constants::needs_gradient;
 use super::items_per_task;
-use super::storage::{contiguous, Operand};
+use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -86,11 +86,7 @@ impl CustomOp3 for ChannelAffine {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>(s1, l1, s2, l2, s3, l3),
-            DType::F64 => self.run::<f64>(s1, l1, s2, l2, s3, l3),
-            dtype => bail!("channel affine: unsupported dtype {dtype:?}"),
-        }
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
     }
 
     fn bwd(

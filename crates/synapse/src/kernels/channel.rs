@@ -11,7 +11,7 @@
 
 use super::gemm::Element;
 use super::items_per_task;
-use super::storage::{contiguous, Operand};
+use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -108,11 +108,7 @@ impl CustomOp1 for ChannelOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s.dtype() {
-            DType::F32 => self.run::<f32>(s, l),
-            DType::F64 => self.run::<f64>(s, l),
-            dtype => bail!("{}: unsupported dtype {dtype:?}", self.name()),
-        }
+        by_dtype!(s.dtype(), self.name(), self.run(s, l))
     }
 
     /// ⟨sum(x), u⟩ = ⟨x, broadcast(u)⟩: each op's gradient is the other.

@@ -21,7 +21,7 @@ use super::constants::needs_gradient;
 use super::gemm::{matmul_new, Element, Matrix};
 use super::im2col::{col2im, im2col, ConvGeometry};
 use super::items_per_task;
-use super::storage::{contiguous, Operand};
+use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -322,11 +322,7 @@ impl CustomOp2 for Conv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>(s1, l1, s2, l2),
-            DType::F64 => self.run::<f64>(s1, l1, s2, l2),
-            dtype => bail!("{}: unsupported dtype {dtype:?}", self.name()),
-        }
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
     }
 
     /// With upstream gradient `u` (shaped like the op's result):

@@ -128,21 +128,6 @@ fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usi
 /// than it saves.
 const PARALLEL_WORK: usize = 1 << 17;
 
-/// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), `dst` row-major with
-/// `dst_row_stride` between rows.
-///
-/// Split over the rayon pool for large products; `gemm` divides the output, never the inner
-/// dimension, between threads, so the result does not depend on the number of threads.
-pub fn matmul_into<T: Element>(
-    dst: &mut [T],
-    dst_row_stride: usize,
-    lhs: Matrix<'_, T>,
-    rhs: Matrix<'_, T>,
-    accumulate: bool,
-) -> Result<()> {
-    product(dst, dst_row_stride, lhs, rhs, accumulate)
-}
-
 /// `lhs · rhs` as a new row-major matrix, written by `gemm` without zeroing it first.
 pub fn matmul_new<T: Element>(lhs: Matrix<'_, T>, rhs: Matrix<'_, T>) -> Result<Vec<T>> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
@@ -153,10 +138,12 @@ pub fn matmul_new<T: Element>(lhs: Matrix<'_, T>, rhs: Matrix<'_, T>) -> Result<
         return Ok(vec![T::ZERO; m * n]);
     }
     let mut out: Vec<T> = Vec::with_capacity(m * n);
-    // SAFETY: as in `product`; with `read_dst` false gemm never reads the destination and
-    // writes each of its m·n elements (m, n, k > 0), so all of `out` is initialised before
-    // `set_len`. The pointer comes from the spare capacity, no reference to uninitialised
-    // memory is formed.
+    // SAFETY: every element gemm reads lies inside the views, checked when they were made;
+    // strides are non-negative and fit in isize because the buffers they index exist; the
+    // destination is a fresh allocation of m·n elements (row stride n), aliasing nothing. With
+    // `read_dst` false gemm never reads it and writes each of its m·n elements (m, n, k > 0),
+    // so all of `out` is initialised before `set_len`; the pointer comes from the spare
+    // capacity, so no reference to uninitialised memory is formed.
     unsafe {
         gemm::gemm(
             m,
@@ -193,64 +180,6 @@ fn parallelism(work: usize) -> Parallelism {
     }
 }
 
-fn product<T: Element>(
-    dst: &mut [T],
-    dst_row_stride: usize,
-    lhs: Matrix<'_, T>,
-    rhs: Matrix<'_, T>,
-    accumulate: bool,
-) -> Result<()> {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k {
-        bail!("matrix product of {m}×{k} and {}×{n}", rhs.rows);
-    }
-    if extent(m, n, dst_row_stride, 1) > dst.len() || (m > 1 && dst_row_stride < n) {
-        bail!(
-            "a {m}×{n} product does not fit a buffer of {} with row stride {dst_row_stride}",
-            dst.len()
-        );
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_row_stride..r * dst_row_stride + n].fill(T::ZERO);
-            }
-        }
-        return Ok(());
-    }
-    // SAFETY: every element gemm reads or writes lies inside the checked extents above (the
-    // views were checked when made, dst here), strides are non-negative and fit in isize
-    // because the buffers they index exist, and dst does not alias lhs or rhs (it is borrowed
-    // mutably while they are borrowed shared).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_row_stride as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism(m * n * k),
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,73 +200,43 @@ mod tests {
             .collect()
     }
 
+    /// Plain and transposed views, a product large enough to be split between threads, and
+    /// an empty inner dimension, against the definition.
     #[test]
     fn products_of_plain_and_transposed_views_match_the_definition() {
-        let (m, k, n) = (7, 5, 9);
-        let a = values(m * k, 1);
-        let b = values(k * n, 2);
-        let expected = naive(&a, &b, m, k, n);
-        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-        let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
-        for (lhs, rhs) in [
-            (
-                Matrix::row_major(&a, m, k).unwrap(),
-                Matrix::row_major(&b, k, n).unwrap(),
-            ),
-            (
-                Matrix::row_major(&at, k, m).unwrap().t(),
-                Matrix::row_major(&bt, n, k).unwrap().t(),
-            ),
-        ] {
-            let mut c = vec![0.0; m * n];
-            matmul_into(&mut c, n, lhs, rhs, false).unwrap();
-            for (got, want) in c.iter().zip(&expected) {
-                assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-            }
-        }
-    }
-
-    #[test]
-    fn new_products_equal_products_into_buffers() {
         for (m, k, n) in [(7, 5, 9), (64, 300, 40), (3, 0, 2)] {
-            let a = values(m * k, 5);
-            let b = values(k * n, 6);
-            let (lhs, rhs) = (
-                Matrix::row_major(&a, m, k).unwrap(),
-                Matrix::row_major(&b, k, n).unwrap(),
-            );
-            let mut c = vec![0.0; m * n];
-            matmul_into(&mut c, n, lhs, rhs, false).unwrap();
-            assert_eq!(matmul_new(lhs, rhs).unwrap(), c);
-        }
-    }
-
-    #[test]
-    fn accumulates_into_a_strided_destination() {
-        let (m, k, n, stride) = (3, 4, 2, 5);
-        let a = values(m * k, 3);
-        let b = values(k * n, 4);
-        let product = naive(&a, &b, m, k, n);
-        let mut c = vec![1.0; m * stride];
-        let lhs = Matrix::row_major(&a, m, k).unwrap();
-        let rhs = Matrix::row_major(&b, k, n).unwrap();
-        matmul_into(&mut c, stride, lhs, rhs, true).unwrap();
-        for r in 0..m {
-            for j in 0..stride {
-                let want = if j < n { 1.0 + product[r * n + j] } else { 1.0 };
-                assert!((c[r * stride + j] - want).abs() < 1e-12, "({r}, {j})");
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let expected = naive(&a, &b, m, k, n);
+            let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let bt: Vec<f64> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            for (lhs, rhs) in [
+                (
+                    Matrix::row_major(&a, m, k).unwrap(),
+                    Matrix::row_major(&b, k, n).unwrap(),
+                ),
+                (
+                    Matrix::row_major(&at, k, m).unwrap().t(),
+                    Matrix::row_major(&bt, n, k).unwrap().t(),
+                ),
+            ] {
+                let c = matmul_new(lhs, rhs).unwrap();
+                assert_eq!(c.len(), m * n);
+                for (got, want) in c.iter().zip(&expected) {
+                    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+                }
             }
         }
     }
 
     #[test]
-    fn views_and_destinations_that_do_not_fit_are_refused() {
+    fn views_and_products_that_do_not_fit_are_refused() {
         let a = vec![0f32; 10];
         assert!(Matrix::row_major(&a, 3, 4).is_err());
         assert!(Matrix::new(&a, 2, 5, 5, 1).is_ok());
+        assert!(Matrix::new(&a, 2, 5, 6, 1).is_err());
         let m = Matrix::row_major(&a, 2, 5).unwrap();
-        let mut small = vec![0f32; 3];
-        assert!(matmul_into(&mut small, 2, m, m.t(), false).is_err());
-        assert!(matmul_into(&mut small, 2, m, m, false).is_err());
+        assert!(matmul_new(m, m).is_err());
+        assert!(matmul_new(m, m.t()).is_ok());
     }
 }

@@ -10,7 +10,7 @@
 
 use super::constants::needs_gradient;
 use super::gemm::{matmul_new, Matrix};
-use super::storage::Operand;
+use super::storage::{by_dtype, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
@@ -98,11 +98,7 @@ impl CustomOp2 for MatMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>(s1, l1, s2, l2),
-            DType::F64 => self.run::<f64>(s1, l1, s2, l2),
-            dtype => bail!("matmul: unsupported dtype {dtype:?}"),
-        }
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
     }
 
     /// For C = op(A)·op(B) with upstream gradient G:

@@ -9,7 +9,7 @@
 
 use super::constants::needs_gradient;
 use super::items_per_task;
-use super::storage::{contiguous, Operand};
+use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -71,11 +71,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s.dtype() {
-            DType::F32 => self.run::<f32>(s, l),
-            DType::F64 => self.run::<f64>(s, l),
-            dtype => bail!("relu: unsupported dtype {dtype:?}"),
-        }
+        by_dtype!(s.dtype(), self.name(), self.run(s, l))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
@@ -117,11 +113,7 @@ impl CustomOp2 for ReluMask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1.dtype() {
-            DType::F32 => self.run::<f32>(s1, l1, s2, l2),
-            DType::F64 => self.run::<f64>(s1, l1, s2, l2),
-            dtype => bail!("relu mask: unsupported dtype {dtype:?}"),
-        }
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
     }
 
     /// Linear in `u` with the same mask; constant (almost everywhere) in `x`.

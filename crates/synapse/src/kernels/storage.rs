@@ -74,3 +74,16 @@ pub(crate) fn contiguous<'a, T: Operand>(
         .get(..n)
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: storage shorter than its shape")))
 }
+
+/// Runs `recv.method::<T>(args…)` with `T` the element type of `dtype` (f32 or f64), or fails
+/// naming the op: the dtype dispatch every kernel's `cpu_fwd` does.
+macro_rules! by_dtype {
+    ($dtype:expr, $op:expr, $recv:ident . $method:ident ( $($arg:expr),* )) => {
+        match $dtype {
+            candle_core::DType::F32 => $recv.$method::<f32>($($arg),*),
+            candle_core::DType::F64 => $recv.$method::<f64>($($arg),*),
+            dtype => candle_core::bail!("{}: unsupported dtype {dtype:?}", $op),
+        }
+    };
+}
+pub(crate) use by_dtype;
