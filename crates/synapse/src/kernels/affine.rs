@@ -7,13 +7,13 @@
 //! written with differentiable ops — ∂x = affine(u, a, 0), ∂a = Σ x ⊙ u, ∂b = Σ u per
 //! channel — so gradients of gradients stay exact.
 
+use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::constants::needs_gradient;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// `x · a + b` per channel of `x` `[N, C, H, W]`, with `a` and `b` of length C.
 pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -55,19 +55,12 @@ impl ChannelAffine {
         );
         let (n, c, h, w) = self.0;
         let plane = h * w;
-        let mut y = vec![T::ZERO; n * c * plane];
-        if plane > 0 {
-            y.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
-                .with_min_len(items_per_task(plane))
-                .enumerate()
-                .for_each(|(i, (dst, src))| {
-                    let (scale, shift) = (a[i % c], b[i % c]);
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v * scale + shift;
-                    }
-                });
-        }
+        let y = par_build(n * c * plane, plane, items_per_task(plane), |i, dst| {
+            let (scale, shift) = (a[i % c], b[i % c]);
+            for (d, &v) in dst.iter_mut().zip(&x[i * plane..]) {
+                *d = v * scale + shift;
+            }
+        });
         Ok((T::wrap(y), Shape::from(self.0)))
     }
 }

@@ -10,6 +10,7 @@
 //! second-order gradients stay exact. The op reports the batch mean and (biased) variance it
 //! used, for the running statistics.
 
+use super::buffer::par_build;
 use super::affine::{channel_affine, channel_center};
 use super::channel::channel_sum;
 use super::constants::needs_gradient;
@@ -145,21 +146,14 @@ impl BatchNorm {
                 (mean, div(squares, m))
             })
             .collect();
-        let mut y = vec![T::ZERO; x.len()];
-        if plane > 0 {
-            y.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
-                .with_min_len(items_per_task(plane))
-                .enumerate()
-                .for_each(|(i, (dst, src))| {
-                    let ch = i % c;
-                    let (mean, var) = stats[ch];
-                    let scale = div(gamma[ch], sqrt(var + eps));
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = (v - mean) * scale + beta[ch];
-                    }
-                });
-        }
+        let y = par_build(x.len(), plane, items_per_task(plane), |i, dst| {
+            let ch = i % c;
+            let (mean, var) = stats[ch];
+            let scale = div(gamma[ch], sqrt(var + eps));
+            for (d, &v) in dst.iter_mut().zip(&x[i * plane..]) {
+                *d = (v - mean) * scale + beta[ch];
+            }
+        });
         let report = (
             stats.iter().map(|s| s.0.to_f64()).collect(),
             stats.iter().map(|s| s.1.to_f64()).collect(),

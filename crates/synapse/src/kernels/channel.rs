@@ -9,6 +9,7 @@
 //! any order of differentiation stays on them. Each channel is summed in a fixed order whatever
 //! the number of threads.
 
+use super::buffer::par_build;
 use super::gemm::Element;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
@@ -86,13 +87,9 @@ impl ChannelOp {
             }
             ChannelOp::Broadcast((n, c, h, w)) => {
                 let plane = h * w;
-                let mut out = vec![T::ZERO; n * c * plane];
-                if plane > 0 {
-                    out.par_chunks_mut(plane)
-                        .with_min_len(items_per_task(plane))
-                        .enumerate()
-                        .for_each(|(i, p)| p.fill(src[i % c]));
-                }
+                let out = par_build(n * c * plane, plane, items_per_task(plane), |i, p| {
+                    p.fill(src[i % c])
+                });
                 Ok((T::wrap(out), Shape::from((n, c, h, w))))
             }
         }

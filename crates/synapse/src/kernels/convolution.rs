@@ -18,13 +18,13 @@
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::constants::needs_gradient;
+use super::buffer::par_gather_rows;
 use super::gemm::{matmul_new, Element, Matrix};
 use super::im2col::{col2im, im2col, ConvGeometry};
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// Stride and zero padding of a square-stepped convolution (dilation 1, one group).
@@ -275,17 +275,10 @@ fn channel_major<T: Element>(src: &[T], n: usize, o: usize, p: usize) -> Cow<'_,
     if n == 1 {
         return Cow::Borrowed(&src[..o * p]);
     }
-    let mut out = vec![T::ZERO; n * o * p];
-    if p > 0 {
-        out.par_chunks_mut(p)
-            .with_min_len(items_per_task(p))
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (channel, image) = (row / n, row % n);
-                dst.copy_from_slice(&src[(image * o + channel) * p..][..p]);
-            });
-    }
-    Cow::Owned(out)
+    Cow::Owned(par_gather_rows(n * o, p, items_per_task(p), |row| {
+        let (channel, image) = (row / n, row % n);
+        &src[(image * o + channel) * p..][..p]
+    }))
 }
 
 /// `[O, N·P] → [N, O, P]`, the inverse of [`channel_major`].
@@ -293,17 +286,10 @@ fn image_major<T: Element>(src: Vec<T>, n: usize, o: usize, p: usize) -> Vec<T> 
     if n == 1 {
         return src;
     }
-    let mut out = vec![T::ZERO; n * o * p];
-    if p > 0 {
-        out.par_chunks_mut(p)
-            .with_min_len(items_per_task(p))
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (image, channel) = (row / o, row % o);
-                dst.copy_from_slice(&src[(channel * n + image) * p..][..p]);
-            });
-    }
-    out
+    par_gather_rows(n * o, p, items_per_task(p), |row| {
+        let (image, channel) = (row / o, row % o);
+        &src[(channel * n + image) * p..][..p]
+    })
 }
 
 impl CustomOp2 for Conv {

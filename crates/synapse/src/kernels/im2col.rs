@@ -7,6 +7,7 @@
 //! Rows are independent, so unfolding runs in parallel over rows; folding runs in parallel over
 //! (image, channel) planes, each accumulating its taps in a fixed order (deterministic).
 
+use super::buffer::{par_build, write_copy};
 use super::gemm::Element;
 use super::items_per_task;
 use rayon::prelude::*;
@@ -117,9 +118,7 @@ pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
                     let inside = &mut out_line[oxs.clone()];
                     if g.stride == 1 {
                         let start = oxs.start + j - g.padding;
-                        for (v, &s) in inside.iter_mut().zip(&line[start..start + oxs.len()]) {
-                            v.write(s);
-                        }
+                        write_copy(inside, &line[start..start + oxs.len()]);
                     } else {
                         for (v, ox) in inside.iter_mut().zip(oxs.clone()) {
                             v.write(line[ox * g.stride + j - g.padding]);
@@ -141,14 +140,14 @@ pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
     let (positions, columns) = (g.positions(), g.columns());
     let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
     let taps_per_channel = g.kernel_h * g.kernel_w;
-    let mut x = vec![T::ZERO; g.batch * g.in_channels * plane];
     if plane == 0 {
-        return x;
+        return Vec::new();
     }
-    x.par_chunks_mut(plane)
-        .with_min_len(items_per_task(plane))
-        .enumerate()
-        .for_each(|(nc, dst)| {
+    par_build(
+        g.batch * g.in_channels * plane,
+        plane,
+        items_per_task(plane),
+        |nc, dst| {
             let (n, c) = (nc / g.in_channels, nc % g.in_channels);
             for i in 0..g.kernel_h {
                 for j in 0..g.kernel_w {
@@ -173,8 +172,8 @@ pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
                     }
                 }
             }
-        });
-    x
+        },
+    )
 }
 
 /// (channel, kernel row, kernel column) of a row of the column matrix.

@@ -16,6 +16,7 @@
 
 pub mod affine;
 pub mod batch_norm;
+mod buffer;
 pub mod channel;
 pub mod constants;
 pub mod convolution;

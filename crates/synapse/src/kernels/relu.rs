@@ -7,12 +7,12 @@
 //! upstream gradient (and zero for `x`). At exactly 0 the gradient is 0 (PyTorch's convention;
 //! candle's `ge` would pass it).
 
+use super::buffer::par_build;
 use super::constants::needs_gradient;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
@@ -42,12 +42,8 @@ fn uses_kernels(t: &Tensor) -> bool {
 }
 
 fn map<T: Operand>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
-    let mut out = vec![T::ZERO; out_len];
     let chunk = items_per_task(1);
-    out.par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, dst)| f(i * chunk, dst));
-    out
+    par_build(out_len, chunk, 1, |i, dst| f(i * chunk, dst))
 }
 
 #[derive(Clone, Copy, Debug)]
