@@ -17,6 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 use synfed_attack::inversion::{evaluate, InversionConfig, Target};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{MethodSet, Mode, SynapticSgd};
 
 #[global_allocator]
@@ -91,7 +92,8 @@ fn one(name: &str, kind: &str, batch: usize, repeats: usize) {
         measure(
             || {
                 let loss = model.loss(&x, &labels, Mode::Train).expect("forward");
-                opt.step(&loss.backward().expect("backward")).expect("step");
+                opt.step(&backward_final(&loss).expect("backward"))
+                    .expect("step");
             },
             repeats,
         )

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
 use std::time::Duration;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{MethodSet, Mode, SynapticSgd};
 
 #[global_allocator]
@@ -61,7 +62,7 @@ fn train_step(c: &mut Criterion) {
             group.bench_function(format!("{arch}/batch{n}/{methods}"), |b| {
                 b.iter(|| {
                     let loss = model.loss(&x, &y, Mode::Train).expect("forward");
-                    let grads = loss.backward().expect("backward");
+                    let grads = backward_final(&loss).expect("backward");
                     black_box(opt.step(&grads).expect("step"))
                 })
             });

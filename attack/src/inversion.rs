@@ -235,7 +235,7 @@ pub fn evaluate(target: &Target, config: &InversionConfig, x: &Tensor) -> Result
     // only the images' gradient is wanted: the model's weights are constants of this pass
     // (their second-order gradients would be computed and dropped)
     let weights = target.model.params().iter().map(|p| p.var.as_tensor());
-    let grads = synfed_synapse::kernels::backward_with_constants(&total, weights)?;
+    let grads = synfed_synapse::kernels::backward_final_with_constants(&total, weights)?;
     let gradient = grads.get(x).cloned().ok_or_else(|| {
         AttackError::Shape("the objective does not depend on the images (pass a variable)".into())
     })?;

@@ -12,6 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use synfed_data::{Batches, Dataset, Normalization};
 use synfed_models::{train_epoch, Model};
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{Mode, SynapticSgd};
 
 /// The client's data: the training split, its normalisation and this client's share.
@@ -64,7 +65,7 @@ pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> 
     let before = copies(model)?;
     let loss = model.loss(&x, &y, Mode::Train)?;
     let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let grads = loss.backward()?;
+    let grads = backward_final(&loss)?;
     let mut update = Vec::with_capacity(before.len());
     for (param, (name, old)) in model.params().iter().zip(before) {
         let tensor = if param.role.is_trainable() {
@@ -190,7 +191,7 @@ pub fn fedavg(
                 let loss = model.loss(&x, &y, Mode::Train)?;
                 loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
                 weight += batch.len() as f64;
-                optimizer.step(&loss.backward()?)?;
+                optimizer.step(&backward_final(&loss)?)?;
                 done += 1;
             }
             epoch += 1;

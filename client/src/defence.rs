@@ -32,6 +32,7 @@ use rand_distr::{Distribution, StandardNormal};
 use std::fmt;
 use std::str::FromStr;
 use synfed_models::Model;
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{Mode, Role};
 
 /// The ChaCha stream of the defence's noise (the task's batch sampling uses stream 0 of the
@@ -364,7 +365,7 @@ pub fn clipped_example_sum(
         let (xi, yi) = (x.narrow(0, i, 1)?, labels.narrow(0, i, 1)?);
         let loss = model.loss(&xi, &yi, Mode::Train)?;
         loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let grads = loss.backward()?;
+        let grads = backward_final(&loss)?;
         let mut example = Vec::with_capacity(params.len());
         for p in &params {
             let g = match grads.get(p.var.as_tensor()) {

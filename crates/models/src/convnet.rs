@@ -11,7 +11,6 @@ use crate::error::{ModelError, Result};
 use crate::network::Network;
 use crate::spec::ModelSpec;
 use candle_core::Tensor;
-use synfed_synapse::kernels::relu;
 use synfed_synapse::{pool, BatchNorm2d, Builder, Conv2d, LayerOptions, Linear, Mode};
 
 /// conv-BN-ReLU ×6, max-pool 3, conv-BN-ReLU ×2, max-pool 3, Linear.
@@ -71,7 +70,7 @@ impl Network for ConvNet {
     fn forward(&self, x: &Tensor, mode: Mode) -> synfed_synapse::Result<Tensor> {
         let mut h = x.clone();
         for (i, (conv, bn)) in self.blocks.iter().enumerate() {
-            h = relu(&bn.forward(&conv.forward(&h)?, mode)?)?;
+            h = bn.forward_relu(&conv.forward(&h)?, mode)?;
             if i == 5 || i == 7 {
                 h = pool::max_pool2d(&h, 3)?;
             }

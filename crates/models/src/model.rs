@@ -6,6 +6,7 @@ use crate::network::Network;
 use crate::spec::ModelSpec;
 use crate::{alexnet, convnet, lenet, loss, mlp, resnet};
 use candle_core::{DType, Device, Tensor};
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{Builder, Mode, ParamStore};
 
 /// A model of the zoo, built from a [`ModelSpec`].
@@ -102,7 +103,7 @@ impl Model {
     /// The gradient of the mean loss on `(x, labels)` with respect to every trainable parameter,
     /// in `params().trainable()` order and detached: what a FedSGD client sends.
     pub fn gradients(&self, x: &Tensor, labels: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
-        let grads = self.loss(x, labels, mode)?.backward()?;
+        let grads = backward_final(&self.loss(x, labels, mode)?)?;
         self.params
             .trainable()
             .map(|p| {

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::network::Network;
 use crate::spec::ModelSpec;
 use candle_core::Tensor;
-use synfed_synapse::kernels::relu;
+use synfed_synapse::kernels::add_relu;
 use synfed_synapse::{pool, BatchNorm2d, Builder, Conv2d, LayerOptions, Linear, Mode};
 
 /// A basic residual block: conv-BN-ReLU, conv-BN, + shortcut, ReLU.
@@ -57,13 +57,13 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> synfed_synapse::Result<Tensor> {
-        let h = relu(&self.bn1.forward(&self.conv1.forward(x)?, mode)?)?;
+        let h = self.bn1.forward_relu(&self.conv1.forward(x)?, mode)?;
         let h = self.bn2.forward(&self.conv2.forward(&h)?, mode)?;
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward(&conv.forward(x)?, mode)?,
             None => x.clone(),
         };
-        Ok(relu(&(h + shortcut)?)?)
+        Ok(add_relu(&h, &shortcut)?)
     }
 }
 
@@ -114,7 +114,7 @@ impl ResNet {
 
 impl Network for ResNet {
     fn forward(&self, x: &Tensor, mode: Mode) -> synfed_synapse::Result<Tensor> {
-        let mut h = relu(&self.bn1.forward(&self.conv1.forward(x)?, mode)?)?;
+        let mut h = self.bn1.forward_relu(&self.conv1.forward(x)?, mode)?;
         for block in &self.blocks {
             h = block.forward(&h, mode)?;
         }

@@ -6,6 +6,7 @@ use crate::loss;
 use crate::model::Model;
 use candle_core::DType;
 use synfed_data::{Batches, Dataset, Normalization};
+use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{Mode, SynapticSgd};
 
 /// What one training epoch did.
@@ -47,7 +48,7 @@ pub fn train_epoch(
                 loss: value,
             });
         }
-        let report = opt.step(&loss.backward()?)?;
+        let report = opt.step(&backward_final(&loss)?)?;
         stats.rejuvenated += report.rejuvenated;
         stats.steps += 1;
         loss_sum += value * batch.len() as f64;

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use synfed_models::gradcheck::{numeric_grad, spread_indices, to_f64_vec, worst_mismatch};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
+use synfed_synapse::kernels::{backward_final, backward_final_with_constants};
 use synfed_synapse::{MethodSet, Mode};
 
 const H: f64 = 1e-5;
@@ -54,44 +55,46 @@ fn check_parameter_and_input_gradients(arch: Arch, split: bool) {
             .unwrap()
             .to_scalar::<f64>()
     };
-    let grads = model
-        .loss(xv.as_tensor(), &y, MODE)
-        .unwrap()
-        .backward()
-        .unwrap();
-    let mut checked = 0;
-    for p in model.params().trainable() {
-        let g = to_f64_vec(
-            grads
-                .get(p.var.as_tensor())
-                .unwrap_or_else(|| panic!("{arch}: no gradient for {}", p.name)),
-        )
-        .unwrap();
-        let idx = spread_indices(g.len(), 5);
-        let numeric = numeric_grad(&p.var, &idx, H, loss_of).unwrap();
-        let analytic: Vec<f64> = idx.iter().map(|&i| g[i]).collect();
+    // candle's backward pass and the final one (fused kernels, no graph) must both match
+    let loss = model.loss(xv.as_tensor(), &y, MODE).unwrap();
+    for (pass, grads) in [
+        ("backward", loss.backward().unwrap()),
+        ("final", backward_final(&loss).unwrap()),
+    ] {
+        let mut checked = 0;
+        for p in model.params().trainable() {
+            let g = to_f64_vec(
+                grads
+                    .get(p.var.as_tensor())
+                    .unwrap_or_else(|| panic!("{arch} {pass}: no gradient for {}", p.name)),
+            )
+            .unwrap();
+            let idx = spread_indices(g.len(), 5);
+            let numeric = numeric_grad(&p.var, &idx, H, loss_of).unwrap();
+            let analytic: Vec<f64> = idx.iter().map(|&i| g[i]).collect();
+            let bad = worst_mismatch(&analytic, &numeric, ATOL, RTOL);
+            assert!(
+                bad <= 1.0,
+                "{arch} split={split} {pass} {}: autograd {analytic:?} vs numeric {numeric:?}",
+                p.name
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, model.params().trainable().count());
+        let gx = to_f64_vec(grads.get(xv.as_tensor()).unwrap()).unwrap();
+        let idx = spread_indices(gx.len(), 12);
+        let numeric = numeric_grad(&xv, &idx, H, loss_of).unwrap();
+        let analytic: Vec<f64> = idx.iter().map(|&i| gx[i]).collect();
+        assert!(
+            numeric.iter().any(|v| v.abs() > 1e-8),
+            "{arch}: input gradient vanishes"
+        );
         let bad = worst_mismatch(&analytic, &numeric, ATOL, RTOL);
         assert!(
             bad <= 1.0,
-            "{arch} split={split} {}: autograd {analytic:?} vs numeric {numeric:?}",
-            p.name
+            "{arch} split={split} {pass} input: {analytic:?} vs {numeric:?}"
         );
-        checked += 1;
     }
-    assert_eq!(checked, model.params().trainable().count());
-    let gx = to_f64_vec(grads.get(xv.as_tensor()).unwrap()).unwrap();
-    let idx = spread_indices(gx.len(), 12);
-    let numeric = numeric_grad(&xv, &idx, H, loss_of).unwrap();
-    let analytic: Vec<f64> = idx.iter().map(|&i| gx[i]).collect();
-    assert!(
-        numeric.iter().any(|v| v.abs() > 1e-8),
-        "{arch}: input gradient vanishes"
-    );
-    let bad = worst_mismatch(&analytic, &numeric, ATOL, RTOL);
-    assert!(
-        bad <= 1.0,
-        "{arch} split={split} input: {analytic:?} vs {numeric:?}"
-    );
 }
 
 /// 1 − cos(∇θL(x), g*) over all trainable parameters concatenated.
@@ -128,22 +131,35 @@ fn check_second_order(arch: Arch, split: bool) {
         .collect();
     let xv = Var::from_tensor(&x).unwrap();
     let objective = gradient_mismatch(&model, xv.as_tensor(), &y, &target);
-    let gx = to_f64_vec(objective.backward().unwrap().get(xv.as_tensor()).unwrap()).unwrap();
-    let idx = spread_indices(gx.len(), 10);
-    let numeric = numeric_grad(&xv, &idx, H, || {
-        gradient_mismatch(&model, xv.as_tensor(), &y, &target).to_scalar::<f64>()
-    })
-    .unwrap();
-    let analytic: Vec<f64> = idx.iter().map(|&i| gx[i]).collect();
-    assert!(
-        numeric.iter().any(|v| v.abs() > 1e-8),
-        "{arch}: second-order gradient vanishes"
-    );
-    let bad = worst_mismatch(&analytic, &numeric, ATOL, RTOL);
-    assert!(
-        bad <= 1.0,
-        "{arch} split={split} d/dx(1 − cos): {analytic:?} vs {numeric:?}"
-    );
+    let numeric_at = |idx: &[usize]| {
+        numeric_grad(&xv, idx, H, || {
+            gradient_mismatch(&model, xv.as_tensor(), &y, &target).to_scalar::<f64>()
+        })
+        .unwrap()
+    };
+    // candle's backward pass, and the attack's: final, the weights constants
+    let weights = model.params().iter().map(|p| p.var.as_tensor());
+    for (pass, grads) in [
+        ("backward", objective.backward().unwrap()),
+        (
+            "final",
+            backward_final_with_constants(&objective, weights).unwrap(),
+        ),
+    ] {
+        let gx = to_f64_vec(grads.get(xv.as_tensor()).unwrap()).unwrap();
+        let idx = spread_indices(gx.len(), 10);
+        let numeric = numeric_at(&idx);
+        let analytic: Vec<f64> = idx.iter().map(|&i| gx[i]).collect();
+        assert!(
+            numeric.iter().any(|v| v.abs() > 1e-8),
+            "{arch}: second-order gradient vanishes"
+        );
+        let bad = worst_mismatch(&analytic, &numeric, ATOL, RTOL);
+        assert!(
+            bad <= 1.0,
+            "{arch} split={split} {pass} d/dx(1 − cos): {analytic:?} vs {numeric:?}"
+        );
+    }
 }
 
 trait FlipSign {

@@ -6,7 +6,7 @@
 //! attack needs the gradient of a gradient).
 
 use crate::error::Result;
-use crate::kernels::{batch_norm, channel_affine};
+use crate::kernels::{self, batch_norm, batch_norm_relu, channel_affine};
 use crate::mode::Mode;
 use crate::substitution::value;
 use candle_core::{Tensor, Var};
@@ -40,8 +40,18 @@ impl BatchNorm2d {
     /// per-channel affine map. No op broadcasts, so no backward pass sums over (0, 2, 3) with
     /// candle's slow reduction.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalize(x, mode, false)
+    }
+
+    /// `relu(self.forward(x, mode))`; with batch statistics one op (one graph node).
+    pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalize(x, mode, true)
+    }
+
+    fn normalize(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
         if mode.uses_batch_stats() {
-            let (y, stats) = batch_norm(x, &value(&self.weight), &value(&self.bias), self.eps)?;
+            let norm = if relu { batch_norm_relu } else { batch_norm };
+            let (y, stats) = norm(x, &value(&self.weight), &value(&self.bias), self.eps)?;
             if mode == Mode::Train {
                 self.update_running_stats(x, &stats.mean, &stats.var)?;
             }
@@ -49,7 +59,8 @@ impl BatchNorm2d {
         }
         let scale = (value(&self.weight) / (value(&self.running_var) + self.eps)?.sqrt()?)?;
         let shift = (value(&self.bias) - (value(&self.running_mean) * &scale)?)?;
-        Ok(channel_affine(x, &scale, &shift)?)
+        let y = channel_affine(x, &scale, &shift)?;
+        Ok(if relu { kernels::relu(&y)? } else { y })
     }
 
     fn update_running_stats(&self, x: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {

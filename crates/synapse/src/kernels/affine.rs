@@ -7,9 +7,9 @@
 //! written with differentiable ops — ∂x = affine(u, a, 0), ∂a = Σ x ⊙ u, ∂b = Σ u per
 //! channel — so gradients of gradients stay exact.
 
+use super::backward::needs_gradient;
 use super::buffer::par_build;
 use super::channel::channel_sum;
-use super::constants::needs_gradient;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;

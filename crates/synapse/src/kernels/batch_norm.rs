@@ -9,16 +9,24 @@
 //! x̂ = (x − μ)·r), built from differentiable ops of `x`, `γ` and `u`, so the attack's
 //! second-order gradients stay exact. The op reports the batch mean and (biased) variance it
 //! used, for the running statistics.
+//!
+//! [`batch_norm_relu`] is the same op followed by ReLU (the pair every convolution of ResNet and
+//! ConvNet ends with), one node instead of two; its backward pass masks the upstream gradient
+//! with the output's sign first. Where gradients are final ([`super::backward_final`]) the
+//! backward pass is one fused kernel instead — two passes over the input and the upstream
+//! gradient, no graph.
 
-use super::buffer::par_build;
 use super::affine::{channel_affine, channel_center};
+use super::backward::{gradients_are_final, needs_gradient};
+use super::buffer::par_build;
 use super::channel::channel_sum;
-use super::constants::needs_gradient;
 use super::gemm::Element;
 use super::items_per_task;
+use super::relu::relu_mask;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::op::BackpropOp;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +45,26 @@ pub fn batch_norm(
     beta: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
+    normalize(x, gamma, beta, eps, false)
+}
+
+/// `max(0, batch_norm(x, γ, β))` as one op; also returns the batch statistics.
+pub fn batch_norm_relu(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    normalize(x, gamma, beta, eps, true)
+}
+
+fn normalize(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchStats)> {
     let (n, c, h, w) = x.dims4()?;
     if gamma.dims1()? != c || beta.dims1()? != c {
         bail!(
@@ -54,30 +82,36 @@ pub fn batch_norm(
             mean: mean.detach(),
             var: var.detach(),
         };
+        let y = if relu { y.relu()? } else { y };
         return Ok((y, stats));
     }
     let report: Report = Arc::new(Mutex::new(None));
     let op = BatchNorm {
         eps,
+        relu,
         report: report.clone(),
     };
     let y = x
         .contiguous()?
         .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
-    let stats = report
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("batch norm: statistics lock poisoned".into()))?
-        .take()
-        .ok_or_else(|| candle_core::Error::Msg("batch norm: no statistics reported".into()))?;
-    let (mean, var): (Vec<f64>, Vec<f64>) = stats;
+    let stats = reported(&report)?;
     let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
     Ok((
         y,
         BatchStats {
-            mean: to(mean)?,
-            var: to(var)?,
+            mean: to(stats.iter().map(|s| s.0).collect())?,
+            var: to(stats.iter().map(|s| s.1).collect())?,
         },
     ))
+}
+
+/// The (mean, variance) pairs the forward kernel reported.
+fn reported(report: &Report) -> Result<Vec<(f64, f64)>> {
+    report
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("batch norm: statistics lock poisoned".into()))?
+        .clone()
+        .ok_or_else(|| candle_core::Error::Msg("batch norm: no statistics reported".into()))
 }
 
 /// The normalisation composed of the channel ops (the backward pass's formula and the path
@@ -97,11 +131,14 @@ fn composed(
     Ok((channel_affine(&centered, &scale, beta)?, mean, var))
 }
 
-/// (mean, variance) per channel, written by the forward kernel for the caller.
-type Report = Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>;
+/// (mean, biased variance) per channel, written by the forward kernel for the caller and the
+/// fused backward kernel.
+type Report = Arc<Mutex<Option<Vec<(f64, f64)>>>>;
 
 struct BatchNorm {
     eps: f64,
+    /// followed by ReLU
+    relu: bool,
     report: Report,
 }
 
@@ -153,11 +190,13 @@ impl BatchNorm {
             for (d, &v) in dst.iter_mut().zip(&x[i * plane..]) {
                 *d = (v - mean) * scale + beta[ch];
             }
+            if self.relu {
+                for d in dst.iter_mut() {
+                    *d = if *d > T::ZERO { *d } else { T::ZERO };
+                }
+            }
         });
-        let report = (
-            stats.iter().map(|s| s.0.to_f64()).collect(),
-            stats.iter().map(|s| s.1.to_f64()).collect(),
-        );
+        let report = stats.iter().map(|s| (s.0.to_f64(), s.1.to_f64())).collect();
         *self.report.lock().map_err(|_| {
             candle_core::Error::Msg("batch norm: statistics lock poisoned".into())
         })? = Some(report);
@@ -195,9 +234,19 @@ impl CustomOp3 for BatchNorm {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         u: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if gradients_are_final() {
+            let (dx, d_gamma, d_beta) = self.final_gradients(x, gamma, res, u)?;
+            return Ok((dx, Some(d_gamma), Some(d_beta)));
+        }
+        // ReLU's gradient first: the output is positive exactly where the normalised value is
+        let u = if self.relu {
+            relu_mask(u, res)?
+        } else {
+            u.clone()
+        };
         let (n, _, h, w) = x.dims4()?;
         let m = (n * h * w) as f64;
         let mean = (channel_sum(x)? / m)?;
@@ -205,18 +254,133 @@ impl CustomOp3 for BatchNorm {
         let var = (channel_sum(&centered.sqr()?)? / m)?;
         let r = (&var + self.eps)?.sqrt()?.recip()?;
         let normed = channel_affine(&centered, &r, &r.zeros_like()?)?;
-        let d_beta = channel_sum(u)?;
-        let d_gamma = channel_sum(&(u * &normed)?)?;
+        let d_beta = channel_sum(&u)?;
+        let d_gamma = channel_sum(&(&u * &normed)?)?;
         let dx = if needs_gradient(x) {
             let gr = (gamma * &r)?;
             let shift = ((&gr * &d_beta)? / m)?;
             let slope = ((&gr * &d_gamma)? / m)?;
             let zero = gr.zeros_like()?;
-            Some((channel_affine(u, &gr, &zero)? - channel_affine(&normed, &slope, &shift)?)?)
+            Some((channel_affine(&u, &gr, &zero)? - channel_affine(&normed, &slope, &shift)?)?)
         } else {
             None
         };
         Ok((dx, Some(d_gamma), Some(d_beta)))
+    }
+}
+
+impl BatchNorm {
+    /// The backward pass as one fused kernel whose results are constants (no graph): (∂x when
+    /// x needs one, ∂γ, ∂β).
+    fn final_gradients(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        res: &Tensor,
+        u: &Tensor,
+    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let need_x = needs_gradient(x);
+        let (x, gamma, res, u) = (
+            x.contiguous()?,
+            gamma.contiguous()?,
+            res.contiguous()?,
+            u.contiguous()?,
+        );
+        let (xs, xl) = x.storage_and_layout();
+        let (gs, gl) = gamma.storage_and_layout();
+        let (rs, rl) = res.storage_and_layout();
+        let (us, ul) = u.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(gs), Storage::Cpu(rs), Storage::Cpu(us)) =
+            (&*xs, &*gs, &*rs, &*us)
+        else {
+            bail!("batch norm: fused gradient of tensors off the CPU");
+        };
+        let operands = [(xs, xl), (gs, gl), (rs, rl), (us, ul)];
+        by_dtype!(
+            xs.dtype(),
+            "batch norm gradient",
+            self.fused_backward(operands, need_x)
+        )
+    }
+
+    /// With u′ = u (masked by the output's sign after ReLU), per channel Σu′ = ∂β,
+    /// Σu′(x − μ)·r = ∂γ, and ∂x = γr·(u′ − Σu′/m − (x − μ)·r²·Σu′(x − μ)/m).
+    fn fused_backward<T: Operand>(
+        &self,
+        [(xs, xl), (gs, gl), (rs, rl), (us, ul)]: [(&CpuStorage, &Layout); 4],
+        need_x: bool,
+    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
+        let name = "batch norm gradient";
+        let (x, gamma, res, u) = (
+            contiguous::<T>(xs, xl, name)?,
+            contiguous::<T>(gs, gl, name)?,
+            contiguous::<T>(rs, rl, name)?,
+            contiguous::<T>(us, ul, name)?,
+        );
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        if u.len() != x.len() || res.len() != x.len() || gamma.len() != c {
+            bail!("{name}: operands do not match the input {:?}", xl.shape());
+        }
+        let stats = reported(&self.report)?;
+        if stats.len() != c {
+            bail!("{name}: statistics for {} channels, not {c}", stats.len());
+        }
+        let relu = self.relu;
+        // u′ of one plane, read lazily: the mask and the gradient side by side
+        let masked = move |start: usize| {
+            let (u, res) = (&u[start..][..plane], &res[start..][..plane]);
+            u.iter()
+                .zip(res)
+                .map(move |(&g, &y)| if !relu || y > T::ZERO { g } else { T::ZERO })
+        };
+        let m = (n * plane) as f64;
+        // per channel: (γr, Σu′, Σu′(x − μ)) with r = 1/√(σ² + ε)
+        let sums: Vec<(T, T, T)> = (0..c)
+            .into_par_iter()
+            .with_min_len(items_per_task(n * plane))
+            .map(|ch| {
+                let mean = T::from_f64(stats[ch].0);
+                let (mut su, mut sux) = (T::ZERO, T::ZERO);
+                for image in 0..n {
+                    let start = (image * c + ch) * plane;
+                    for (g, &v) in masked(start).zip(&x[start..][..plane]) {
+                        su += g;
+                        sux += g * (v - mean);
+                    }
+                }
+                let r = 1.0 / (stats[ch].1 + self.eps).sqrt();
+                (T::from_f64(gamma[ch].to_f64() * r), su, sux)
+            })
+            .collect();
+        let d_beta: Vec<T> = sums.iter().map(|s| s.1).collect();
+        let d_gamma: Vec<T> = sums
+            .iter()
+            .zip(&stats)
+            .map(|(s, st)| T::from_f64(s.2.to_f64() / (st.1 + self.eps).sqrt()))
+            .collect();
+        let dx = need_x.then(|| {
+            par_build(x.len(), plane, items_per_task(plane), |i, dst| {
+                let ch = i % c;
+                let (gr, su, sux) = sums[ch];
+                let (mean, var) = stats[ch];
+                let shift = T::from_f64(gr.to_f64() * su.to_f64() / m);
+                let slope = T::from_f64(gr.to_f64() * sux.to_f64() / ((var + self.eps) * m));
+                let mean = T::from_f64(mean);
+                let start = i * plane;
+                for ((d, g), &v) in dst.iter_mut().zip(masked(start)).zip(&x[start..]) {
+                    *d = gr * g - shift - slope * (v - mean);
+                }
+            })
+        });
+        let constant = |v: Vec<T>, shape: Shape| {
+            Tensor::from_storage(Storage::Cpu(T::wrap(v)), shape, BackpropOp::none(), false)
+        };
+        Ok((
+            dx.map(|dx| constant(dx, xl.shape().clone())),
+            constant(d_gamma, Shape::from(c)),
+            constant(d_beta, Shape::from(c)),
+        ))
     }
 }
 
@@ -237,24 +401,64 @@ mod tests {
         assert!(batch_norm(&x, &seeded(&[3], 1), &b, 1e-5).is_err());
     }
 
+    #[test]
+    fn relu_variant_is_relu_of_the_normalisation() {
+        let (x, g, b) = (seeded(&[3, 4, 5, 6], 1), seeded(&[4], 2), seeded(&[4], 3));
+        let (y, _) = batch_norm(&x, &g, &b, 1e-5).unwrap();
+        let (yr, stats) = batch_norm_relu(&x, &g, &b, 1e-5).unwrap();
+        assert_eq!(
+            yr.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            y.relu()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+        );
+        let (_, mean, var) = composed(&x, &g, &b, 1e-5).unwrap();
+        assert!(max_diff(&stats.mean, &mean) < 1e-15);
+        assert!(max_diff(&stats.var, &var) < 1e-15);
+    }
+
+    /// Largest difference relative to the reference's largest magnitude (at least 1).
+    fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            .max(1.0);
+        max_diff(a, b) / scale
+    }
+
     /// First and second derivatives in x, γ, β equal those of the composition (an independent
     /// differentiation by the ops' own backward passes), with S = Σ(∂L/∂x)³ + Σ(∂L/∂γ)² + Σ(∂L/∂β)²
-    /// for L = Σ c ⊙ tanh(bn(x²)).
+    /// for L = Σ c ⊙ tanh(bn(x²)) (and with ReLU after the normalisation).
     #[test]
     fn gradients_to_second_order_match_the_composition() {
         std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
         let c = seeded(&[2, 3, 4, 5], 7);
-        let run = |fused: bool| {
+        let run = |fused: bool, relu: bool| {
             let x = Var::from_tensor(&seeded(&[2, 3, 4, 5], 4)).unwrap();
             let g = Var::from_tensor(&seeded(&[3], 5)).unwrap();
             let b = Var::from_tensor(&seeded(&[3], 6)).unwrap();
             let sq = x.as_tensor().sqr().unwrap();
-            let y = if fused {
-                batch_norm(&sq, g.as_tensor(), b.as_tensor(), 1e-5)
-                    .unwrap()
-                    .0
-            } else {
-                composed(&sq, g.as_tensor(), b.as_tensor(), 1e-5).unwrap().0
+            let (g_, b_) = (g.as_tensor(), b.as_tensor());
+            let y = match (fused, relu) {
+                (true, false) => batch_norm(&sq, g_, b_, 1e-5).unwrap().0,
+                (true, true) => batch_norm_relu(&sq, g_, b_, 1e-5).unwrap().0,
+                (false, _) => {
+                    let y = composed(&sq, g_, b_, 1e-5).unwrap().0;
+                    if relu {
+                        y.relu().unwrap()
+                    } else {
+                        y
+                    }
+                }
             };
             let l = (y.tanh().unwrap() * &c).unwrap().sum_all().unwrap();
             let grads = l.backward().unwrap();
@@ -269,23 +473,61 @@ mod tests {
             let second: Vec<Tensor> = ts.iter().map(|t| h.get(t).unwrap().clone()).collect();
             (first, second)
         };
-        let ((f1, s1), (f2, s2)) = (run(true), run(false));
-        for (a, b) in f1.iter().zip(&f2).chain(s1.iter().zip(&s2)) {
-            let scale = b
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-                .max(1.0);
-            assert!(
-                max_diff(a, b) < 1e-9 * scale,
-                "{} (scale {scale})",
-                max_diff(a, b)
-            );
+        for relu in [false, true] {
+            let ((f1, s1), (f2, s2)) = (run(true, relu), run(false, relu));
+            for (a, b) in f1.iter().zip(&f2).chain(s1.iter().zip(&s2)) {
+                let d = relative_diff(a, b);
+                assert!(d < 1e-9, "relu {relu}: {d}");
+            }
+        }
+    }
+
+    /// The fused backward kernel of final passes gives the composed formula's gradients, as
+    /// constants, with and without ReLU, in f64 and f32, and no ∂x for a constant input.
+    #[test]
+    fn final_gradients_equal_the_composed_ones() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        for dtype in [DType::F64, DType::F32] {
+            for relu in [false, true] {
+                let c = seeded(&[3, 4, 5, 3], 8).to_dtype(dtype).unwrap();
+                let run = |is_final: bool, x_is_variable: bool| {
+                    let x = Var::from_tensor(&seeded(&[3, 4, 5, 3], 9).to_dtype(dtype).unwrap())
+                        .unwrap();
+                    let g = Var::from_tensor(&seeded(&[4], 10).to_dtype(dtype).unwrap()).unwrap();
+                    let b = Var::from_tensor(&seeded(&[4], 11).to_dtype(dtype).unwrap()).unwrap();
+                    let input = if x_is_variable {
+                        x.as_tensor().clone()
+                    } else {
+                        x.as_tensor().detach()
+                    };
+                    let norm = if relu { batch_norm_relu } else { batch_norm };
+                    let y = norm(&input, g.as_tensor(), b.as_tensor(), 1e-5).unwrap().0;
+                    let l = (y.sqr().unwrap() * &c).unwrap().sum_all().unwrap();
+                    let grads = if is_final {
+                        crate::kernels::backward_final(&l).unwrap()
+                    } else {
+                        l.backward().unwrap()
+                    };
+                    [x.as_tensor(), g.as_tensor(), b.as_tensor()]
+                        .map(|t| grads.get(t).map(|g| g.to_dtype(DType::F64).unwrap()))
+                };
+                let tolerance = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                let (fused, composed) = (run(true, true), run(false, true));
+                for (a, b) in fused.iter().zip(&composed) {
+                    let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                    assert!(!a.track_op(), "a final gradient is a constant");
+                    let d = relative_diff(a, b);
+                    assert!(d < tolerance, "{dtype:?} relu {relu}: {d}");
+                }
+                let constant_input = run(true, false);
+                assert!(constant_input[0].is_none());
+                assert!(
+                    relative_diff(
+                        constant_input[1].as_ref().unwrap(),
+                        composed[1].as_ref().unwrap()
+                    ) < tolerance
+                );
+            }
         }
     }
 }

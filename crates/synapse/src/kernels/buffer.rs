@@ -61,7 +61,11 @@ pub(crate) fn par_gather_rows<'a, T: Element>(
 /// Copies `src` into `dst`, initialising all of it; panics if the lengths differ. (The
 /// standard library's `write_copy_of_slice`, which needs Rust 1.93.)
 pub(crate) fn write_copy<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
-    assert_eq!(dst.len(), src.len(), "copy between slices of different lengths");
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy between slices of different lengths"
+    );
     // SAFETY: both slices hold `src.len()` elements, `MaybeUninit<T>` has `T`'s layout, and a
     // shared and an exclusive borrow cannot overlap.
     unsafe {

@@ -17,7 +17,7 @@
 //! output, never the inner dimension, so results do not depend on the number of threads.
 //! Off the CPU the public functions use candle's own convolution kernels.
 
-use super::constants::needs_gradient;
+use super::backward::needs_gradient;
 use super::buffer::par_gather_rows;
 use super::gemm::{matmul_new, Element, Matrix};
 use super::im2col::{col2im, im2col, ConvGeometry};

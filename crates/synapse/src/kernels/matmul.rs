@@ -8,7 +8,7 @@
 //! and each gradient is written directly in its parameter's layout. The gradient of every
 //! product is again a [`matmul`], so the attack's second-order gradients stay exact.
 
-use super::constants::needs_gradient;
+use super::backward::needs_gradient;
 use super::gemm::{matmul_new, Matrix};
 use super::storage::{by_dtype, Operand};
 use candle_core::backend::BackendStorage;

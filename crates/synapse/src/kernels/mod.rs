@@ -6,8 +6,9 @@
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
 //! ([`matmul`], [`convolution`]), per-channel reductions and maps that avoid candle's slow
 //! multi-dimension sums ([`channel`], [`affine`]), BatchNorm and ReLU as single ops
-//! ([`batch_norm`], [`relu`]) and an in-place update ([`descent`]); [`constants`] lets a
-//! backward pass skip gradients nobody asked for.
+//! ([`batch_norm`], [`relu`]) and an in-place update ([`descent`]); [`backward`] lets a
+//! backward pass skip gradients nobody asked for, or not build the graph of gradients nobody
+//! differentiates again.
 //!
 //! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
 //! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
@@ -15,10 +16,10 @@
 //! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
 
 pub mod affine;
+pub mod backward;
 pub mod batch_norm;
 mod buffer;
 pub mod channel;
-pub mod constants;
 pub mod convolution;
 pub mod descent;
 pub mod gemm;
@@ -28,13 +29,13 @@ pub mod relu;
 mod storage;
 
 pub use affine::{channel_affine, channel_center};
-pub use batch_norm::{batch_norm, BatchStats};
+pub use backward::{backward_final, backward_final_with_constants, backward_with_constants};
+pub use batch_norm::{batch_norm, batch_norm_relu, BatchStats};
 pub use channel::{channel_broadcast, channel_sum};
-pub use constants::backward_with_constants;
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
 pub use matmul::matmul;
-pub use relu::{relu, relu_mask};
+pub use relu::{add_relu, relu, relu_mask};
 
 /// Elements below which splitting work between threads costs more than it saves.
 const TASK_ELEMENTS: usize = 1 << 14;

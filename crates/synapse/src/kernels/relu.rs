@@ -6,9 +6,13 @@
 //! linear in `u` and piecewise constant in `x`, so its own gradient is itself applied to the
 //! upstream gradient (and zero for `x`). At exactly 0 the gradient is 0 (PyTorch's convention;
 //! candle's `ge` would pass it).
+//!
+//! [`add_relu`] is a residual connection's `max(a + b, 0)` as one node (candle's addition is a
+//! node of its own, whose gradient the backward pass accumulates once more); its gradient
+//! for both summands is the upstream gradient masked by the output's sign.
 
+use super::backward::needs_gradient;
 use super::buffer::par_build;
-use super::constants::needs_gradient;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
@@ -35,6 +39,17 @@ pub fn relu_mask(u: &Tensor, x: &Tensor) -> Result<Tensor> {
         return u.mul(&x.gt(0.0)?.to_dtype(u.dtype())?);
     }
     u.contiguous()?.apply_op2(&x.contiguous()?, ReluMask)
+}
+
+/// `max(a + b, 0)`.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        bail!("add relu: summands {:?} and {:?}", a.dims(), b.dims());
+    }
+    if !uses_kernels(a) {
+        return (a + b)?.relu();
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
 
 fn uses_kernels(t: &Tensor) -> bool {
@@ -72,6 +87,61 @@ impl CustomOp1 for Relu {
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(relu_mask(u, x)?))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct AddRelu;
+
+impl AddRelu {
+    fn run<T: Operand>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = contiguous::<T>(s1, l1, "add relu")?;
+        let b = contiguous::<T>(s2, l2, "add relu")?;
+        let y = map(a.len(), |start, dst: &mut [T]| {
+            for ((d, &p), &q) in dst.iter_mut().zip(&a[start..]).zip(&b[start..]) {
+                let v = p + q;
+                *d = if v > T::ZERO { v } else { T::ZERO };
+            }
+        });
+        Ok((T::wrap(y), l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "synfed-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+    }
+
+    /// Both summands get the upstream gradient where the output is positive.
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        u: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (need_a, need_b) = (needs_gradient(a), needs_gradient(b));
+        if !(need_a || need_b) {
+            return Ok((None, None));
+        }
+        let g = relu_mask(u, res)?;
+        Ok((need_a.then(|| g.clone()), need_b.then_some(g)))
     }
 }
 
@@ -144,6 +214,60 @@ mod tests {
             [0., 0., 0., 4., 5.]
         );
         assert!(relu_mask(&u, &x.narrow(0, 0, 2).unwrap()).is_err());
+    }
+
+    #[test]
+    fn add_relu_by_hand() {
+        let a = Tensor::new(&[-2f32, 1.0, 0.5, 3.0], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[1f32, -1.0, 0.25, -4.0], &Device::Cpu).unwrap();
+        assert_eq!(
+            add_relu(&a, &b).unwrap().to_vec1::<f32>().unwrap(),
+            [0., 0., 0.75, 0.]
+        );
+        assert!(add_relu(&a, &b.narrow(0, 0, 3).unwrap()).is_err());
+    }
+
+    /// First and second derivatives of `add_relu` equal candle's `relu(a + b)`'s:
+    /// S = Σ (∂L/∂a)² + Σ (∂L/∂b)³, L = Σ c ⊙ add_relu(a ⊙ w, b)².
+    #[test]
+    fn add_relu_gradients_to_second_order_match_candles() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let c = seeded(&[2, 3, 7], 6);
+        let run = |ours: bool| {
+            let a = Var::from_tensor(&seeded(&[2, 3, 7], 4)).unwrap();
+            let w = Var::from_tensor(&seeded(&[2, 3, 7], 7)).unwrap();
+            let b = Var::from_tensor(&seeded(&[2, 3, 7], 5)).unwrap();
+            let aw = (a.as_tensor() * w.as_tensor()).unwrap();
+            let r = if ours {
+                add_relu(&aw, b.as_tensor()).unwrap()
+            } else {
+                (&aw + b.as_tensor()).unwrap().relu().unwrap()
+            };
+            let l = (r.sqr().unwrap() * &c).unwrap().sum_all().unwrap();
+            let g = l.backward().unwrap();
+            let (ga, gb) = (
+                g.get(a.as_tensor()).unwrap().clone(),
+                g.get(b.as_tensor()).unwrap().clone(),
+            );
+            let s = (ga.sqr().unwrap().sum_all().unwrap()
+                + gb.powf(3.0).unwrap().sum_all().unwrap())
+            .unwrap();
+            let h = s.backward().unwrap();
+            [
+                &ga,
+                &gb,
+                h.get(a.as_tensor()).unwrap(),
+                h.get(w.as_tensor()).unwrap(),
+                h.get(b.as_tensor()).unwrap(),
+            ]
+            .map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (p, q) in ours.iter().zip(&theirs) {
+            for (u, v) in p.iter().zip(q) {
+                assert!((u - v).abs() < 1e-12 * u.abs().max(1.0), "{u} vs {v}");
+            }
+        }
     }
 
     /// First and second derivatives equal candle's relu composition away from 0 (where both

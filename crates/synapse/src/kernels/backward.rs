@@ -1,4 +1,5 @@
-//! Backward passes that differentiate with respect to some inputs only.
+//! Backward passes that compute less than candle's `backward`: gradients with respect to some
+//! inputs only, and gradients that will not be differentiated again.
 //!
 //! candle's `backward` computes a gradient for every variable the loss depends on. The attack's
 //! second backward pass needs only the images' gradient, yet the model's weights are variables
@@ -8,14 +9,23 @@
 //! equivalent here: inside it, the kernels' backward passes return no gradient for the tensors
 //! named constant. Gradients of every other tensor are unchanged, bit for bit. candle's own ops
 //! still compute theirs, so the returned store may hold gradients for some constants.
+//!
+//! With `CANDLE_GRAD_DO_NOT_DETACH` (which the attack needs) every backward pass also builds the
+//! graph of its own gradients, so that they can be differentiated again; a kernel whose backward
+//! pass is a composition of differentiable ops (BatchNorm's: a dozen activation-sized passes)
+//! pays for that composition even where nobody differentiates again — a training step, or the
+//! attack's last pass. Inside [`backward_final`] the kernels may instead compute their gradient
+//! with one fused kernel whose result is a constant (PyTorch's `create_graph=False`); the
+//! gradients equal the composed ones to rounding.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, TensorId};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 
 thread_local! {
     static CONSTANTS: RefCell<HashSet<TensorId>> = RefCell::new(HashSet::new());
+    static FINAL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Clears the set when dropped (also when the backward pass fails or panics).
@@ -24,6 +34,15 @@ struct Clear;
 impl Drop for Clear {
     fn drop(&mut self) {
         CONSTANTS.with(|c| c.borrow_mut().clear());
+    }
+}
+
+/// Restores the previous final flag when dropped.
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        FINAL.with(|f| f.set(self.0));
     }
 }
 
@@ -37,10 +56,32 @@ pub fn backward_with_constants<'a>(
     loss.backward()
 }
 
+/// `loss.backward()` for gradients that will not be differentiated again (a training step, a
+/// client's update): the kernels may compute them with fused, non-differentiable kernels.
+pub fn backward_final(loss: &Tensor) -> Result<GradStore> {
+    backward_final_with_constants(loss, std::iter::empty())
+}
+
+/// [`backward_with_constants`] for gradients that will not be differentiated again (the
+/// attack's image gradient).
+pub fn backward_final_with_constants<'a>(
+    loss: &Tensor,
+    constants: impl IntoIterator<Item = &'a Tensor>,
+) -> Result<GradStore> {
+    let _restore = Restore(FINAL.with(|f| f.replace(true)));
+    backward_with_constants(loss, constants)
+}
+
 /// Whether a kernel's backward pass must produce a gradient for `t`: it is a variable or
 /// computed from one, and not declared constant.
 pub(crate) fn needs_gradient(t: &Tensor) -> bool {
     t.track_op() && !CONSTANTS.with(|c| c.borrow().contains(&t.id()))
+}
+
+/// Whether the gradients being computed will not be differentiated again, so that a backward
+/// pass may return constants.
+pub(crate) fn gradients_are_final() -> bool {
+    FINAL.with(Cell::get)
 }
 
 #[cfg(test)]
