@@ -18,12 +18,13 @@
 
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
+use super::batch_norm_grad::batch_norm_input_grad;
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
 use super::items_per_task;
 use super::relu::relu_mask;
-use super::storage::{by_dtype, contiguous, Operand};
+use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
@@ -161,28 +162,8 @@ impl BatchNorm {
         );
         let (n, c, h, w) = l1.shape().dims4()?;
         let plane = h * w;
-        let m = T::from_f64((n * plane) as f64);
         let eps = T::from_f64(self.eps);
-        let planes = |ch: usize| (0..n).map(move |i| (i * c + ch) * plane);
-        // statistics per channel: mean, then the mean squared deviation (two passes)
-        let stats: Vec<(T, T)> = (0..c)
-            .into_par_iter()
-            .with_min_len(items_per_task(n * plane))
-            .map(|ch| {
-                let mut sum = T::ZERO;
-                for start in planes(ch) {
-                    sum += x[start..start + plane].iter().fold(T::ZERO, |a, &v| a + v);
-                }
-                let mean = div(sum, m);
-                let mut squares = T::ZERO;
-                for start in planes(ch) {
-                    squares += x[start..start + plane]
-                        .iter()
-                        .fold(T::ZERO, |a, &v| a + (v - mean) * (v - mean));
-                }
-                (mean, div(squares, m))
-            })
-            .collect();
+        let stats = batch_stats(x, (n, c, plane));
         let y = par_build(x.len(), plane, items_per_task(plane), |i, dst| {
             let ch = i % c;
             let (mean, var) = stats[ch];
@@ -202,6 +183,34 @@ impl BatchNorm {
         })? = Some(report);
         Ok((T::wrap(y), l1.shape().clone()))
     }
+}
+
+/// Per channel of `x` (`[N, C, plane]`): the mean, then the mean squared deviation from it
+/// (two passes), over N·plane values.
+pub(super) fn batch_stats<T: Element>(
+    x: &[T],
+    (n, c, plane): (usize, usize, usize),
+) -> Vec<(T, T)> {
+    let m = T::from_f64((n * plane) as f64);
+    let planes = |ch: usize| (0..n).map(move |i| (i * c + ch) * plane);
+    (0..c)
+        .into_par_iter()
+        .with_min_len(items_per_task(n * plane))
+        .map(|ch| {
+            let mut sum = T::ZERO;
+            for start in planes(ch) {
+                sum += x[start..start + plane].iter().fold(T::ZERO, |a, &v| a + v);
+            }
+            let mean = div(sum, m);
+            let mut squares = T::ZERO;
+            for start in planes(ch) {
+                squares += x[start..start + plane]
+                    .iter()
+                    .fold(T::ZERO, |a, &v| a + (v - mean) * (v - mean));
+            }
+            (mean, div(squares, m))
+        })
+        .collect()
 }
 
 fn div<T: Element>(a: T, b: T) -> T {
@@ -247,24 +256,15 @@ impl CustomOp3 for BatchNorm {
         } else {
             u.clone()
         };
-        let (n, _, h, w) = x.dims4()?;
-        let m = (n * h * w) as f64;
-        let mean = (channel_sum(x)? / m)?;
-        let centered = channel_center(x, &mean)?;
-        let var = (channel_sum(&centered.sqr()?)? / m)?;
-        let r = (&var + self.eps)?.sqrt()?.recip()?;
-        let normed = channel_affine(&centered, &r, &r.zeros_like()?)?;
+        // x̂ as the normalisation itself (γ = 1, β = 0) and ∂x as its own op: three nodes for
+        // a second backward pass to differentiate instead of a dozen
+        let ones = gamma.ones_like()?;
+        let normed = batch_norm(x, &ones, &ones.zeros_like()?, self.eps)?.0;
         let d_beta = channel_sum(&u)?;
         let d_gamma = channel_sum(&(&u * &normed)?)?;
-        let dx = if needs_gradient(x) {
-            let gr = (gamma * &r)?;
-            let shift = ((&gr * &d_beta)? / m)?;
-            let slope = ((&gr * &d_gamma)? / m)?;
-            let zero = gr.zeros_like()?;
-            Some((channel_affine(&u, &gr, &zero)? - channel_affine(&normed, &slope, &shift)?)?)
-        } else {
-            None
-        };
+        let dx = needs_gradient(x)
+            .then(|| batch_norm_input_grad(x, gamma, &u, self.eps))
+            .transpose()?;
         Ok((dx, Some(d_gamma), Some(d_beta)))
     }
 }
@@ -280,27 +280,14 @@ impl BatchNorm {
         u: &Tensor,
     ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
         let need_x = needs_gradient(x);
-        let (x, gamma, res, u) = (
-            x.contiguous()?,
-            gamma.contiguous()?,
-            res.contiguous()?,
-            u.contiguous()?,
-        );
-        let (xs, xl) = x.storage_and_layout();
-        let (gs, gl) = gamma.storage_and_layout();
-        let (rs, rl) = res.storage_and_layout();
-        let (us, ul) = u.storage_and_layout();
-        let (Storage::Cpu(xs), Storage::Cpu(gs), Storage::Cpu(rs), Storage::Cpu(us)) =
-            (&*xs, &*gs, &*rs, &*us)
-        else {
-            bail!("batch norm: fused gradient of tensors off the CPU");
-        };
-        let operands = [(xs, xl), (gs, gl), (rs, rl), (us, ul)];
-        by_dtype!(
-            xs.dtype(),
-            "batch norm gradient",
-            self.fused_backward(operands, need_x)
-        )
+        let name = "batch norm gradient";
+        with_cpu_storage([x, gamma, res, u], name, |operands| {
+            by_dtype!(
+                operands[0].0.dtype(),
+                name,
+                self.fused_backward(operands, need_x)
+            )
+        })
     }
 
     /// With u′ = u (masked by the output's sign after ReLU), per channel Σu′ = ∂β,

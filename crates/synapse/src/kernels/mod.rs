@@ -18,6 +18,7 @@
 pub mod affine;
 pub mod backward;
 pub mod batch_norm;
+pub mod batch_norm_grad;
 mod buffer;
 pub mod channel;
 pub mod convolution;
@@ -31,6 +32,7 @@ mod storage;
 pub use affine::{channel_affine, channel_center};
 pub use backward::{backward_final, backward_final_with_constants, backward_with_constants};
 pub use batch_norm::{batch_norm, batch_norm_relu, BatchStats};
+pub use batch_norm_grad::batch_norm_input_grad;
 pub use channel::{channel_broadcast, channel_sum};
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;

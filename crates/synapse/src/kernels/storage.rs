@@ -2,7 +2,7 @@
 
 use super::gemm::Element;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, Layout, Result};
+use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
 
 /// A typed view of one operand: its elements from the layout's start offset on.
 pub(crate) trait Operand: Element {
@@ -87,3 +87,28 @@ macro_rules! by_dtype {
     };
 }
 pub(crate) use by_dtype;
+
+/// Runs `f` on the CPU storages and layouts of (contiguous) `tensors`: for the fused backward
+/// kernels, which read tensors outside a custom op's forward pass.
+pub(crate) fn with_cpu_storage<R, const K: usize>(
+    tensors: [&Tensor; K],
+    op: &str,
+    f: impl FnOnce([(&CpuStorage, &Layout); K]) -> Result<R>,
+) -> Result<R> {
+    let owned = tensors
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<Result<Vec<Tensor>>>()?;
+    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
+    let mut parts = Vec::with_capacity(K);
+    for (storage, layout) in &guards {
+        match &**storage {
+            Storage::Cpu(s) => parts.push((s, *layout)),
+            _ => bail!("{op}: tensors off the CPU"),
+        }
+    }
+    let parts: [(&CpuStorage, &Layout); K] = parts
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg(format!("{op}: operand count")))?;
+    f(parts)
+}

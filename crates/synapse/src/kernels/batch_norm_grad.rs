@@ -1,0 +1,390 @@
+//! BatchNorm's input gradient as one op, with its own derivatives.
+//!
+//! With batch statistics, the gradient of BatchNorm with respect to its input is
+//! `∂x = γr·P(u)`, `P(u) = u − mean(u) − x̂·mean(u ⊙ x̂)` per channel (r = 1/√(σ² + ε),
+//! x̂ = (x − μ)·r, means over N, H, W). Composed of channel ops it is a dozen activation-sized
+//! nodes, each of which the attack's second backward pass differentiates and accumulates
+//! again; as one op it is one node. Its derivatives, for an upstream gradient `v`:
+//!
+//! * in `u`: `γr·P(v)` — P is a symmetric projection, so this is the op again;
+//! * in `γ`: `r·m·(c − ab)` per channel;
+//! * in `x`: `γr²·((3ab − c)·x̂ − b·(u − ū) − a·(v − v̄))`,
+//!
+//! with m the values per channel, `a = mean(u ⊙ x̂)`, `b = mean(v ⊙ x̂)`,
+//! `c = mean(u ⊙ v) − ū·v̄` (differentiate ⟨v, ∂x⟩ = γ·r·m·(c − ab), using
+//! ∂r/∂xᵢ = −r²x̂ᵢ/m and ∂a/∂xᵢ = r·(uᵢ − ū − a·x̂ᵢ)/m). Where gradients are final that is one
+//! fused kernel; otherwise the same formula composed of differentiable ops.
+
+use super::affine::{channel_affine, channel_center};
+use super::backward::{gradients_are_final, needs_gradient};
+use super::batch_norm::batch_stats;
+use super::buffer::par_build;
+use super::channel::channel_sum;
+use super::gemm::Element;
+use super::items_per_task;
+use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
+use candle_core::backend::BackendStorage;
+use candle_core::op::BackpropOp;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
+/// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
+pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if gamma.dims1()? != c || u.shape() != x.shape() {
+        bail!(
+            "batch norm input gradient: input {:?}, γ {:?}, gradient {:?}",
+            x.dims(),
+            gamma.dims(),
+            u.dims()
+        );
+    }
+    if n * h * w == 0 {
+        bail!(
+            "batch norm input gradient: no values per channel in {:?}",
+            x.dims()
+        );
+    }
+    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+        return composed(x, gamma, u, eps);
+    }
+    x.contiguous()?
+        .apply_op3(&gamma.contiguous()?, &u.contiguous()?, InputGrad { eps })
+}
+
+/// x̂ = (x − μ)·r and r = 1/√(σ² + ε) `[C]`, of differentiable channel ops.
+fn normalized(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let m = values_per_channel(x)?;
+    let mean = (channel_sum(x)? / m)?;
+    let centered = channel_center(x, &mean)?;
+    let var = (channel_sum(&centered.sqr()?)? / m)?;
+    let r = (var + eps)?.sqrt()?.recip()?;
+    Ok((channel_affine(&centered, &r, &r.zeros_like()?)?, r))
+}
+
+fn values_per_channel(x: &Tensor) -> Result<f64> {
+    let (n, _, h, w) = x.dims4()?;
+    Ok((n * h * w) as f64)
+}
+
+/// The op composed of channel ops (off the CPU, and the tests' reference).
+fn composed(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor> {
+    let m = values_per_channel(x)?;
+    let (normed, r) = normalized(x, eps)?;
+    let u_mean = (channel_sum(u)? / m)?;
+    let a = (channel_sum(&(u * &normed)?)? / m)?;
+    let gr = (gamma * &r)?;
+    let shift = (&gr * &u_mean)?.neg()?;
+    let zero = gr.zeros_like()?;
+    channel_affine(u, &gr, &zero)? + channel_affine(&normed, &(&gr * &a)?.neg()?, &shift)?
+}
+
+#[derive(Clone, Copy, Debug)]
+struct InputGrad {
+    eps: f64,
+}
+
+/// Per channel: r, and the means the formulas need.
+#[derive(Clone, Copy)]
+struct Moments<T> {
+    mean: T,
+    r: f64,
+    /// mean(u), mean(u ⊙ x̂)
+    u_mean: T,
+    a: f64,
+    /// mean(v), mean(v ⊙ x̂), mean(u ⊙ v) (the derivatives only)
+    v_mean: T,
+    b: f64,
+    uv: f64,
+}
+
+/// The moments of every channel of `x` with the gradients `u` and (optionally) `v`.
+fn moments<T: Element>(
+    x: &[T],
+    u: &[T],
+    v: Option<&[T]>,
+    (n, c, plane): (usize, usize, usize),
+    eps: f64,
+) -> Vec<Moments<T>> {
+    let stats = batch_stats(x, (n, c, plane));
+    let m = (n * plane) as f64;
+    (0..c)
+        .into_par_iter()
+        .with_min_len(items_per_task(n * plane))
+        .map(|ch| {
+            let (mean, var) = stats[ch];
+            let (mut su, mut sux, mut sv, mut svx, mut suv) =
+                (T::ZERO, T::ZERO, T::ZERO, T::ZERO, T::ZERO);
+            for image in 0..n {
+                let start = (image * c + ch) * plane;
+                let (xs, us) = (&x[start..][..plane], &u[start..][..plane]);
+                for (&xi, &ui) in xs.iter().zip(us) {
+                    su += ui;
+                    sux += ui * (xi - mean);
+                }
+                if let Some(v) = v {
+                    for ((&xi, &ui), &vi) in xs.iter().zip(us).zip(&v[start..][..plane]) {
+                        sv += vi;
+                        svx += vi * (xi - mean);
+                        suv += ui * vi;
+                    }
+                }
+            }
+            let r = 1.0 / (var.to_f64() + eps).sqrt();
+            Moments {
+                mean,
+                r,
+                u_mean: T::from_f64(su.to_f64() / m),
+                a: sux.to_f64() * r / m,
+                v_mean: T::from_f64(sv.to_f64() / m),
+                b: svx.to_f64() * r / m,
+                uv: suv.to_f64() / m,
+            }
+        })
+        .collect()
+}
+
+impl InputGrad {
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: Operand>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = "batch norm input gradient";
+        let (x, gamma, u) = (
+            contiguous::<T>(s1, l1, name)?,
+            contiguous::<T>(s2, l2, name)?,
+            contiguous::<T>(s3, l3, name)?,
+        );
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let plane = h * w;
+        let moments = moments(x, u, None, (n, c, plane), self.eps);
+        // γr·(u − ū − (x − μ)·r·a)
+        let dx = par_build(x.len(), plane, items_per_task(plane), |i, dst| {
+            let ch = i % c;
+            let k = moments[ch];
+            let gr = gamma[ch].to_f64() * k.r;
+            let (scale, slope) = (T::from_f64(gr), T::from_f64(gr * k.r * k.a));
+            let start = i * plane;
+            for ((d, &ui), &xi) in dst.iter_mut().zip(&u[start..]).zip(&x[start..]) {
+                *d = scale * (ui - k.u_mean) - slope * (xi - k.mean);
+            }
+        });
+        Ok((T::wrap(dx), l1.shape().clone()))
+    }
+
+    /// The derivatives in x and γ as constants, by one fused kernel.
+    fn fused_derivatives<T: Operand>(
+        &self,
+        [(xs, xl), (gs, gl), (us, ul), (vs, vl)]: [(&CpuStorage, &Layout); 4],
+        need_x: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let name = "batch norm input gradient";
+        let (x, gamma, u, v) = (
+            contiguous::<T>(xs, xl, name)?,
+            contiguous::<T>(gs, gl, name)?,
+            contiguous::<T>(us, ul, name)?,
+            contiguous::<T>(vs, vl, name)?,
+        );
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let plane = h * w;
+        if u.len() != x.len() || v.len() != x.len() || gamma.len() != c {
+            bail!("{name}: operands do not match the input {:?}", xl.shape());
+        }
+        let moments = moments(x, u, Some(v), (n, c, plane), self.eps);
+        let m = (n * plane) as f64;
+        let covariance = |k: &Moments<T>| k.uv - k.u_mean.to_f64() * k.v_mean.to_f64();
+        let d_gamma: Vec<T> = moments
+            .iter()
+            .map(|k| T::from_f64(k.r * m * (covariance(k) - k.a * k.b)))
+            .collect();
+        // γr²·((3ab − c)·(x − μ)·r − b·(u − ū) − a·(v − v̄))
+        let dx = need_x.then(|| {
+            par_build(x.len(), plane, items_per_task(plane), |i, dst| {
+                let ch = i % c;
+                let k = moments[ch];
+                let g2 = gamma[ch].to_f64() * k.r * k.r;
+                let slope = T::from_f64(g2 * (3.0 * k.a * k.b - covariance(&k)) * k.r);
+                let (bu, av) = (T::from_f64(g2 * k.b), T::from_f64(g2 * k.a));
+                let start = i * plane;
+                let inputs = x[start..].iter().zip(&u[start..]).zip(&v[start..]);
+                for (d, ((&xi, &ui), &vi)) in dst.iter_mut().zip(inputs) {
+                    *d = slope * (xi - k.mean) - bu * (ui - k.u_mean) - av * (vi - k.v_mean);
+                }
+            })
+        });
+        let constant = |data: Vec<T>, shape: Shape| {
+            Tensor::from_storage(
+                Storage::Cpu(T::wrap(data)),
+                shape,
+                BackpropOp::none(),
+                false,
+            )
+        };
+        Ok((
+            dx.map(|dx| constant(dx, xl.shape().clone())),
+            constant(d_gamma, Shape::from(c)),
+        ))
+    }
+
+    /// The derivatives in x and γ composed of differentiable ops.
+    fn composed_derivatives(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        u: &Tensor,
+        v: &Tensor,
+        need_x: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let m = values_per_channel(x)?;
+        let (normed, r) = normalized(x, self.eps)?;
+        let mean_of = |t: &Tensor| channel_sum(t)? / m;
+        let (u_mean, v_mean) = (mean_of(u)?, mean_of(v)?);
+        let a = mean_of(&(u * &normed)?)?;
+        let b = mean_of(&(v * &normed)?)?;
+        let c = (mean_of(&(u * v)?)? - (&u_mean * &v_mean)?)?;
+        let ab = (&a * &b)?;
+        let d_gamma = ((&r * m)? * (&c - &ab)?)?;
+        let dx = if need_x {
+            let g2 = (gamma * r.sqr()?)?;
+            let slope = (&g2 * ((ab * 3.0)? - &c)?)?;
+            let shift = (&g2 * ((&b * &u_mean)? + (&a * &v_mean)?)?)?;
+            let zero = g2.zeros_like()?;
+            let bu = channel_affine(u, &(&g2 * &b)?, &zero)?;
+            let av = channel_affine(v, &(&g2 * &a)?, &zero)?;
+            Some(((channel_affine(&normed, &slope, &shift)? - bu)? - av)?)
+        } else {
+            None
+        };
+        Ok((dx, d_gamma))
+    }
+}
+
+impl CustomOp3 for InputGrad {
+    fn name(&self) -> &'static str {
+        "synfed-batch-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let need_x = needs_gradient(x);
+        // linear in u with a symmetric operator: the op itself
+        let du = needs_gradient(u)
+            .then(|| batch_norm_input_grad(x, gamma, v, self.eps))
+            .transpose()?;
+        if !(need_x || needs_gradient(gamma)) {
+            return Ok((None, None, du));
+        }
+        let (dx, d_gamma) = if gradients_are_final() {
+            let name = "batch norm input gradient";
+            with_cpu_storage([x, gamma, u, v], name, |operands| {
+                by_dtype!(
+                    operands[0].0.dtype(),
+                    name,
+                    self.fused_derivatives(operands, need_x)
+                )
+            })?
+        } else {
+            self.composed_derivatives(x, gamma, u, v, need_x)?
+        };
+        Ok((dx, Some(d_gamma), du))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::backward_final;
+    use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::Var;
+
+    fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            .max(1.0);
+        max_diff(a, b) / scale
+    }
+
+    #[test]
+    fn op_equals_the_composition() {
+        let (x, g, u) = (
+            seeded(&[3, 4, 5, 6], 1),
+            seeded(&[4], 2),
+            seeded(&[3, 4, 5, 6], 3),
+        );
+        let ours = batch_norm_input_grad(&x, &g, &u, 1e-5).unwrap();
+        let reference = composed(&x, &g, &u, 1e-5).unwrap();
+        assert!(relative_diff(&ours, &reference) < 1e-12);
+        assert!(batch_norm_input_grad(&x, &seeded(&[3], 1), &u, 1e-5).is_err());
+        assert!(batch_norm_input_grad(&x, &g, &seeded(&[3, 4, 5, 5], 1), 1e-5).is_err());
+    }
+
+    /// The op's derivatives in x, γ and u — composed (non-final pass) and fused (final pass) —
+    /// equal candle's own differentiation of the composition, for L = Σ c ⊙ tanh(∂x) with
+    /// x = x₀² (so x is computed, not a leaf).
+    #[test]
+    fn derivatives_equal_candles_differentiation_of_the_composition() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        for dtype in [DType::F64, DType::F32] {
+            let c = seeded(&[2, 3, 4, 5], 7).to_dtype(dtype).unwrap();
+            let run = |how: &str| {
+                let var = |dims: &[usize], seed| {
+                    Var::from_tensor(&seeded(dims, seed).to_dtype(dtype).unwrap()).unwrap()
+                };
+                let (x0, g, u) = (var(&[2, 3, 4, 5], 4), var(&[3], 5), var(&[2, 3, 4, 5], 6));
+                let x = x0.as_tensor().sqr().unwrap();
+                let dx = match how {
+                    "reference" => composed(&x, g.as_tensor(), u.as_tensor(), 1e-5),
+                    _ => batch_norm_input_grad(&x, g.as_tensor(), u.as_tensor(), 1e-5),
+                }
+                .unwrap();
+                let l = (dx.tanh().unwrap() * &c).unwrap().sum_all().unwrap();
+                let grads = match how {
+                    "final" => backward_final(&l).unwrap(),
+                    _ => l.backward().unwrap(),
+                };
+                [x0.as_tensor(), g.as_tensor(), u.as_tensor()]
+                    .map(|t| grads.get(t).unwrap().to_dtype(DType::F64).unwrap())
+            };
+            let reference = run("reference");
+            let tolerance = if dtype == DType::F64 { 1e-10 } else { 2e-4 };
+            for how in ["composed", "final"] {
+                for (a, b) in run(how).iter().zip(&reference) {
+                    let d = relative_diff(a, b);
+                    assert!(d < tolerance, "{dtype:?} {how}: {d}");
+                }
+            }
+        }
+    }
+}
