@@ -22,13 +22,12 @@ use super::batch_norm_grad::batch_norm_input_grad;
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
-use super::items_per_task;
 use super::relu::relu_mask;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
+use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// The batch statistics a normalisation used: per-channel mean and biased variance `[C]`
@@ -193,24 +192,20 @@ pub(super) fn batch_stats<T: Element>(
 ) -> Vec<(T, T)> {
     let m = T::from_f64((n * plane) as f64);
     let planes = |ch: usize| (0..n).map(move |i| (i * c + ch) * plane);
-    (0..c)
-        .into_par_iter()
-        .with_min_len(items_per_task(n * plane))
-        .map(|ch| {
-            let mut sum = T::ZERO;
-            for start in planes(ch) {
-                sum += x[start..start + plane].iter().fold(T::ZERO, |a, &v| a + v);
-            }
-            let mean = div(sum, m);
-            let mut squares = T::ZERO;
-            for start in planes(ch) {
-                squares += x[start..start + plane]
-                    .iter()
-                    .fold(T::ZERO, |a, &v| a + (v - mean) * (v - mean));
-            }
-            (mean, div(squares, m))
-        })
-        .collect()
+    per_channel(c, n * plane, |ch| {
+        let mut sum = T::ZERO;
+        for start in planes(ch) {
+            sum += x[start..start + plane].iter().fold(T::ZERO, |a, &v| a + v);
+        }
+        let mean = div(sum, m);
+        let mut squares = T::ZERO;
+        for start in planes(ch) {
+            squares += x[start..start + plane]
+                .iter()
+                .fold(T::ZERO, |a, &v| a + (v - mean) * (v - mean));
+        }
+        (mean, div(squares, m))
+    })
 }
 
 fn div<T: Element>(a: T, b: T) -> T {
@@ -323,23 +318,19 @@ impl BatchNorm {
         };
         let m = (n * plane) as f64;
         // per channel: (γr, Σu′, Σu′(x − μ)) with r = 1/√(σ² + ε)
-        let sums: Vec<(T, T, T)> = (0..c)
-            .into_par_iter()
-            .with_min_len(items_per_task(n * plane))
-            .map(|ch| {
-                let mean = T::from_f64(stats[ch].0);
-                let (mut su, mut sux) = (T::ZERO, T::ZERO);
-                for image in 0..n {
-                    let start = (image * c + ch) * plane;
-                    for (g, &v) in masked(start).zip(&x[start..][..plane]) {
-                        su += g;
-                        sux += g * (v - mean);
-                    }
+        let sums: Vec<(T, T, T)> = per_channel(c, n * plane, |ch| {
+            let mean = T::from_f64(stats[ch].0);
+            let (mut su, mut sux) = (T::ZERO, T::ZERO);
+            for image in 0..n {
+                let start = (image * c + ch) * plane;
+                for (g, &v) in masked(start).zip(&x[start..][..plane]) {
+                    su += g;
+                    sux += g * (v - mean);
                 }
-                let r = 1.0 / (stats[ch].1 + self.eps).sqrt();
-                (T::from_f64(gamma[ch].to_f64() * r), su, sux)
-            })
-            .collect();
+            }
+            let r = 1.0 / (stats[ch].1 + self.eps).sqrt();
+            (T::from_f64(gamma[ch].to_f64() * r), su, sux)
+        });
         let d_beta: Vec<T> = sums.iter().map(|s| s.1).collect();
         let d_gamma: Vec<T> = sums
             .iter()

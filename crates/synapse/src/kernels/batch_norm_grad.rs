@@ -21,12 +21,11 @@ use super::batch_norm::batch_stats;
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
-use super::items_per_task;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
+use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use rayon::prelude::*;
 
 /// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
 /// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
@@ -109,40 +108,36 @@ fn moments<T: Element>(
 ) -> Vec<Moments<T>> {
     let stats = batch_stats(x, (n, c, plane));
     let m = (n * plane) as f64;
-    (0..c)
-        .into_par_iter()
-        .with_min_len(items_per_task(n * plane))
-        .map(|ch| {
-            let (mean, var) = stats[ch];
-            let (mut su, mut sux, mut sv, mut svx, mut suv) =
-                (T::ZERO, T::ZERO, T::ZERO, T::ZERO, T::ZERO);
-            for image in 0..n {
-                let start = (image * c + ch) * plane;
-                let (xs, us) = (&x[start..][..plane], &u[start..][..plane]);
-                for (&xi, &ui) in xs.iter().zip(us) {
-                    su += ui;
-                    sux += ui * (xi - mean);
-                }
-                if let Some(v) = v {
-                    for ((&xi, &ui), &vi) in xs.iter().zip(us).zip(&v[start..][..plane]) {
-                        sv += vi;
-                        svx += vi * (xi - mean);
-                        suv += ui * vi;
-                    }
+    per_channel(c, n * plane, |ch| {
+        let (mean, var) = stats[ch];
+        let (mut su, mut sux, mut sv, mut svx, mut suv) =
+            (T::ZERO, T::ZERO, T::ZERO, T::ZERO, T::ZERO);
+        for image in 0..n {
+            let start = (image * c + ch) * plane;
+            let (xs, us) = (&x[start..][..plane], &u[start..][..plane]);
+            for (&xi, &ui) in xs.iter().zip(us) {
+                su += ui;
+                sux += ui * (xi - mean);
+            }
+            if let Some(v) = v {
+                for ((&xi, &ui), &vi) in xs.iter().zip(us).zip(&v[start..][..plane]) {
+                    sv += vi;
+                    svx += vi * (xi - mean);
+                    suv += ui * vi;
                 }
             }
-            let r = 1.0 / (var.to_f64() + eps).sqrt();
-            Moments {
-                mean,
-                r,
-                u_mean: T::from_f64(su.to_f64() / m),
-                a: sux.to_f64() * r / m,
-                v_mean: T::from_f64(sv.to_f64() / m),
-                b: svx.to_f64() * r / m,
-                uv: suv.to_f64() / m,
-            }
-        })
-        .collect()
+        }
+        let r = 1.0 / (var.to_f64() + eps).sqrt();
+        Moments {
+            mean,
+            r,
+            u_mean: T::from_f64(su.to_f64() / m),
+            a: sux.to_f64() * r / m,
+            v_mean: T::from_f64(sv.to_f64() / m),
+            b: svx.to_f64() * r / m,
+            uv: suv.to_f64() / m,
+        }
+    })
 }
 
 impl InputGrad {

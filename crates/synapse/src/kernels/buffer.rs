@@ -4,9 +4,10 @@
 //! ResNet20 training step that serial `memset` of cold memory was a quarter of the main
 //! thread's time, while the other core waited. Here each parallel task prepares only its own
 //! chunk, just before writing it (while it is in cache), or copies rows straight into
-//! uninitialised memory.
+//! uninitialised memory. Buffers of at most one task's worth are built on the calling thread.
 
 use super::gemm::Element;
+use super::worth_splitting;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -20,10 +21,16 @@ pub(crate) fn par_build<T: Element>(
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
-    if len > 0 {
-        out.spare_capacity_mut()[..len]
+    let parts = &mut out.spare_capacity_mut()[..len];
+    if worth_splitting(len) {
+        parts
             .par_chunks_mut(chunk.max(1))
             .with_min_len(min_chunks.max(1))
+            .enumerate()
+            .for_each(|(index, part)| fill(index, zeroed(part)));
+    } else {
+        parts
+            .chunks_mut(chunk.max(1))
             .enumerate()
             .for_each(|(index, part)| fill(index, zeroed(part)));
     }
@@ -46,12 +53,20 @@ pub(crate) fn par_gather_rows<'a, T: Element>(
     }
     let len = rows * width;
     let mut out: Vec<T> = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(width)
-        .with_min_len(min_rows.max(1))
-        .enumerate()
-        // panics (before `set_len`) unless the source row is exactly `width` long
-        .for_each(|(r, dst)| write_copy(dst, row(r)));
+    let rows_out = &mut out.spare_capacity_mut()[..len];
+    // panics (before `set_len`) unless the source row is exactly `width` long
+    if worth_splitting(len) {
+        rows_out
+            .par_chunks_mut(width)
+            .with_min_len(min_rows.max(1))
+            .enumerate()
+            .for_each(|(r, dst)| write_copy(dst, row(r)));
+    } else {
+        rows_out
+            .chunks_mut(width)
+            .enumerate()
+            .for_each(|(r, dst)| write_copy(dst, row(r)));
+    }
     // SAFETY: `rows` chunks of `width` elements cover `len`, each fully written by
     // `write_copy`, which fails rather than write a row of another length.
     unsafe { out.set_len(len) };

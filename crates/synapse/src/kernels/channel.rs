@@ -11,11 +11,10 @@
 
 use super::buffer::par_build;
 use super::gemm::Element;
-use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
+use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 /// `[N, C, H, W] → [C]`: the sum of each channel over images and positions.
 pub fn channel_sum(x: &Tensor) -> Result<Tensor> {
@@ -72,17 +71,13 @@ impl ChannelOp {
         match *self {
             ChannelOp::Sum((n, c, h, w)) => {
                 let plane = h * w;
-                let sums: Vec<T> = (0..c)
-                    .into_par_iter()
-                    .with_min_len(items_per_task(n * plane))
-                    .map(|ch| {
-                        let mut total = T::ZERO;
-                        for image in 0..n {
-                            total += plane_sum(&src[(image * c + ch) * plane..][..plane]);
-                        }
-                        total
-                    })
-                    .collect();
+                let sums: Vec<T> = per_channel(c, n * plane, |ch| {
+                    let mut total = T::ZERO;
+                    for image in 0..n {
+                        total += plane_sum(&src[(image * c + ch) * plane..][..plane]);
+                    }
+                    total
+                });
                 Ok((T::wrap(sums), Shape::from(c)))
             }
             ChannelOp::Broadcast((n, c, h, w)) => {

@@ -7,6 +7,7 @@
 //! order, so the same bits); elsewhere it falls back to the composed ops.
 
 use super::storage::Operand;
+use super::worth_splitting;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
@@ -49,25 +50,35 @@ struct Descend {
 impl Descend {
     fn plain<T: Operand>(&self, w: &mut [T], g: &[T]) {
         let lr = T::from_f64(self.lr);
-        w.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(w, g)| {
-                for (w, &g) in w.iter_mut().zip(g) {
-                    // candle's affine computes v·mul + add; "+ 0" keeps the sign of zero equal
-                    *w = *w - (g * lr + T::ZERO);
-                }
-            });
+        let update = |(w, g): (&mut [T], &[T])| {
+            for (w, &g) in w.iter_mut().zip(g) {
+                // candle's affine computes v·mul + add; "+ 0" keeps the sign of zero equal
+                *w = *w - (g * lr + T::ZERO);
+            }
+        };
+        if worth_splitting(w.len()) {
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(update);
+        } else {
+            update((w, g));
+        }
     }
 
     fn scaled<T: Operand>(&self, w: &mut [T], g: &[T], f: &[T]) {
         let lr = T::from_f64(self.lr);
-        w.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK).zip(f.par_chunks(CHUNK)))
-            .for_each(|(w, (g, f))| {
-                for ((w, &g), &f) in w.iter_mut().zip(g).zip(f) {
-                    *w = *w - ((g * f) * lr + T::ZERO);
-                }
-            });
+        let update = |(w, (g, f)): (&mut [T], (&[T], &[T]))| {
+            for ((w, &g), &f) in w.iter_mut().zip(g).zip(f) {
+                *w = *w - ((g * f) * lr + T::ZERO);
+            }
+        };
+        if worth_splitting(w.len()) {
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK).zip(f.par_chunks(CHUNK)))
+                .for_each(update);
+        } else {
+            update((w, (g, f)));
+        }
     }
 }
 

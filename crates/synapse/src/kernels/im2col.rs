@@ -9,7 +9,7 @@
 
 use super::buffer::{par_build, write_copy};
 use super::gemm::Element;
-use super::items_per_task;
+use super::{items_per_task, worth_splitting};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -91,48 +91,53 @@ pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
         return vec![T::ZERO; total];
     }
     let mut col: Vec<T> = Vec::with_capacity(total);
-    col.spare_capacity_mut()[..total]
-        .par_chunks_mut(columns)
-        .with_min_len(items_per_task(columns))
-        .enumerate()
-        .for_each(|(row, out)| {
-            let (c, i, j) = tap(row, g);
-            let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
-            for n in 0..g.batch {
-                let src = &x[(n * g.in_channels + c) * plane..][..plane];
-                let dst = &mut out[n * positions..][..positions];
-                if g.stride == 1 && ow == g.in_w {
-                    unfold_aligned(dst, src, g, (i, j), (oys.clone(), oxs.clone()));
+    let unfold_row = |(row, out): (usize, &mut [MaybeUninit<T>])| {
+        let (c, i, j) = tap(row, g);
+        let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
+        for n in 0..g.batch {
+            let src = &x[(n * g.in_channels + c) * plane..][..plane];
+            let dst = &mut out[n * positions..][..positions];
+            if g.stride == 1 && ow == g.in_w {
+                unfold_aligned(dst, src, g, (i, j), (oys.clone(), oxs.clone()));
+                continue;
+            }
+            for oy in 0..oh {
+                let out_line = &mut dst[oy * ow..][..ow];
+                if !oys.contains(&oy) {
+                    out_line.iter_mut().for_each(|v| {
+                        v.write(T::ZERO);
+                    });
                     continue;
                 }
-                for oy in 0..oh {
-                    let out_line = &mut dst[oy * ow..][..ow];
-                    if !oys.contains(&oy) {
-                        out_line.iter_mut().for_each(|v| {
-                            v.write(T::ZERO);
-                        });
-                        continue;
-                    }
-                    let iy = oy * g.stride + i - g.padding;
-                    let line = &src[iy * g.in_w..][..g.in_w];
-                    out_line[..oxs.start].iter_mut().for_each(|v| {
-                        v.write(T::ZERO);
-                    });
-                    out_line[oxs.end..].iter_mut().for_each(|v| {
-                        v.write(T::ZERO);
-                    });
-                    let inside = &mut out_line[oxs.clone()];
-                    if g.stride == 1 {
-                        let start = oxs.start + j - g.padding;
-                        write_copy(inside, &line[start..start + oxs.len()]);
-                    } else {
-                        for (v, ox) in inside.iter_mut().zip(oxs.clone()) {
-                            v.write(line[ox * g.stride + j - g.padding]);
-                        }
+                let iy = oy * g.stride + i - g.padding;
+                let line = &src[iy * g.in_w..][..g.in_w];
+                out_line[..oxs.start].iter_mut().for_each(|v| {
+                    v.write(T::ZERO);
+                });
+                out_line[oxs.end..].iter_mut().for_each(|v| {
+                    v.write(T::ZERO);
+                });
+                let inside = &mut out_line[oxs.clone()];
+                if g.stride == 1 {
+                    let start = oxs.start + j - g.padding;
+                    write_copy(inside, &line[start..start + oxs.len()]);
+                } else {
+                    for (v, ox) in inside.iter_mut().zip(oxs.clone()) {
+                        v.write(line[ox * g.stride + j - g.padding]);
                     }
                 }
             }
-        });
+        }
+    };
+    let rows = &mut col.spare_capacity_mut()[..total];
+    if worth_splitting(total) {
+        rows.par_chunks_mut(columns)
+            .with_min_len(items_per_task(columns))
+            .enumerate()
+            .for_each(unfold_row);
+    } else {
+        rows.chunks_mut(columns).enumerate().for_each(unfold_row);
+    }
     // SAFETY: the rows above cover all `total` elements (taps × images × output rows × output
     // columns), each written: outside `oys` whole lines of zeros, inside them zeros left and
     // right of `oxs` and the copied pixels in `oxs` (`unfold_aligned` writes the same).

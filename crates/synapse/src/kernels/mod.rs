@@ -50,6 +50,33 @@ pub(crate) fn items_per_task(item_len: usize) -> usize {
     (TASK_ELEMENTS / item_len.max(1)).max(1)
 }
 
+/// Whether work over `elements` values is worth handing to the thread pool. At most one task's
+/// worth runs on the calling thread: handing it over would still wake a worker and put the
+/// caller to sleep until it is done, a round trip that costs more than the work (a batch-1
+/// attack iteration is hundreds of such small ops).
+pub(crate) fn worth_splitting(elements: usize) -> bool {
+    elements > TASK_ELEMENTS
+}
+
+/// `f(channel)` for every channel, each reading `per_channel` values, in parallel when that is
+/// worth it; results in channel order.
+pub(crate) fn per_channel<R: Send>(
+    channels: usize,
+    per_channel: usize,
+    f: impl Fn(usize) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if worth_splitting(channels * per_channel) {
+        (0..channels)
+            .into_par_iter()
+            .with_min_len(items_per_task(per_channel))
+            .map(f)
+            .collect()
+    } else {
+        (0..channels).map(f).collect()
+    }
+}
+
 #[cfg(test)]
 mod test_support;
 
