@@ -1,4 +1,4 @@
-//! BatchNorm with batch statistics as one op, its backward pass composed of the channel ops.
+//! BatchNorm with batch statistics as one op, its backward pass made of differentiable ops.
 //!
 //! Written with [`channel_sum`], [`channel_center`] and [`channel_affine`], batch
 //! normalisation puts four activation-sized tensors into the graph (centred, squared, output,
@@ -6,9 +6,9 @@
 //! one op the forward pass is one kernel (two passes over the input for the statistics, one
 //! to write) and one node. Its gradient is the textbook formula
 //! `∂x = γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, `∂γ = Σ u ⊙ x̂`, `∂β = Σ u` (r = 1/√(σ² + ε),
-//! x̂ = (x − μ)·r), built from differentiable ops of `x`, `γ` and `u`, so the attack's
-//! second-order gradients stay exact. The op reports the batch mean and (biased) variance it
-//! used, for the running statistics.
+//! x̂ = (x − μ)·r), built from differentiable ops — x̂ as this op with γ = 1, β = 0, ∂x as
+//! [`batch_norm_input_grad`] — so the attack's second-order gradients stay exact. The op
+//! reports the batch mean and (biased) variance it used, for the running statistics.
 //!
 //! [`batch_norm_relu`] is the same op followed by ReLU (the pair every convolution of ResNet and
 //! ConvNet ends with), one node instead of two; its backward pass masks the upstream gradient
