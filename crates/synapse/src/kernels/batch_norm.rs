@@ -365,7 +365,7 @@ impl BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{max_diff, seeded};
+    use crate::kernels::test_support::{max_diff, relative_diff, seeded};
     use candle_core::Var;
 
     #[test]
@@ -396,21 +396,6 @@ mod tests {
         let (_, mean, var) = composed(&x, &g, &b, 1e-5).unwrap();
         assert!(max_diff(&stats.mean, &mean) < 1e-15);
         assert!(max_diff(&stats.var, &var) < 1e-15);
-    }
-
-    /// Largest difference relative to the reference's largest magnitude (at least 1).
-    fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-            .max(1.0);
-        max_diff(a, b) / scale
     }
 
     /// First and second derivatives in x, γ, β equal those of the composition (an independent

@@ -314,22 +314,8 @@ impl CustomOp3 for InputGrad {
 mod tests {
     use super::*;
     use crate::kernels::backward_final;
-    use crate::kernels::test_support::{max_diff, seeded};
+    use crate::kernels::test_support::{relative_diff, seeded};
     use candle_core::Var;
-
-    fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
-        let scale = b
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-            .max(1.0);
-        max_diff(a, b) / scale
-    }
 
     #[test]
     fn op_equals_the_composition() {

@@ -22,3 +22,16 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         .and_then(|d| d.to_scalar::<f64>())
         .expect("max difference")
 }
+
+/// [`max_diff`] relative to the reference `b`'s largest magnitude (at least 1).
+pub(crate) fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = b
+        .abs()
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.to_scalar::<f64>())
+        .expect("largest magnitude")
+        .max(1.0);
+    max_diff(a, b) / scale
+}
