@@ -3,11 +3,13 @@
 //! `vec![0.0; n]` zeroes the whole buffer on the calling thread before any worker starts: for a
 //! ResNet20 training step that serial `memset` of cold memory was a quarter of the main
 //! thread's time, while the other core waited. Here each parallel task prepares only its own
-//! chunk, just before writing it (while it is in cache), or copies rows straight into
-//! uninitialised memory. Buffers of at most one task's worth are built on the calling thread.
+//! chunk, just before writing it (while it is in cache), or a writer that sets every element
+//! (a matrix product) writes straight into uninitialised memory and proves it with a
+//! [`Written`]. Buffers of at most one task's worth are built on the calling thread.
 
 use super::gemm::Element;
 use super::worth_splitting;
+use candle_core::{bail, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -21,8 +23,26 @@ pub(crate) fn par_build<T: Element>(
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
-    let parts = &mut out.spare_capacity_mut()[..len];
-    if worth_splitting(len) {
+    par_fill(
+        &mut out.spare_capacity_mut()[..len],
+        chunk,
+        min_chunks,
+        fill,
+    );
+    // SAFETY: `par_fill` initialised all `len` elements; had a task panicked, the panic would
+    // have propagated before this line.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// [`par_build`] into a given buffer: initialises all of `parts` and returns the proof.
+pub(crate) fn par_fill<T: Element>(
+    parts: &mut [MaybeUninit<T>],
+    chunk: usize,
+    min_chunks: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Written {
+    if worth_splitting(parts.len()) {
         parts
             .par_chunks_mut(chunk.max(1))
             .with_min_len(min_chunks.max(1))
@@ -34,43 +54,75 @@ pub(crate) fn par_build<T: Element>(
             .enumerate()
             .for_each(|(index, part)| fill(index, zeroed(part)));
     }
-    // SAFETY: the chunks above cover all `len` elements and `zeroed` initialised each before
-    // `fill` saw it; had a task panicked, the panic would have propagated before this line.
-    unsafe { out.set_len(len) };
-    out
+    // SAFETY: the chunks above cover all of `parts` and `zeroed` initialised each before
+    // `fill` saw it (a panic in a task propagates before this line).
+    unsafe { Written::new(parts) }
 }
 
-/// `rows × width` elements whose row `r` is a copy of `row(r)` (which must be `width` long),
-/// rows copied in parallel, at least `min_rows` per task.
-pub(crate) fn par_gather_rows<'a, T: Element>(
-    rows: usize,
-    width: usize,
-    min_rows: usize,
-    row: impl Fn(usize) -> &'a [T] + Sync + Send,
-) -> Vec<T> {
-    if width == 0 {
-        return Vec::new();
+/// How many threads one image's work may use: all of them when it is the only image, one when
+/// the images themselves run in parallel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    All,
+    One,
+}
+
+/// Proof that a region of an output buffer has been initialised, element by element: made
+/// only by the writers that fill every element of the slice they are given
+/// ([`Written::new`] is `unsafe` for that reason), checked by [`per_image`] to be exactly the
+/// part it handed out.
+#[derive(Debug)]
+pub(crate) struct Written {
+    start: *const (),
+    len: usize,
+}
+
+impl Written {
+    /// # Safety
+    /// Every element of `region` must have been written.
+    pub(crate) unsafe fn new<T>(region: &[MaybeUninit<T>]) -> Self {
+        Self {
+            start: region.as_ptr().cast(),
+            len: region.len(),
+        }
     }
-    let len = rows * width;
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    let rows_out = &mut out.spare_capacity_mut()[..len];
-    // panics (before `set_len`) unless the source row is exactly `width` long
-    if worth_splitting(len) {
-        rows_out
-            .par_chunks_mut(width)
-            .with_min_len(min_rows.max(1))
-            .enumerate()
-            .for_each(|(r, dst)| write_copy(dst, row(r)));
-    } else {
-        rows_out
-            .chunks_mut(width)
-            .enumerate()
-            .for_each(|(r, dst)| write_copy(dst, row(r)));
+
+    fn covers<T>(&self, region: &[MaybeUninit<T>]) -> bool {
+        self.start == region.as_ptr().cast::<()>() && self.len == region.len()
     }
-    // SAFETY: `rows` chunks of `width` elements cover `len`, each fully written by
-    // `write_copy`, which fails rather than write a row of another length.
-    unsafe { out.set_len(len) };
-    out
+}
+
+/// A buffer of `images` parts of `len` elements, part `i` written by `fill(i, part, threads)`:
+/// images in parallel, each on one thread ([`Threads::One`]); a single image gets all threads.
+/// Working a whole image at a time in one task keeps its intermediate buffers (its unfolded
+/// columns) in that core's cache and needs no rearranging of the batch.
+pub(crate) fn per_image<T: Element>(
+    images: usize,
+    len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>], Threads) -> Result<Written> + Sync,
+) -> Result<Vec<T>> {
+    let total = images * len;
+    let mut out: Vec<T> = Vec::with_capacity(total);
+    let parts = &mut out.spare_capacity_mut()[..total];
+    let checked = |i: usize, part: &mut [MaybeUninit<T>], threads| {
+        let written = fill(i, part, threads)?;
+        if !written.covers(part) {
+            bail!("image {i}: its output was not written as a whole");
+        }
+        Ok(())
+    };
+    if images == 1 {
+        checked(0, parts, Threads::All)?;
+    } else if len > 0 {
+        parts
+            .par_chunks_mut(len)
+            .enumerate()
+            .try_for_each(|(i, part)| checked(i, part, Threads::One))?;
+    }
+    // SAFETY: every part was covered by a `Written` proof (checked above; an error returns
+    // before this line), and the parts tile all `total` elements.
+    unsafe { out.set_len(total) };
+    Ok(out)
 }
 
 /// Copies `src` into `dst`, initialising all of it; panics if the lengths differ. (The
@@ -115,22 +167,33 @@ mod tests {
         }
     }
 
+    /// Each image's part is written by its own call (images in parallel, one thread each; a
+    /// single image with all threads), and a part left partly unwritten is an error.
     #[test]
-    fn gather_copies_each_row_from_its_source() {
-        let src: Vec<f32> = (0..12).map(|k| k as f32).collect();
-        // rows in reverse order
-        let v = par_gather_rows(3, 4, 1, |r| &src[(2 - r) * 4..][..4]);
-        assert_eq!(
-            v,
-            [8., 9., 10., 11., 4., 5., 6., 7., 0., 1., 2., 3.].to_vec()
-        );
-        assert!(par_gather_rows::<f32>(5, 0, 1, |_| &[]).is_empty());
-    }
-
-    #[test]
-    #[should_panic]
-    fn gather_refuses_a_row_of_the_wrong_length() {
-        let src = [1.0f32; 3];
-        par_gather_rows(2, 4, 1, |_| &src[..]);
+    fn per_image_fills_each_part_and_refuses_a_partial_write() {
+        for images in [1, 2, 5] {
+            let v: Vec<f32> = per_image(images, 3, |i, part, threads| {
+                assert_eq!(threads == Threads::All, images == 1);
+                for (j, d) in part.iter_mut().enumerate() {
+                    d.write((10 * i + j) as f32);
+                }
+                // SAFETY: all three elements were written just above
+                Ok(unsafe { Written::new(part) })
+            })
+            .unwrap();
+            let expected: Vec<f32> = (0..images)
+                .flat_map(|i| (0..3).map(move |j| (10 * i + j) as f32))
+                .collect();
+            assert_eq!(v, expected);
+        }
+        let partial = per_image::<f32>(2, 4, |_, part, _| {
+            let (head, _) = part.split_at_mut(2);
+            head.iter_mut().for_each(|d| {
+                d.write(1.0);
+            });
+            // SAFETY: the two elements of `head` were written just above
+            Ok(unsafe { Written::new(head) })
+        });
+        assert!(partial.is_err());
     }
 }

@@ -3,29 +3,30 @@
 //!
 //! candle 0.11's CPU convolution computes its input gradient with a direct `conv_transpose2d`
 //! loop, which dominates a ResNet training step and, twice over, an attack iteration. Here all
-//! three are an unfolding ([`im2col`]) and one matrix product per image:
+//! three are an unfolding ([`im2col`]) and matrix products:
 //!
-//! * forward       `y = W · col(x)`             `[O, K] · [K, N·P]`
-//! * input grad    `∂x = fold(Wᵀ · g)`          `[K, O] · [O, N·P]`
-//! * weight grad   `∂Wᵀ = col(x) · gᵀ`          `[K, N·P] · [N·P, O]`
+//! * forward       `y = W · col(x)`             `[O, K] · [K, P]` per image
+//! * input grad    `∂x = fold(Wᵀ · g)`          `[K, O] · [O, P]` per image
+//! * weight grad   `∂Wᵀ = col(x) · gᵀ`          `[K, N·P] · [N·P, O]`, the batch side by side
 //!
-//! (K = C·kh·kw taps, P output positions per image; the whole batch is one product, with the
-//! gradient `g` rearranged channel-major, which keeps the small ResNet products efficient). The three are one bilinear form seen from each of
-//! its arguments, ⟨conv(x, W), g⟩ = ⟨x, input_grad(g, W)⟩ = ⟨W, weight_grad(x, g)⟩, so the
-//! derivative of each with respect to either argument is one of the others — that closure is
-//! what keeps the attack's gradient-of-a-gradient exact. `gemm` splits products over the
-//! output, never the inner dimension, so results do not depend on the number of threads.
+//! (K = C·kh·kw taps, P output positions per image.) The per-image products run in parallel
+//! over the images and read and write the tensors' own `[N, C, P]` layout; the weight gradient
+//! sums over the batch, so there the images stand side by side in one product (the gradient
+//! `g` rearranged channel-major), which keeps its inner dimension long. The three are one
+//! bilinear form seen from each of its arguments, ⟨conv(x, W), g⟩ = ⟨x, input_grad(g, W)⟩ =
+//! ⟨W, weight_grad(x, g)⟩, so the derivative of each with respect to either argument is one of
+//! the others — that closure is what keeps the attack's gradient-of-a-gradient exact. `gemm`
+//! splits products over the output, never the inner dimension, and per-image products each run
+//! on one thread, so results do not depend on the number of threads.
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
-use super::buffer::par_gather_rows;
-use super::gemm::{matmul_new, Element, Matrix};
-use super::im2col::{col2im, im2col, ConvGeometry};
-use super::items_per_task;
+use super::buffer::per_image;
+use super::gemm::{matmul_new_on, matmul_write, Element, Matrix};
+use super::im2col::{col2im_into, im2col, ConvGeometry};
 use super::storage::{by_dtype, contiguous, Operand};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use std::borrow::Cow;
 
 /// Stride and zero padding of a square-stepped convolution (dilation 1, one group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,30 +223,44 @@ impl Conv {
         let a = contiguous::<T>(s1, l1, name)?;
         let b = contiguous::<T>(s2, l2, name)?;
         let g = self.geometry();
-        let (k, p, o) = (g.taps(), g.positions(), g.out_channels);
-        let (cols, n) = (g.columns(), g.batch);
+        let (k, p, o, n) = (g.taps(), g.positions(), g.out_channels, g.batch);
+        let one = ConvGeometry { batch: 1, ..g };
+        let image_len = g.in_channels * g.in_h * g.in_w;
         match self {
             Conv::Forward(_) => {
-                let col = im2col(a, &g);
                 let weight = Matrix::row_major(b, o, k)?;
-                let y = matmul_new(weight, Matrix::row_major(&col, k, cols)?)?;
-                let y = image_major(y, n, o, p);
+                let y = per_image(n, o * p, |i, dst, threads| {
+                    let col = im2col(block(a, i, image_len), &one);
+                    matmul_write(dst, weight, Matrix::row_major(&col, k, p)?, threads)
+                })?;
                 Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
             }
             Conv::InputGrad(_) => {
                 let weight_t = Matrix::row_major(b, o, k)?.t();
-                let g_cols = channel_major(a, n, o, p);
-                let dcol = matmul_new(weight_t, Matrix::row_major(&g_cols, o, cols)?)?;
-                let dx = col2im(&dcol, &g);
+                let dx = per_image(n, image_len, |i, dst, threads| {
+                    let dcol = matmul_new_on(
+                        weight_t,
+                        Matrix::row_major(block(a, i, o * p), o, p)?,
+                        threads,
+                    )?;
+                    Ok(col2im_into(&dcol, &one, dst))
+                })?;
                 let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
                 Ok((T::wrap(dx), shape))
             }
             Conv::WeightGrad(_) => {
-                let col = im2col(a, &g);
-                let g_cols = channel_major(b, n, o, p);
-                let x_cols = Matrix::row_major(&col, k, cols)?;
-                let g_cols = Matrix::row_major(&g_cols, o, cols)?;
-                let dw = weight_gradient(g_cols, x_cols)?;
+                // ∂Wᵀ of each image, `[K, O]`: col(xᵢ) · gᵢᵀ
+                let parts = per_image(n, k * o, |i, dst, threads| {
+                    let col = im2col(block(a, i, image_len), &one);
+                    let col = Matrix::row_major(&col, k, p)?;
+                    matmul_write(
+                        dst,
+                        col,
+                        Matrix::row_major(block(b, i, o * p), o, p)?.t(),
+                        threads,
+                    )
+                })?;
+                let dw = sum_transposed(&parts, n, k, o);
                 let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
                 Ok((T::wrap(dw), shape))
             }
@@ -253,43 +268,23 @@ impl Conv {
     }
 }
 
-/// `∂W = g · col(x)ᵀ`, computed as its transpose `col(x) · gᵀ` (`[K, N·P]·[N·P, O]`): `gemm`
-/// splits a product over its output rows, and K rows split well where O rows of a
-/// column-major operand did not (4× faster on ResNet20's first stage); the small `[K, O]`
-/// result is then transposed.
-fn weight_gradient<T: Element>(g_cols: Matrix<'_, T>, x_cols: Matrix<'_, T>) -> Result<Vec<T>> {
-    let (o, k) = (g_cols.rows(), x_cols.rows());
-    let dw_t = matmul_new(x_cols, g_cols.t())?;
+/// Image `i` of a batch whose images are `len` elements each.
+fn block<T>(data: &[T], i: usize, len: usize) -> &[T] {
+    &data[i * len..][..len]
+}
+
+/// `Σᵢ partᵢᵀ` for `n` parts `[K, O]` back to back → `[O, K]`, summed in image order (the same
+/// for any number of threads).
+fn sum_transposed<T: Element>(parts: &[T], n: usize, k: usize, o: usize) -> Vec<T> {
     let mut dw = vec![T::ZERO; o * k];
-    for (tap, row) in dw_t.chunks_exact(o.max(1)).enumerate().take(k) {
-        for (channel, &v) in row.iter().enumerate() {
-            dw[channel * k + tap] = v;
+    for part in parts.chunks_exact((k * o).max(1)).take(n) {
+        for (tap, row) in part.chunks_exact(o.max(1)).enumerate() {
+            for (channel, &v) in row.iter().enumerate() {
+                dw[channel * k + tap] += v;
+            }
         }
     }
-    Ok(dw)
-}
-
-/// `[N, O, P] → [O, N·P]`: the layout in which the whole batch is one matrix (a copy only when
-/// N > 1).
-fn channel_major<T: Element>(src: &[T], n: usize, o: usize, p: usize) -> Cow<'_, [T]> {
-    if n == 1 {
-        return Cow::Borrowed(&src[..o * p]);
-    }
-    Cow::Owned(par_gather_rows(n * o, p, items_per_task(p), |row| {
-        let (channel, image) = (row / n, row % n);
-        &src[(image * o + channel) * p..][..p]
-    }))
-}
-
-/// `[O, N·P] → [N, O, P]`, the inverse of [`channel_major`].
-fn image_major<T: Element>(src: Vec<T>, n: usize, o: usize, p: usize) -> Vec<T> {
-    if n == 1 {
-        return src;
-    }
-    par_gather_rows(n * o, p, items_per_task(p), |row| {
-        let (image, channel) = (row / o, row % o);
-        &src[(channel * n + image) * p..][..p]
-    })
+    dw
 }
 
 impl CustomOp2 for Conv {

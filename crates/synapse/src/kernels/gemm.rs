@@ -5,8 +5,10 @@
 //! calls it: every matrix view is checked against its buffer here, so the convolution and
 //! matrix-product kernels stay free of `unsafe`.
 
+use super::buffer::{Threads, Written};
 use candle_core::{bail, Result};
 use gemm::Parallelism;
+use std::mem::MaybeUninit;
 
 /// The element types the CPU kernels support: single precision for training and attacks,
 /// double precision for the finite-difference checks.
@@ -130,26 +132,66 @@ const PARALLEL_WORK: usize = 1 << 17;
 
 /// `lhs · rhs` as a new row-major matrix, written by `gemm` without zeroing it first.
 pub fn matmul_new<T: Element>(lhs: Matrix<'_, T>, rhs: Matrix<'_, T>) -> Result<Vec<T>> {
+    matmul_new_on(lhs, rhs, Threads::All)
+}
+
+/// [`matmul_new`] on the given threads.
+pub(crate) fn matmul_new_on<T: Element>(
+    lhs: Matrix<'_, T>,
+    rhs: Matrix<'_, T>,
+    threads: Threads,
+) -> Result<Vec<T>> {
+    let (m, n) = (lhs.rows, rhs.cols);
+    let mut out: Vec<T> = Vec::with_capacity(m * n);
+    matmul_write(&mut out.spare_capacity_mut()[..m * n], lhs, rhs, threads)?;
+    // SAFETY: `matmul_write` returned Ok, so it initialised all `m * n` elements of the spare
+    // capacity it was given.
+    unsafe { out.set_len(m * n) };
+    Ok(out)
+}
+
+/// Writes `lhs · rhs` row-major into `dst`, which must hold exactly its `m × n` elements;
+/// `gemm` writes every element without reading any. On [`Threads::One`] the product runs on
+/// the calling thread; on [`Threads::All`] `gemm` splits products worth it over the output.
+pub(crate) fn matmul_write<T: Element>(
+    dst: &mut [MaybeUninit<T>],
+    lhs: Matrix<'_, T>,
+    rhs: Matrix<'_, T>,
+    threads: Threads,
+) -> Result<Written> {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if rhs.rows != k {
         bail!("matrix product of {m}×{k} and {}×{n}", rhs.rows);
     }
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(vec![T::ZERO; m * n]);
+    if dst.len() != m * n {
+        bail!(
+            "matrix product of {m}×{k} and {k}×{n} into {} elements",
+            dst.len()
+        );
     }
-    let mut out: Vec<T> = Vec::with_capacity(m * n);
+    if m == 0 || n == 0 || k == 0 {
+        dst.iter_mut().for_each(|v| {
+            v.write(T::ZERO);
+        });
+        // SAFETY: every element (if any) was written just above.
+        return Ok(unsafe { Written::new(dst) });
+    }
+    let threads = match threads {
+        Threads::All => parallelism(m * n * k),
+        Threads::One => Parallelism::None,
+    };
     // SAFETY: every element gemm reads lies inside the views, checked when they were made;
     // strides are non-negative and fit in isize because the buffers they index exist; the
-    // destination is a fresh allocation of m·n elements (row stride n), aliasing nothing. With
-    // `read_dst` false gemm never reads it and writes each of its m·n elements (m, n, k > 0),
-    // so all of `out` is initialised before `set_len`; the pointer comes from the spare
-    // capacity, so no reference to uninitialised memory is formed.
+    // destination is an exclusively borrowed buffer of exactly m·n elements (row stride n),
+    // aliasing nothing gemm reads. With `read_dst` false gemm never reads it and writes each
+    // of its m·n elements (m, n, k > 0); the pointer comes from `MaybeUninit` elements, so no
+    // reference to uninitialised `T` is formed.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<T>(),
             1,
             n as isize,
             false,
@@ -164,11 +206,11 @@ pub fn matmul_new<T: Element>(lhs: Matrix<'_, T>, rhs: Matrix<'_, T>) -> Result<
             false,
             false,
             false,
-            parallelism(m * n * k),
+            threads,
         );
-        out.set_len(m * n);
+        // SAFETY: gemm has written all m·n elements (see above).
+        Ok(Written::new(dst))
     }
-    Ok(out)
 }
 
 fn parallelism(work: usize) -> Parallelism {

@@ -7,7 +7,7 @@
 //! Rows are independent, so unfolding runs in parallel over rows; folding runs in parallel over
 //! (image, channel) planes, each accumulating its taps in a fixed order (deterministic).
 
-use super::buffer::{par_build, write_copy};
+use super::buffer::{par_fill, write_copy, Written};
 use super::gemm::Element;
 use super::{items_per_task, worth_splitting};
 use rayon::prelude::*;
@@ -183,46 +183,54 @@ fn unfold_aligned<T: Element>(
     }
 }
 
-/// Folds column gradients (`[taps, columns]`) back into an image gradient `[N, C, H, W]`:
-/// every pixel receives the sum over the taps and positions that read it.
+/// Folds column gradients back into an image gradient `[N, C, H, W]`: every pixel receives
+/// the sum over the taps and positions that read it. The columns come image by image
+/// (`[N, taps, positions]`, the layout in which the input gradient's per-image products
+/// write them); for one image that is [`im2col`]'s `[taps, columns]`.
 pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
-    let (positions, columns) = (g.positions(), g.columns());
+    let len = g.batch * g.in_channels * g.in_h * g.in_w;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    col2im_into(col, g, &mut out.spare_capacity_mut()[..len]);
+    // SAFETY: `col2im_into` initialises all of the `len` elements it is given.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// [`col2im`] into `dst` (`[N, C, H, W]` elements), initialising all of it.
+pub(crate) fn col2im_into<T: Element>(
+    col: &[T],
+    g: &ConvGeometry,
+    dst: &mut [MaybeUninit<T>],
+) -> Written {
+    let (positions, taps) = (g.positions(), g.taps());
     let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
     let taps_per_channel = g.kernel_h * g.kernel_w;
-    if plane == 0 {
-        return Vec::new();
-    }
-    par_build(
-        g.batch * g.in_channels * plane,
-        plane,
-        items_per_task(plane),
-        |nc, dst| {
-            let (n, c) = (nc / g.in_channels, nc % g.in_channels);
-            for i in 0..g.kernel_h {
-                for j in 0..g.kernel_w {
-                    let row = c * taps_per_channel + i * g.kernel_w + j;
-                    let src = &col[row * columns + n * positions..][..positions];
-                    let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
-                    for oy in oys {
-                        let iy = oy * g.stride + i - g.padding;
-                        let line = &mut dst[iy * g.in_w..][..g.in_w];
-                        let src_line = &src[oy * ow..][..ow];
-                        if g.stride == 1 {
-                            let start = oxs.start + j - g.padding;
-                            let dst_run = &mut line[start..start + oxs.len()];
-                            for (d, &v) in dst_run.iter_mut().zip(&src_line[oxs.clone()]) {
-                                *d += v;
-                            }
-                        } else {
-                            for ox in oxs.clone() {
-                                line[ox * g.stride + j - g.padding] += src_line[ox];
-                            }
+    par_fill(dst, plane, items_per_task(plane), |nc, dst| {
+        let (n, c) = (nc / g.in_channels, nc % g.in_channels);
+        for i in 0..g.kernel_h {
+            for j in 0..g.kernel_w {
+                let row = c * taps_per_channel + i * g.kernel_w + j;
+                let src = &col[(n * taps + row) * positions..][..positions];
+                let (oys, oxs) = (g.valid_oy(i), g.valid_ox(j));
+                for oy in oys {
+                    let iy = oy * g.stride + i - g.padding;
+                    let line = &mut dst[iy * g.in_w..][..g.in_w];
+                    let src_line = &src[oy * ow..][..ow];
+                    if g.stride == 1 {
+                        let start = oxs.start + j - g.padding;
+                        let dst_run = &mut line[start..start + oxs.len()];
+                        for (d, &v) in dst_run.iter_mut().zip(&src_line[oxs.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for ox in oxs.clone() {
+                            line[ox * g.stride + j - g.padding] += src_line[ox];
                         }
                     }
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 /// (channel, kernel row, kernel column) of a row of the column matrix.
@@ -311,6 +319,17 @@ mod tests {
         }
     }
 
+    /// `[taps, N·P]` → `[N, taps, P]`.
+    fn image_by_image(col: &[f64], g: &ConvGeometry) -> Vec<f64> {
+        let (p, taps) = (g.positions(), g.taps());
+        (0..g.batch * taps * p)
+            .map(|v| {
+                let (n, row, q) = (v / (taps * p), (v / p) % taps, v % p);
+                col[row * g.columns() + n * p + q]
+            })
+            .collect()
+    }
+
     /// col2im is the adjoint of im2col: ⟨im2col(x), y⟩ = ⟨x, col2im(y)⟩ for every x, y.
     #[test]
     fn folding_is_the_adjoint_of_unfolding() {
@@ -322,7 +341,8 @@ mod tests {
                 .map(|v| ((v * 53) % 13) as f64 - 6.0)
                 .collect();
             let lhs: f64 = im2col(&x, &g).iter().zip(&y).map(|(a, b)| a * b).sum();
-            let rhs: f64 = x.iter().zip(&col2im(&y, &g)).map(|(a, b)| a * b).sum();
+            let folded = col2im(&image_by_image(&y, &g), &g);
+            let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs, "{g:?}");
         }
     }

@@ -29,6 +29,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod matmul;
 pub mod relu;
+pub mod similarity;
 mod storage;
 
 pub use affine::{channel_affine, channel_center};
@@ -40,6 +41,7 @@ pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams}
 pub use descent::descend;
 pub use matmul::matmul;
 pub use relu::{add_relu, relu, relu_mask};
+pub use similarity::{axpby, dot_and_squares};
 
 /// Elements below which splitting work between threads costs more than it saves.
 const TASK_ELEMENTS: usize = 1 << 14;
