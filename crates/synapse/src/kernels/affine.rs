@@ -12,8 +12,9 @@ use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
+use super::uses_kernels;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// `x · a + b` per channel of `x` `[N, C, H, W]`, with `a` and `b` of length C.
 pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -25,7 +26,7 @@ pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             dims.1
         );
     }
-    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+    if !uses_kernels(x) {
         let x = x.broadcast_mul(&a.reshape((1, ca, 1, 1))?)?;
         return x.broadcast_add(&b.reshape((1, cb, 1, 1))?);
     }
@@ -112,6 +113,7 @@ pub fn channel_center(x: &Tensor, mean: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::DType;
     use candle_core::Var;
 
     fn reference(x: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {

@@ -24,10 +24,11 @@ use super::channel::channel_sum;
 use super::gemm::Element;
 use super::relu::relu_mask;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
+use super::uses_kernels;
 use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// The batch statistics a normalisation used: per-channel mean and biased variance `[C]`
@@ -76,7 +77,7 @@ fn normalize(
     if n * h * w == 0 {
         bail!("batch norm: no values per channel in {:?}", x.dims());
     }
-    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+    if !uses_kernels(x) {
         let (y, mean, var) = composed(x, gamma, beta, eps)?;
         let stats = BatchStats {
             mean: mean.detach(),
@@ -366,6 +367,7 @@ impl BatchNorm {
 mod tests {
     use super::*;
     use crate::kernels::test_support::{max_diff, relative_diff, seeded};
+    use candle_core::DType;
     use candle_core::Var;
 
     #[test]

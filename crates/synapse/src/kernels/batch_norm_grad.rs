@@ -22,10 +22,11 @@ use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
+use super::uses_kernels;
 use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 /// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
 /// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
@@ -45,7 +46,7 @@ pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -
             x.dims()
         );
     }
-    if !(x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)) {
+    if !uses_kernels(x) {
         return composed(x, gamma, u, eps);
     }
     x.contiguous()?
@@ -315,6 +316,7 @@ mod tests {
     use super::*;
     use crate::kernels::backward_final;
     use crate::kernels::test_support::{relative_diff, seeded};
+    use candle_core::DType;
     use candle_core::Var;
 
     #[test]

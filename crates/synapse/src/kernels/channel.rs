@@ -12,9 +12,9 @@
 use super::buffer::par_build;
 use super::gemm::Element;
 use super::storage::{by_dtype, contiguous, Operand};
-use super::{items_per_task, per_channel};
+use super::{items_per_task, per_channel, uses_kernels};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 /// `[N, C, H, W] → [C]`: the sum of each channel over images and positions.
 pub fn channel_sum(x: &Tensor) -> Result<Tensor> {
@@ -35,10 +35,6 @@ pub fn channel_broadcast(v: &Tensor, dims: (usize, usize, usize, usize)) -> Resu
         return v.reshape((1, c, 1, 1))?.broadcast_as(dims)?.contiguous();
     }
     v.contiguous()?.apply_op1(ChannelOp::Broadcast(dims))
-}
-
-fn uses_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -25,8 +25,9 @@ use super::buffer::per_image;
 use super::gemm::{matmul_new_on, matmul_write, Element, Matrix};
 use super::im2col::{col2im_into, im2col, ConvGeometry};
 use super::storage::{by_dtype, contiguous, Operand};
+use super::uses_kernels;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Stride and zero padding of a square-stepped convolution (dilation 1, one group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +74,7 @@ enum Engine {
 
 impl Engine {
     fn of(t: &Tensor) -> Self {
-        if t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64) {
+        if uses_kernels(t) {
             Engine::Kernels
         } else {
             Engine::Candle
@@ -349,6 +350,7 @@ impl CustomOp2 for Conv {
 mod tests {
     use super::*;
     use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::DType;
     use candle_core::Var;
 
     /// Deterministic values in [−1, 1).

@@ -7,6 +7,7 @@
 //! order, so the same bits); elsewhere it falls back to the composed ops.
 
 use super::storage::Operand;
+use super::uses_kernels;
 use super::worth_splitting;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
@@ -26,8 +27,7 @@ pub fn descend(var: &Var, grad: &Tensor, factors: Option<&Tensor>, lr: f64) -> R
             factors.map(Tensor::dims)
         );
     }
-    let in_place =
-        w.device().is_cpu() && matches!(w.dtype(), DType::F32 | DType::F64) && w.is_contiguous();
+    let in_place = uses_kernels(w) && w.is_contiguous();
     if !in_place {
         let grad = match factors {
             Some(f) => grad.mul(f)?,

@@ -52,6 +52,12 @@ pub(crate) fn items_per_task(item_len: usize) -> usize {
     (TASK_ELEMENTS / item_len.max(1)).max(1)
 }
 
+/// Whether `t` is computed by these kernels (f32/f64 on the CPU) rather than by candle's own
+/// ops (any other device or dtype — the CUDA path).
+pub(crate) fn uses_kernels(t: &candle_core::Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
 /// Whether work over `elements` values is worth handing to the thread pool. At most one task's
 /// worth runs on the calling thread: handing it over would still wake a worker and put the
 /// caller to sleep until it is done, a round trip that costs more than the work (a batch-1

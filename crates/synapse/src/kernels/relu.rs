@@ -13,10 +13,10 @@
 
 use super::backward::needs_gradient;
 use super::buffer::par_build;
-use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
+use super::{items_per_task, uses_kernels};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
@@ -50,10 +50,6 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         return (a + b)?.relu();
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
-}
-
-fn uses_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 fn map<T: Operand>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {

@@ -12,10 +12,10 @@
 
 use super::backward::needs_gradient;
 use super::buffer::par_build;
-use super::items_per_task;
 use super::storage::{by_dtype, contiguous, Operand};
+use super::{items_per_task, uses_kernels};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `[⟨g, t⟩, ‖g‖², ‖t‖²]` (a `[3]` tensor) of two tensors of the same shape.
@@ -52,10 +52,6 @@ pub fn axpby(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
     }
     a.contiguous()?
         .apply_op3(&b.contiguous()?, &c.contiguous()?, Axpby)
-}
-
-fn uses_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 /// Elements per partial sum: the unit of work and of the summation order.
@@ -219,6 +215,7 @@ impl CustomOp3 for Axpby {
 mod tests {
     use super::*;
     use crate::kernels::test_support::{max_diff, seeded};
+    use candle_core::DType;
     use candle_core::Var;
 
     fn composed(g: &Tensor, t: &Tensor) -> Tensor {
