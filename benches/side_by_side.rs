@@ -18,7 +18,7 @@ use std::time::Instant;
 use synfed_attack::inversion::{evaluate, InversionConfig, Target};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{MethodSet, Mode, SynapticSgd};
+use synfed_synapse::{on_worker, MethodSet, Mode, SynapticSgd};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -91,9 +91,12 @@ fn one(name: &str, kind: &str, batch: usize, repeats: usize) {
         let mut opt = SynapticSgd::new(model.params(), 0.01, 1);
         measure(
             || {
-                let loss = model.loss(&x, &labels, Mode::Train).expect("forward");
-                opt.step(&backward_final(&loss).expect("backward"))
-                    .expect("step");
+                // on a rayon worker, as `train_epoch` runs a step
+                on_worker(|| {
+                    let loss = model.loss(&x, &labels, Mode::Train).expect("forward");
+                    opt.step(&backward_final(&loss).expect("backward"))
+                        .expect("step");
+                })
             },
             repeats,
         )

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Duration;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{MethodSet, Mode, SynapticSgd};
+use synfed_synapse::{on_worker, MethodSet, Mode, SynapticSgd};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,10 +60,13 @@ fn train_step(c: &mut Criterion) {
             let mut opt = SynapticSgd::new(model.params(), 0.01, SEED);
             let (x, y) = batch(n, CIFAR, SEED + n as u64);
             group.bench_function(format!("{arch}/batch{n}/{methods}"), |b| {
+                // on a rayon worker, as `train_epoch` runs a step
                 b.iter(|| {
-                    let loss = model.loss(&x, &y, Mode::Train).expect("forward");
-                    let grads = backward_final(&loss).expect("backward");
-                    black_box(opt.step(&grads).expect("step"))
+                    on_worker(|| {
+                        let loss = model.loss(&x, &y, Mode::Train).expect("forward");
+                        let grads = backward_final(&loss).expect("backward");
+                        black_box(opt.step(&grads).expect("step"))
+                    })
                 })
             });
         }
@@ -84,7 +87,7 @@ fn train_step(c: &mut Criterion) {
         ("train-frozen-stats", Mode::TrainFrozenStats),
     ] {
         group.bench_function(format!("resnet20/batch8/{label}"), |b| {
-            b.iter(|| black_box(model.forward(&x, mode).expect("forward")))
+            b.iter(|| on_worker(|| black_box(model.forward(&x, mode).expect("forward"))))
         });
     }
     group.finish();

@@ -228,8 +228,14 @@ pub struct Evaluation {
     pub gradient: Tensor,
 }
 
-/// Evaluates the objective and its image gradient at `x`.
+/// Evaluates the objective and its image gradient at `x`, on a rayon worker (see
+/// `synfed_synapse::worker`: the iteration's kernels then split their work without a thread
+/// hand-over per op).
 pub fn evaluate(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
+    synfed_synapse::on_worker(|| evaluate_here(target, config, x))
+}
+
+fn evaluate_here(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
     let (distance, tv) = objective(target, config, x)?;
     let total = (&distance + (&tv * config.tv)?)?;
     // only the images' gradient is wanted: the model's weights are constants of this pass

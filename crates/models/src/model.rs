@@ -7,7 +7,7 @@ use crate::spec::ModelSpec;
 use crate::{alexnet, convnet, lenet, loss, mlp, resnet};
 use candle_core::{DType, Device, Tensor};
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{Builder, Mode, ParamStore};
+use synfed_synapse::{on_worker, Builder, Mode, ParamStore};
 
 /// A model of the zoo, built from a [`ModelSpec`].
 pub struct Model {
@@ -103,16 +103,19 @@ impl Model {
     /// The gradient of the mean loss on `(x, labels)` with respect to every trainable parameter,
     /// in `params().trainable()` order and detached: what a FedSGD client sends.
     pub fn gradients(&self, x: &Tensor, labels: &Tensor, mode: Mode) -> Result<Vec<Tensor>> {
-        let grads = backward_final(&self.loss(x, labels, mode)?)?;
-        self.params
-            .trainable()
-            .map(|p| {
-                grads
-                    .get(p.var.as_tensor())
-                    .map(Tensor::detach)
-                    .ok_or_else(|| ModelError::NoGradient(p.name.clone()))
-            })
-            .collect()
+        // on a rayon worker (see `synfed_synapse::worker`)
+        on_worker(|| {
+            let grads = backward_final(&self.loss(x, labels, mode)?)?;
+            self.params
+                .trainable()
+                .map(|p| {
+                    grads
+                        .get(p.var.as_tensor())
+                        .map(Tensor::detach)
+                        .ok_or_else(|| ModelError::NoGradient(p.name.clone()))
+                })
+                .collect()
+        })
     }
 
     /// Number of trainable scalars.

@@ -7,7 +7,7 @@ use crate::model::Model;
 use candle_core::DType;
 use synfed_data::{Batches, Dataset, Normalization};
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{Mode, SynapticSgd};
+use synfed_synapse::{on_worker, Mode, SynapticSgd};
 
 /// What one training epoch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -39,16 +39,22 @@ pub fn train_epoch(
     let (mut loss_sum, mut seen) = (0.0, 0usize);
     for (step, batch) in batches.iter().enumerate() {
         let (x, y) = data.batch(batch, norm, model.device(), DType::F32)?;
-        let loss = model.loss(&x, &y, Mode::Train)?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !value.is_finite() {
+        // the whole step on a rayon worker (see `synfed_synapse::worker`)
+        let (value, report) = on_worker(|| -> Result<_> {
+            let loss = model.loss(&x, &y, Mode::Train)?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Ok((value, None));
+            }
+            Ok((value, Some(opt.step(&backward_final(&loss)?)?)))
+        })?;
+        let Some(report) = report else {
             return Err(ModelError::Diverged {
                 epoch,
                 step,
                 loss: value,
             });
-        }
-        let report = opt.step(&backward_final(&loss)?)?;
+        };
         stats.rejuvenated += report.rejuvenated;
         stats.steps += 1;
         loss_sum += value * batch.len() as f64;

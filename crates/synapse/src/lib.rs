@@ -35,6 +35,7 @@ pub mod rng;
 pub mod sgd;
 pub mod splitting;
 pub mod substitution;
+pub mod worker;
 
 pub use batchnorm::BatchNorm2d;
 pub use builder::{Builder, LayerOptions, Placement};
@@ -48,3 +49,4 @@ pub use mode::Mode;
 pub use param::{Param, ParamStore, Role};
 pub use process::{configure_candle, keep_allocator_memory};
 pub use sgd::{StepReport, SynapticSgd};
+pub use worker::on_worker;

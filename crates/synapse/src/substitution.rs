@@ -34,6 +34,17 @@ pub fn with_values<R>(values: HashMap<TensorId, Tensor>, f: impl FnOnce() -> R) 
     f()
 }
 
+/// This thread's substitutions, taken out (none left); [`restore_state`] puts them back. See
+/// [`crate::worker`].
+pub(crate) fn take_state() -> Option<HashMap<TensorId, Tensor>> {
+    VALUES.with(|v| v.borrow_mut().take())
+}
+
+/// Puts back what [`take_state`] took.
+pub(crate) fn restore_state(values: Option<HashMap<TensorId, Tensor>>) {
+    VALUES.with(|v| *v.borrow_mut() = values);
+}
+
 /// The tensor a layer should use for `var`: its substitute inside [`with_values`], otherwise
 /// the variable itself.
 pub fn value(var: &Var) -> Tensor {

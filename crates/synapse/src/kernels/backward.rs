@@ -72,6 +72,21 @@ pub fn backward_final_with_constants<'a>(
     backward_with_constants(loss, constants)
 }
 
+/// This thread's backward-pass settings (constants, final flag), taken out and reset to the
+/// defaults; [`restore_state`] puts them back. See [`crate::worker`].
+pub(crate) fn take_state() -> (HashSet<TensorId>, bool) {
+    (
+        CONSTANTS.with(|c| std::mem::take(&mut *c.borrow_mut())),
+        FINAL.with(|f| f.replace(false)),
+    )
+}
+
+/// Puts back what [`take_state`] took.
+pub(crate) fn restore_state((constants, final_pass): (HashSet<TensorId>, bool)) {
+    CONSTANTS.with(|c| *c.borrow_mut() = constants);
+    FINAL.with(|f| f.set(final_pass));
+}
+
 /// Whether a kernel's backward pass must produce a gradient for `t`: it is a variable or
 /// computed from one, and not declared constant.
 pub(crate) fn needs_gradient(t: &Tensor) -> bool {
