@@ -58,6 +58,11 @@ fn copies(model: &Model) -> Result<Vec<(String, Tensor)>> {
 /// The gradient of the mean loss of one batch at the current (global) weights, BatchNorm on
 /// batch statistics.
 pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> Result<Work> {
+    // on a rayon worker (see `synfed_synapse::worker`)
+    synfed_synapse::on_worker(|| fedsgd_here(model, data, batch_size, seed))
+}
+
+fn fedsgd_here(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> Result<Work> {
     let batch = fedsgd_batch(&data.indices, batch_size, seed);
     let (x, y) = data
         .train
@@ -149,6 +154,19 @@ pub fn fedsgd_defended(
 /// FedAvg local training: `epochs` epochs over the share (or `steps` steps when `epochs` is
 /// 0) of `SynapticSgd` with learning rate `lr`, batches and rejuvenation drawn from `seed`.
 pub fn fedavg(
+    model: &Model,
+    data: &LocalData,
+    batch_size: usize,
+    epochs: u32,
+    steps: u32,
+    lr: f64,
+    seed: u64,
+) -> Result<Work> {
+    // on a rayon worker (see `synfed_synapse::worker`)
+    synfed_synapse::on_worker(|| fedavg_here(model, data, batch_size, epochs, steps, lr, seed))
+}
+
+fn fedavg_here(
     model: &Model,
     data: &LocalData,
     batch_size: usize,

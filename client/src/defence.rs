@@ -342,6 +342,16 @@ pub fn clipped_example_sum(
     labels: &Tensor,
     c: f64,
 ) -> Result<(Vec<(String, Tensor)>, f64)> {
+    // on a rayon worker (see `synfed_synapse::worker`)
+    synfed_synapse::on_worker(|| clipped_example_sum_here(model, x, labels, c))
+}
+
+fn clipped_example_sum_here(
+    model: &Model,
+    x: &Tensor,
+    labels: &Tensor,
+    c: f64,
+) -> Result<(Vec<(String, Tensor)>, f64)> {
     let batch_norm = model.params().iter().any(|p| {
         matches!(
             p.role,
