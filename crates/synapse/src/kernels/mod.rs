@@ -43,8 +43,11 @@ pub use matmul::matmul;
 pub use relu::{add_relu, relu, relu_mask};
 pub use similarity::{axpby, dot_and_squares};
 
-/// Elements below which splitting work between threads costs more than it saves.
-const TASK_ELEMENTS: usize = 1 << 14;
+/// Elements below which splitting work between threads costs more than it saves. With the
+/// computation on a rayon worker ([`crate::worker`]) a split is a push onto that worker's deque
+/// for the other to steal, cheaper than the hand-over from outside the pool, for which 16 K was
+/// best; 4 K measured best there (ResNet20 step and attacks; 2 K and 8 K no better).
+const TASK_ELEMENTS: usize = 1 << 12;
 
 /// How many items of `item_len` elements one parallel task should take at least, so that small
 /// tensors (ResNet's last stage has 64-element planes) do not become thousands of tiny tasks.
@@ -59,9 +62,9 @@ pub(crate) fn uses_kernels(t: &candle_core::Tensor) -> bool {
 }
 
 /// Whether work over `elements` values is worth handing to the thread pool. At most one task's
-/// worth runs on the calling thread: handing it over would still wake a worker and put the
-/// caller to sleep until it is done, a round trip that costs more than the work (a batch-1
-/// attack iteration is hundreds of such small ops).
+/// worth runs on the calling thread: handing it over would still wake a worker (and, from
+/// outside the pool, put the caller to sleep until it is done), which costs more than the work
+/// (a batch-1 attack iteration is hundreds of such small ops).
 pub(crate) fn worth_splitting(elements: usize) -> bool {
     elements > TASK_ELEMENTS
 }
