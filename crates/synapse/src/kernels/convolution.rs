@@ -5,19 +5,19 @@
 //! loop, which dominates a ResNet training step and, twice over, an attack iteration. Here all
 //! three are an unfolding ([`im2col`]) and matrix products:
 //!
-//! * forward       `y = W · col(x)`             `[O, K] · [K, P]` per image
-//! * input grad    `∂x = fold(Wᵀ · g)`          `[K, O] · [O, P]` per image
-//! * weight grad   `∂Wᵀ = col(x) · gᵀ`          `[K, N·P] · [N·P, O]`, the batch side by side
+//! * forward       `yᵢ = W · col(xᵢ)`             `[O, K] · [K, P]`
+//! * input grad    `∂xᵢ = fold(Wᵀ · gᵢ)`          `[K, O] · [O, P]`
+//! * weight grad   `∂Wᵀ = Σᵢ col(xᵢ) · gᵢᵀ`       `[K, P] · [P, O]`, summed in image order
 //!
-//! (K = C·kh·kw taps, P output positions per image.) The per-image products run in parallel
-//! over the images and read and write the tensors' own `[N, C, P]` layout; the weight gradient
-//! sums over the batch, so there the images stand side by side in one product (the gradient
-//! `g` rearranged channel-major), which keeps its inner dimension long. The three are one
-//! bilinear form seen from each of its arguments, ⟨conv(x, W), g⟩ = ⟨x, input_grad(g, W)⟩ =
-//! ⟨W, weight_grad(x, g)⟩, so the derivative of each with respect to either argument is one of
-//! the others — that closure is what keeps the attack's gradient-of-a-gradient exact. `gemm`
-//! splits products over the output, never the inner dimension, and per-image products each run
-//! on one thread, so results do not depend on the number of threads.
+//! (K = C·kh·kw taps, P output positions per image.) Each image is one task — unfold, product,
+//! fold — and the images run in parallel, reading and writing the tensors' own `[N, C, P]`
+//! layout (no rearranging of the batch into one side-by-side matrix), each product on one
+//! thread; a single image's product uses all threads. The three are one bilinear form seen
+//! from each of its arguments, ⟨conv(x, W), g⟩ = ⟨x, input_grad(g, W)⟩ = ⟨W, weight_grad(x, g)⟩,
+//! so the derivative of each with respect to either argument is one of the others — that
+//! closure is what keeps the attack's gradient-of-a-gradient exact. `gemm` splits products
+//! over the output, never the inner dimension, and per-image products each run on one thread,
+//! so results do not depend on the number of threads.
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
