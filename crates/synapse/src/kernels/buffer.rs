@@ -23,26 +23,25 @@ pub(crate) fn par_build<T: Element>(
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
-    par_fill(
-        &mut out.spare_capacity_mut()[..len],
-        chunk,
-        min_chunks,
-        fill,
-    );
+    let parts = &mut out.spare_capacity_mut()[..len];
+    par_fill(parts, chunk, min_chunks, Threads::All, fill);
     // SAFETY: `par_fill` initialised all `len` elements; had a task panicked, the panic would
     // have propagated before this line.
     unsafe { out.set_len(len) };
     out
 }
 
-/// [`par_build`] into a given buffer: initialises all of `parts` and returns the proof.
+/// [`par_build`] into a given buffer: initialises all of `parts` and returns the proof. On
+/// [`Threads::One`] (inside a task that is itself one of many) the chunks run in order on the
+/// calling thread.
 pub(crate) fn par_fill<T: Element>(
     parts: &mut [MaybeUninit<T>],
     chunk: usize,
     min_chunks: usize,
+    threads: Threads,
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Written {
-    if worth_splitting(parts.len()) {
+    if threads == Threads::All && worth_splitting(parts.len()) {
         parts
             .par_chunks_mut(chunk.max(1))
             .with_min_len(min_chunks.max(1))

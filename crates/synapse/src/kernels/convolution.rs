@@ -231,7 +231,7 @@ impl Conv {
             Conv::Forward(_) => {
                 let weight = Matrix::row_major(b, o, k)?;
                 let y = per_image(n, o * p, |i, dst, threads| {
-                    let col = im2col(block(a, i, image_len), &one);
+                    let col = im2col(block(a, i, image_len), &one, threads);
                     matmul_write(dst, weight, Matrix::row_major(&col, k, p)?, threads)
                 })?;
                 Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
@@ -244,7 +244,7 @@ impl Conv {
                         Matrix::row_major(block(a, i, o * p), o, p)?,
                         threads,
                     )?;
-                    Ok(col2im_into(&dcol, &one, dst))
+                    Ok(col2im_into(&dcol, &one, dst, threads))
                 })?;
                 let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
                 Ok((T::wrap(dx), shape))
@@ -255,7 +255,7 @@ impl Conv {
                 // over threads when one image has them all); summed over the images, then
                 // transposed once
                 let parts = per_image(n, k * o, |i, dst, threads| {
-                    let col = im2col(block(a, i, image_len), &one);
+                    let col = im2col(block(a, i, image_len), &one, threads);
                     let col = Matrix::row_major(&col, k, p)?;
                     let g_t = Matrix::row_major(block(b, i, o * p), o, p)?.t();
                     matmul_write(dst, col, g_t, threads)

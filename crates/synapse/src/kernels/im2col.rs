@@ -7,7 +7,7 @@
 //! Rows are independent, so unfolding runs in parallel over rows; folding runs in parallel over
 //! (image, channel) planes, each accumulating its taps in a fixed order (deterministic).
 
-use super::buffer::{par_fill, write_copy, Written};
+use super::buffer::{par_fill, write_copy, Threads, Written};
 use super::gemm::Element;
 use super::{items_per_task, worth_splitting};
 use rayon::prelude::*;
@@ -79,11 +79,12 @@ fn axis_range(
     lo..hi.max(lo)
 }
 
-/// Unfolds `x` (`[N, C, H, W]`, contiguous) into `[taps, columns]`.
+/// Unfolds `x` (`[N, C, H, W]`, contiguous) into `[taps, columns]`, rows in parallel on
+/// [`Threads::All`], in order on the calling thread on [`Threads::One`].
 ///
 /// Every element is written exactly once (padding as explicit zeros), so the buffer is not
 /// zeroed first.
-pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
+pub(crate) fn im2col<T: Element>(x: &[T], g: &ConvGeometry, threads: Threads) -> Vec<T> {
     let (positions, columns) = (g.positions(), g.columns());
     let (oh, ow, plane) = (g.out_h(), g.out_w(), g.in_h * g.in_w);
     let total = g.taps() * columns;
@@ -130,7 +131,7 @@ pub fn im2col<T: Element>(x: &[T], g: &ConvGeometry) -> Vec<T> {
         }
     };
     let rows = &mut col.spare_capacity_mut()[..total];
-    if worth_splitting(total) {
+    if threads == Threads::All && worth_splitting(total) {
         rows.par_chunks_mut(columns)
             .with_min_len(items_per_task(columns))
             .enumerate()
@@ -190,22 +191,24 @@ fn unfold_aligned<T: Element>(
 pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
     let len = g.batch * g.in_channels * g.in_h * g.in_w;
     let mut out: Vec<T> = Vec::with_capacity(len);
-    col2im_into(col, g, &mut out.spare_capacity_mut()[..len]);
+    col2im_into(col, g, &mut out.spare_capacity_mut()[..len], Threads::All);
     // SAFETY: `col2im_into` initialises all of the `len` elements it is given.
     unsafe { out.set_len(len) };
     out
 }
 
-/// [`col2im`] into `dst` (`[N, C, H, W]` elements), initialising all of it.
+/// [`col2im`] into `dst` (`[N, C, H, W]` elements), initialising all of it, on the given
+/// threads.
 pub(crate) fn col2im_into<T: Element>(
     col: &[T],
     g: &ConvGeometry,
     dst: &mut [MaybeUninit<T>],
+    threads: Threads,
 ) -> Written {
     let (positions, taps) = (g.positions(), g.taps());
     let (ow, plane) = (g.out_w(), g.in_h * g.in_w);
     let taps_per_channel = g.kernel_h * g.kernel_w;
-    par_fill(dst, plane, items_per_task(plane), |nc, dst| {
+    par_fill(dst, plane, items_per_task(plane), threads, |nc, dst| {
         let (n, c) = (nc / g.in_channels, nc % g.in_channels);
         for i in 0..g.kernel_h {
             for j in 0..g.kernel_w {
@@ -315,7 +318,7 @@ mod tests {
             let x: Vec<f64> = (0..g.batch * g.in_channels * g.in_h * g.in_w)
                 .map(|v| v as f64 + 1.0)
                 .collect();
-            assert_eq!(im2col(&x, &g), reference(&x, &g), "{g:?}");
+            assert_eq!(im2col(&x, &g, Threads::All), reference(&x, &g), "{g:?}");
         }
     }
 
@@ -340,7 +343,11 @@ mod tests {
             let y: Vec<f64> = (0..g.taps() * g.columns())
                 .map(|v| ((v * 53) % 13) as f64 - 6.0)
                 .collect();
-            let lhs: f64 = im2col(&x, &g).iter().zip(&y).map(|(a, b)| a * b).sum();
+            let lhs: f64 = im2col(&x, &g, Threads::All)
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| a * b)
+                .sum();
             let folded = col2im(&image_by_image(&y, &g), &g);
             let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs, "{g:?}");
