@@ -59,35 +59,33 @@ fn copies(model: &Model) -> Result<Vec<(String, Tensor)>> {
 /// batch statistics.
 pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> Result<Work> {
     // on a rayon worker (see `synfed_synapse::worker`)
-    synfed_synapse::on_worker(|| fedsgd_here(model, data, batch_size, seed))
-}
-
-fn fedsgd_here(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> Result<Work> {
-    let batch = fedsgd_batch(&data.indices, batch_size, seed);
-    let (x, y) = data
-        .train
-        .batch(&batch, &data.normalization, model.device(), DType::F32)?;
-    let before = copies(model)?;
-    let loss = model.loss(&x, &y, Mode::Train)?;
-    let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let grads = backward_final(&loss)?;
-    let mut update = Vec::with_capacity(before.len());
-    for (param, (name, old)) in model.params().iter().zip(before) {
-        let tensor = if param.role.is_trainable() {
-            match grads.get(param.var.as_tensor()) {
-                Some(g) => g.detach(),
-                None => param.var.as_tensor().zeros_like()?,
-            }
-        } else {
-            (param.var.as_tensor() - &old)?
-        };
-        update.push((name, tensor));
-    }
-    Ok(Work {
-        update,
-        examples: batch.len() as u64,
-        train_loss,
-        truth: (x, y),
+    synfed_synapse::on_worker(|| {
+        let batch = fedsgd_batch(&data.indices, batch_size, seed);
+        let (x, y) = data
+            .train
+            .batch(&batch, &data.normalization, model.device(), DType::F32)?;
+        let before = copies(model)?;
+        let loss = model.loss(&x, &y, Mode::Train)?;
+        let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let grads = backward_final(&loss)?;
+        let mut update = Vec::with_capacity(before.len());
+        for (param, (name, old)) in model.params().iter().zip(before) {
+            let tensor = if param.role.is_trainable() {
+                match grads.get(param.var.as_tensor()) {
+                    Some(g) => g.detach(),
+                    None => param.var.as_tensor().zeros_like()?,
+                }
+            } else {
+                (param.var.as_tensor() - &old)?
+            };
+            update.push((name, tensor));
+        }
+        Ok(Work {
+            update,
+            examples: batch.len() as u64,
+            train_loss,
+            truth: (x, y),
+        })
     })
 }
 
@@ -163,73 +161,64 @@ pub fn fedavg(
     seed: u64,
 ) -> Result<Work> {
     // on a rayon worker (see `synfed_synapse::worker`)
-    synfed_synapse::on_worker(|| fedavg_here(model, data, batch_size, epochs, steps, lr, seed))
-}
-
-fn fedavg_here(
-    model: &Model,
-    data: &LocalData,
-    batch_size: usize,
-    epochs: u32,
-    steps: u32,
-    lr: f64,
-    seed: u64,
-) -> Result<Work> {
-    let before = copies(model)?;
-    let mut optimizer = SynapticSgd::new(model.params(), lr, seed);
-    let (mut loss_sum, mut weight) = (0.0, 0.0);
-    if epochs > 0 {
-        for epoch in 0..epochs as usize {
-            let stats = train_epoch(
-                model,
-                &mut optimizer,
-                &data.train,
-                &data.indices,
-                &data.normalization,
-                batch_size,
-                seed,
-                epoch,
-                |_| {},
-            )?;
-            loss_sum += stats.train_loss * data.indices.len() as f64;
-            weight += data.indices.len() as f64;
-        }
-    } else {
-        let mut done = 0u32;
-        let mut epoch = 0u64;
-        while done < steps {
-            let batches = Batches::shuffled(data.indices.iter().copied(), batch_size, seed, epoch)?;
-            for batch in batches.iter() {
-                if done == steps {
-                    break;
-                }
-                let (x, y) =
-                    data.train
-                        .batch(batch, &data.normalization, model.device(), DType::F32)?;
-                let loss = model.loss(&x, &y, Mode::Train)?;
-                loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
-                weight += batch.len() as f64;
-                optimizer.step(&backward_final(&loss)?)?;
-                done += 1;
+    synfed_synapse::on_worker(|| {
+        let before = copies(model)?;
+        let mut optimizer = SynapticSgd::new(model.params(), lr, seed);
+        let (mut loss_sum, mut weight) = (0.0, 0.0);
+        if epochs > 0 {
+            for epoch in 0..epochs as usize {
+                let stats = train_epoch(
+                    model,
+                    &mut optimizer,
+                    &data.train,
+                    &data.indices,
+                    &data.normalization,
+                    batch_size,
+                    seed,
+                    epoch,
+                    |_| {},
+                )?;
+                loss_sum += stats.train_loss * data.indices.len() as f64;
+                weight += data.indices.len() as f64;
             }
-            epoch += 1;
+        } else {
+            let mut done = 0u32;
+            let mut epoch = 0u64;
+            while done < steps {
+                let batches =
+                    Batches::shuffled(data.indices.iter().copied(), batch_size, seed, epoch)?;
+                for batch in batches.iter() {
+                    if done == steps {
+                        break;
+                    }
+                    let (x, y) =
+                        data.train
+                            .batch(batch, &data.normalization, model.device(), DType::F32)?;
+                    let loss = model.loss(&x, &y, Mode::Train)?;
+                    loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
+                    weight += batch.len() as f64;
+                    optimizer.step(&backward_final(&loss)?)?;
+                    done += 1;
+                }
+                epoch += 1;
+            }
         }
-    }
-    let mut update = Vec::with_capacity(before.len());
-    for (param, (name, old)) in model.params().iter().zip(before) {
-        update.push((name, (param.var.as_tensor() - &old)?));
-    }
-    let truth = data.train.batch(
-        &data.indices,
-        &data.normalization,
-        model.device(),
-        DType::F32,
-    )?;
-    Ok(Work {
-        update,
-        examples: data.indices.len() as u64,
-        train_loss: if weight > 0.0 { loss_sum / weight } else { 0.0 },
-        truth,
+        let mut update = Vec::with_capacity(before.len());
+        for (param, (name, old)) in model.params().iter().zip(before) {
+            update.push((name, (param.var.as_tensor() - &old)?));
+        }
+        let truth = data.train.batch(
+            &data.indices,
+            &data.normalization,
+            model.device(),
+            DType::F32,
+        )?;
+        Ok(Work {
+            update,
+            examples: data.indices.len() as u64,
+            train_loss: if weight > 0.0 { loss_sum / weight } else { 0.0 },
+            truth,
+        })
     })
 }
 

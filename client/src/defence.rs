@@ -343,53 +343,46 @@ pub fn clipped_example_sum(
     c: f64,
 ) -> Result<(Vec<(String, Tensor)>, f64)> {
     // on a rayon worker (see `synfed_synapse::worker`)
-    synfed_synapse::on_worker(|| clipped_example_sum_here(model, x, labels, c))
-}
-
-fn clipped_example_sum_here(
-    model: &Model,
-    x: &Tensor,
-    labels: &Tensor,
-    c: f64,
-) -> Result<(Vec<(String, Tensor)>, f64)> {
-    let batch_norm = model.params().iter().any(|p| {
-        matches!(
-            p.role,
-            Role::NormWeight | Role::NormBias | Role::RunningMean | Role::RunningVar
-        )
-    });
-    if batch_norm {
-        return Err(DefenceError::PerExampleBatchNorm(
-            model.spec().arch.to_string(),
-        ));
-    }
-    let params: Vec<_> = model.params().iter().collect();
-    let trainable: Vec<bool> = params.iter().map(|p| p.role.is_trainable()).collect();
-    let mut sum: Vec<(String, Tensor)> = params
-        .iter()
-        .map(|p| Ok((p.name.clone(), p.var.as_tensor().zeros_like()?)))
-        .collect::<Result<_>>()?;
-    let b = x.dim(0)?;
-    let mut loss_sum = 0.0;
-    for i in 0..b {
-        let (xi, yi) = (x.narrow(0, i, 1)?, labels.narrow(0, i, 1)?);
-        let loss = model.loss(&xi, &yi, Mode::Train)?;
-        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let grads = backward_final(&loss)?;
-        let mut example = Vec::with_capacity(params.len());
-        for p in &params {
-            let g = match grads.get(p.var.as_tensor()) {
-                Some(g) if p.role.is_trainable() => g.detach(),
-                _ => p.var.as_tensor().zeros_like()?,
-            };
-            example.push((p.name.clone(), g));
+    synfed_synapse::on_worker(|| {
+        let batch_norm = model.params().iter().any(|p| {
+            matches!(
+                p.role,
+                Role::NormWeight | Role::NormBias | Role::RunningMean | Role::RunningVar
+            )
+        });
+        if batch_norm {
+            return Err(DefenceError::PerExampleBatchNorm(
+                model.spec().arch.to_string(),
+            ));
         }
-        clip(&mut example, &trainable, c)?;
-        for ((_, s), (_, g)) in sum.iter_mut().zip(example) {
-            *s = (&*s + g)?;
+        let params: Vec<_> = model.params().iter().collect();
+        let trainable: Vec<bool> = params.iter().map(|p| p.role.is_trainable()).collect();
+        let mut sum: Vec<(String, Tensor)> = params
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.var.as_tensor().zeros_like()?)))
+            .collect::<Result<_>>()?;
+        let b = x.dim(0)?;
+        let mut loss_sum = 0.0;
+        for i in 0..b {
+            let (xi, yi) = (x.narrow(0, i, 1)?, labels.narrow(0, i, 1)?);
+            let loss = model.loss(&xi, &yi, Mode::Train)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let grads = backward_final(&loss)?;
+            let mut example = Vec::with_capacity(params.len());
+            for p in &params {
+                let g = match grads.get(p.var.as_tensor()) {
+                    Some(g) if p.role.is_trainable() => g.detach(),
+                    _ => p.var.as_tensor().zeros_like()?,
+                };
+                example.push((p.name.clone(), g));
+            }
+            clip(&mut example, &trainable, c)?;
+            for ((_, s), (_, g)) in sum.iter_mut().zip(example) {
+                *s = (&*s + g)?;
+            }
         }
-    }
-    Ok((sum, if b > 0 { loss_sum / b as f64 } else { 0.0 }))
+        Ok((sum, if b > 0 { loss_sum / b as f64 } else { 0.0 }))
+    })
 }
 
 impl fmt::Display for Defence {
