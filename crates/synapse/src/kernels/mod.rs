@@ -31,6 +31,7 @@ pub mod matmul;
 pub mod relu;
 pub mod similarity;
 mod storage;
+mod winograd;
 
 pub use affine::{channel_affine, channel_center};
 pub use backward::{backward_final, backward_final_with_constants, backward_with_constants};

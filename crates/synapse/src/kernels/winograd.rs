@@ -1,0 +1,461 @@
+//! 3×3 "same" convolutions (stride 1, padding 1) by Winograd's minimal filtering F(2×2, 3×3)
+//! (Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016).
+//!
+//! Almost every convolution of ResNet20 and ConvNet is of this kind, and in an attack
+//! iteration six of its seven products per layer (the forward pass, the input gradient, and
+//! their reappearances in the gradient of the gradient) are such a convolution — the input
+//! gradient of a stride-1, padding-1 3×3 convolution is the same kind of convolution of the
+//! upstream gradient with the flipped, channel-swapped kernel. With im2col each output pixel
+//! costs 9·C multiply-adds; F(2×2, 3×3) computes a 2×2 output tile from a 4×4 input tile with
+//! 16·C, 2.25× fewer, at the price of linear transforms of the tiles:
+//!
+//! * kernel:  `U = G·w·Gᵀ`   (4×4 per output and input channel)
+//! * input:   `V = Bᵀ·d·B`   (4×4 per input channel and tile; tiles overlap by two pixels)
+//! * product: `M_ξ = U_ξ · V_ξ` for each of the 16 positions ξ of the 4×4 tile, an `[O, C]·[C, tiles]`
+//!   matrix product over every tile of every image at once
+//! * output:  `y = Aᵀ·M·A`   (2×2 per output channel and tile)
+//!
+//! The result is the same linear map of (x, w) as the direct convolution — only rounding
+//! differs (F(2×2, 3×3)'s transforms use coefficients 0, ±½ and ±1, so f32 results stay within
+//! a few units in the last place of the direct sum's error) — so the three convolution ops keep
+//! their exact adjoint relations and every derivative stays exact. Products run one ξ per task
+//! (each on one thread, independent of the thread count); transforms run per channel.
+
+use super::buffer::{par_build, per_image};
+use super::gemm::{matmul_write, Element, Matrix};
+use super::im2col::ConvGeometry;
+use super::items_per_task;
+use candle_core::{bail, Result};
+
+/// Input and output channels from which the transforms pay for themselves. Below, the
+/// products are too small for the saved multiply-adds to outweigh transforming every tile
+/// (measured on ResNet20's 16-channel stage).
+const MIN_CHANNELS: usize = 128;
+
+/// Positions of a 4×4 transformed tile: 16 matrix products per convolution.
+const XI: usize = 16;
+
+/// Whether `g` is a convolution this file computes: a 3×3 kernel, stride 1, padding 1, with
+/// enough channels in and out.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    (g.kernel_h, g.kernel_w, g.stride, g.padding) == (3, 3, 1, 1)
+        && g.in_channels >= MIN_CHANNELS
+        && g.out_channels >= MIN_CHANNELS
+}
+
+/// `y = conv(x, w)` for `x` `[N, C, H, W]`, `w` `[O, C, 3, 3]` (both contiguous), stride 1,
+/// padding 1: `[N, O, H, W]`.
+pub(crate) fn conv3x3<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
+    check(x, w, g, g.in_channels)?;
+    let (o, c) = (g.out_channels, g.in_channels);
+    let u = transform_kernel(w, o, c);
+    multiply_and_fold(x, g, |xi| Matrix::new(&u[xi * c..], o, c, XI * c, 1))
+}
+
+/// The input gradient of [`conv3x3`] with kernel `w` `[O, C, 3, 3]`, for the upstream
+/// gradient `gy` `[N, O, H, W]`: `∂x` `[N, C, H, W]` (`g` is the forward convolution's
+/// geometry).
+///
+/// That is the convolution of `gy` with the flipped, channel-swapped kernel
+/// `w'[c, o, i, j] = w[o, c, 2 − i, 2 − j]`. Flipping a kernel reverses `G`'s rows but for the
+/// middle two (`G·J = P·G`, P swapping rows 0 and 3), so `U(w') = Uᵀ` with ξ = (r, s) read at
+/// (π r, π s), π = (3 1 2 0): no flipped kernel is built, the products read `U` transposed.
+pub(crate) fn conv3x3_input_grad<T: Element>(
+    gy: &[T],
+    w: &[T],
+    g: &ConvGeometry,
+) -> Result<Vec<T>> {
+    let (o, c) = (g.out_channels, g.in_channels);
+    let swapped = ConvGeometry {
+        in_channels: o,
+        out_channels: c,
+        ..*g
+    };
+    check(gy, w, &swapped, o)?;
+    let u = transform_kernel(w, o, c);
+    const PI: [usize; 4] = [3, 1, 2, 0];
+    multiply_and_fold(gy, &swapped, |xi| {
+        let flipped = PI[xi / 4] * 4 + PI[xi % 4];
+        Ok(Matrix::new(&u[flipped * c..], o, c, XI * c, 1)?.t())
+    })
+}
+
+fn check<T>(x: &[T], w: &[T], g: &ConvGeometry, in_channels: usize) -> Result<()> {
+    if (g.kernel_h, g.kernel_w, g.stride, g.padding) != (3, 3, 1, 1) {
+        bail!("winograd: {g:?} is not a 3×3 convolution with stride 1 and padding 1");
+    }
+    let pixels = g.batch * g.in_h * g.in_w;
+    if x.len() != pixels * in_channels || w.len() != g.in_channels * g.out_channels * 9 {
+        bail!(
+            "winograd: {} input and {} kernel values for {g:?}",
+            x.len(),
+            w.len()
+        );
+    }
+    Ok(())
+}
+
+/// The products `M_ξ = U_ξ · V_ξ` and the output transform, for the transformed kernel given
+/// per ξ as an `[O, C]` matrix (O = `g.out_channels`).
+fn multiply_and_fold<'u, T: Element>(
+    x: &[T],
+    g: &ConvGeometry,
+    kernel: impl Fn(usize) -> Result<Matrix<'u, T>> + Sync,
+) -> Result<Vec<T>> {
+    let (n, c, o) = (g.batch, g.in_channels, g.out_channels);
+    let (h, w) = (g.in_h, g.in_w);
+    let tiles = Tiles::of(h, w);
+    let columns = n * tiles.count();
+    if columns == 0 || o == 0 {
+        return Ok(vec![T::ZERO; n * o * h * w]);
+    }
+    let v = transform_input(x, n, c, h, w, tiles);
+    // V is [C][16][columns]: the rows of V_ξ lie 16·columns apart
+    let m = per_image(XI, o * columns, |xi, dst, threads| {
+        let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?;
+        matmul_write(dst, kernel(xi)?, rhs, threads)
+    })?;
+    Ok(transform_output(&m, n, o, h, w, tiles))
+}
+
+/// The 2×2 output tiles covering an `h × w` plane (the last row/column of tiles reaches past
+/// an odd edge; those outputs are dropped).
+#[derive(Clone, Copy, Debug)]
+struct Tiles {
+    rows: usize,
+    cols: usize,
+}
+
+impl Tiles {
+    fn of(h: usize, w: usize) -> Self {
+        Self {
+            rows: h.div_ceil(2),
+            cols: w.div_ceil(2),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// Input channels transformed together, in registers' reach.
+const KERNEL_LANES: usize = 64;
+
+/// `U = G·w·Gᵀ` for every 3×3 kernel of `w` (`[O][C][9]`),
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`, laid out `[O][16][C]`: `U_ξ` is the
+/// `[O, C]` matrix at offset ξ·C with row stride 16·C. Output channels run in parallel; within
+/// one, blocks of input channels are gathered tap-major so that the arithmetic runs along
+/// contiguous lanes.
+fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+    let half = T::from_f64(0.5);
+    par_build(o * XI * c, XI * c, items_per_task(XI * c), |oc, dst| {
+        let mut taps = [[T::ZERO; KERNEL_LANES]; 9];
+        let mut gw = [[[T::ZERO; KERNEL_LANES]; 3]; 4];
+        for c0 in (0..c).step_by(KERNEL_LANES) {
+            let len = KERNEL_LANES.min(c - c0);
+            let kernels = &w[(oc * c + c0) * 9..][..len * 9];
+            for (lane, k) in kernels.chunks_exact(9).enumerate() {
+                for (t, &v) in k.iter().enumerate() {
+                    taps[t][lane] = v;
+                }
+            }
+            // G·w: row r of G applied down the kernel's columns j
+            for (r, gw_r) in gw.iter_mut().enumerate() {
+                for (j, out) in gw_r.iter_mut().enumerate() {
+                    g_row(
+                        r,
+                        [&taps[j], &taps[3 + j], &taps[6 + j]],
+                        &mut out[..len],
+                        half,
+                    );
+                }
+            }
+            // (G·w)·Gᵀ: row s of G applied along the columns
+            for xi in 0..XI {
+                let (r, s) = (xi / 4, xi % 4);
+                let out = &mut dst[xi * c + c0..][..len];
+                g_row(s, [&gw[r][0], &gw[r][1], &gw[r][2]], out, half);
+            }
+        }
+    })
+}
+
+/// Row `r` of `G` applied to three lanes of values, into `out` (as many lanes as it holds).
+#[inline(always)]
+fn g_row<T: Element>(r: usize, [a, b, d]: [&[T; KERNEL_LANES]; 3], out: &mut [T], half: T) {
+    let lanes = out.iter_mut().zip(a).zip(b).zip(d);
+    match r {
+        0 => lanes.for_each(|(((o, &a), _), _)| *o = a),
+        1 => lanes.for_each(|(((o, &a), &b), &d)| *o = (a + b + d) * half),
+        2 => lanes.for_each(|(((o, &a), &b), &d)| *o = (a - b + d) * half),
+        _ => lanes.for_each(|(((o, _), _), &d)| *o = d),
+    }
+}
+
+/// `V = Bᵀ·d·B` of every tile of every image, laid out `[C][16][N·tiles]`:
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`. Each channel's
+/// transforms are one contiguous block (channels run in parallel); within a plane, a row of
+/// tiles is transformed down its four input rows first (whole rows at a time), then along.
+fn transform_input<T: Element>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    tiles: Tiles,
+) -> Vec<T> {
+    let columns = n * tiles.count();
+    // the plane with its one-pixel zero border, extended to cover the last tiles
+    let (ph, pw) = (2 * tiles.rows + 2, 2 * tiles.cols + 2);
+    let block = XI * columns;
+    let plane_len = h * w;
+    let per_task = items_per_task(block);
+    par_build(c * block, block, per_task, |ic, dst| {
+        let mut padded = vec![T::ZERO; ph * pw];
+        let mut t: [Vec<T>; 4] = std::array::from_fn(|_| vec![T::ZERO; pw]);
+        let mut rows: Vec<&mut [T]> = dst.chunks_exact_mut(columns).collect();
+        for img in 0..n {
+            let plane = &x[(img * c + ic) * plane_len..][..plane_len];
+            for (row, line) in plane.chunks_exact(w).enumerate() {
+                padded[(row + 1) * pw + 1..][..w].copy_from_slice(line);
+            }
+            for ty in 0..tiles.rows {
+                let d: [&[T]; 4] = std::array::from_fn(|i| &padded[(2 * ty + i) * pw..][..pw]);
+                // Bᵀ·d down the rows, for every column at once
+                for col in 0..pw {
+                    let (d0, d1, d2, d3) = (d[0][col], d[1][col], d[2][col], d[3][col]);
+                    t[0][col] = d0 - d2;
+                    t[1][col] = d1 + d2;
+                    t[2][col] = d2 - d1;
+                    t[3][col] = d1 - d3;
+                }
+                let first = img * tiles.count() + ty * tiles.cols;
+                for (r, tr) in t.iter().enumerate() {
+                    let [r0, r1, r2, r3] = &mut rows[r * 4..r * 4 + 4] else {
+                        unreachable!("four rows per r")
+                    };
+                    let outs = [r0, r1, r2, r3].map(|row| &mut row[first..][..tiles.cols]);
+                    let [o0, o1, o2, o3] = outs;
+                    for tx in 0..tiles.cols {
+                        let e = &tr[2 * tx..2 * tx + 4];
+                        o0[tx] = e[0] - e[2];
+                        o1[tx] = e[1] + e[2];
+                        o2[tx] = e[2] - e[1];
+                        o3[tx] = e[1] - e[3];
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `y = Aᵀ·M·A` per output channel and tile, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, from `M`
+/// `[16][O][N·tiles]` into `[N, O, H, W]`; a row of tiles at a time, reading each `M_ξ`'s
+/// values for that row contiguously.
+fn transform_output<T: Element>(
+    m: &[T],
+    n: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    tiles: Tiles,
+) -> Vec<T> {
+    let columns = n * tiles.count();
+    let plane = h * w;
+    par_build(n * o * plane, plane, items_per_task(plane), |index, dst| {
+        let (img, oc) = (index / o, index % o);
+        let mut q = [vec![T::ZERO; 4 * tiles.cols], vec![T::ZERO; 4 * tiles.cols]];
+        for ty in 0..tiles.rows {
+            let first = oc * columns + img * tiles.count() + ty * tiles.cols;
+            let ms: [&[T]; XI] =
+                std::array::from_fn(|xi| &m[xi * o * columns + first..][..tiles.cols]);
+            // Aᵀ·M down the rows: q[i][s·cols + tx]
+            for s in 0..4 {
+                let (m0, m1, m2, m3) = (ms[s], ms[4 + s], ms[8 + s], ms[12 + s]);
+                let (q0, q1) = q.split_at_mut(1);
+                let q0 = &mut q0[0][s * tiles.cols..][..tiles.cols];
+                let q1 = &mut q1[0][s * tiles.cols..][..tiles.cols];
+                for tx in 0..tiles.cols {
+                    q0[tx] = m0[tx] + m1[tx] + m2[tx];
+                    q1[tx] = m1[tx] - m2[tx] - m3[tx];
+                }
+            }
+            // (Aᵀ·M)·A along: the tile's two output columns
+            for (i, y) in (2 * ty..(2 * ty + 2).min(h)).enumerate() {
+                let qi = &q[i];
+                let line = &mut dst[y * w..][..w];
+                for tx in 0..tiles.cols {
+                    let (a, b, c, d) = (
+                        qi[tx],
+                        qi[tiles.cols + tx],
+                        qi[2 * tiles.cols + tx],
+                        qi[3 * tiles.cols + tx],
+                    );
+                    line[2 * tx] = a + b + c;
+                    if 2 * tx + 1 < w {
+                        line[2 * tx + 1] = b - c - d;
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::buffer::Threads;
+    use crate::kernels::gemm::matmul_new_on;
+    use crate::kernels::im2col::im2col;
+
+    fn geometry(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeometry {
+        ConvGeometry {
+            batch: n,
+            in_channels: c,
+            out_channels: o,
+            in_h: h,
+            in_w: w,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride: 1,
+            padding: 1,
+        }
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        (0..len)
+            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// The definition: y[n, o, y, x] = Σ_c Σ_ij w[o, c, i, j]·x[n, c, y + i − 1, x + j − 1].
+    fn direct(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {
+        let (n, c, o, h, wd) = (g.batch, g.in_channels, g.out_channels, g.in_h, g.in_w);
+        let mut y = vec![0.0; n * o * h * wd];
+        for img in 0..n {
+            for oc in 0..o {
+                for py in 0..h {
+                    for px in 0..wd {
+                        let mut sum = 0.0;
+                        for ic in 0..c {
+                            for i in 0..3 {
+                                for j in 0..3 {
+                                    let (sy, sx) = (py + i, px + j);
+                                    if sy < 1 || sx < 1 || sy > h || sx > wd {
+                                        continue;
+                                    }
+                                    sum += w[((oc * c + ic) * 3 + i) * 3 + j]
+                                        * x[((img * c + ic) * h + sy - 1) * wd + sx - 1];
+                                }
+                            }
+                        }
+                        y[((img * o + oc) * h + py) * wd + px] = sum;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Even and odd sides (partial last tiles), one-pixel planes, single images and batches,
+    /// against the definition in f64.
+    #[test]
+    fn matches_the_definition_on_even_and_odd_planes() {
+        for (n, c, o, h, w) in [
+            (1, 2, 3, 4, 4),
+            (2, 3, 2, 5, 7),
+            (3, 1, 1, 1, 1),
+            (1, 4, 5, 2, 3),
+            (2, 16, 17, 8, 8),
+            (1, 5, 4, 9, 6),
+        ] {
+            let g = geometry(n, c, o, h, w);
+            let x = values(n * c * h * w, 1);
+            let k = values(o * c * 9, 2);
+            let got = conv3x3(&x, &k, &g).unwrap();
+            let want = direct(&x, &k, &g);
+            assert_eq!(got.len(), want.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-12, "{g:?}: {err}");
+        }
+    }
+
+    /// In f32, Winograd's rounding stays as close to the exact result as im2col + gemm's.
+    #[test]
+    fn single_precision_error_is_that_of_the_direct_product() {
+        let g = geometry(2, 64, 32, 10, 10);
+        let x = values(2 * 64 * 100, 3);
+        let k = values(32 * 64 * 9, 4);
+        let exact = direct(&x, &k, &g);
+        let (x32, k32): (Vec<f32>, Vec<f32>) = (
+            x.iter().map(|&v| v as f32).collect(),
+            k.iter().map(|&v| v as f32).collect(),
+        );
+        let wino = conv3x3(&x32, &k32, &g).unwrap();
+        // im2col + gemm, image by image, as the convolution op computes it without Winograd
+        let one = ConvGeometry { batch: 1, ..g };
+        let mut gemm_y = Vec::new();
+        for img in 0..2 {
+            let col = im2col(&x32[img * 6400..][..6400], &one, Threads::One);
+            let lhs = Matrix::row_major(&k32, 32, 576).unwrap();
+            let rhs = Matrix::row_major(&col, 576, 100).unwrap();
+            gemm_y.extend(matmul_new_on(lhs, rhs, Threads::One).unwrap());
+        }
+        let err = |y: &[f32]| {
+            y.iter()
+                .zip(&exact)
+                .map(|(&a, b)| (a as f64 - b).abs())
+                .fold(0.0, f64::max)
+        };
+        let (e_wino, e_gemm) = (err(&wino), err(&gemm_y));
+        assert!(e_wino < 4.0 * e_gemm.max(1e-6), "{e_wino} vs {e_gemm}");
+        assert!(e_wino < 1e-4, "{e_wino}");
+    }
+
+    /// The input gradient is the adjoint of the convolution: ⟨conv(x, w), g⟩ = ⟨x, ∂x(g, w)⟩.
+    #[test]
+    fn input_gradient_is_the_adjoint() {
+        let (n, c, o, h, w) = (2, 3, 4, 5, 6);
+        let x = values(n * c * h * w, 5);
+        let k = values(o * c * 9, 6);
+        let gy = values(n * o * h * w, 7);
+        let y = conv3x3(&x, &k, &geometry(n, c, o, h, w)).unwrap();
+        let dx = conv3x3_input_grad(&gy, &k, &geometry(n, c, o, h, w)).unwrap();
+        let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+    }
+
+    #[test]
+    fn applies_only_to_same_3x3_convolutions_with_enough_channels() {
+        let g = geometry(1, MIN_CHANNELS, MIN_CHANNELS, 8, 8);
+        assert!(applies(&g));
+        assert!(!applies(&ConvGeometry { stride: 2, ..g }));
+        assert!(!applies(&ConvGeometry { padding: 0, ..g }));
+        assert!(!applies(&ConvGeometry { kernel_w: 1, ..g }));
+        assert!(!applies(&ConvGeometry {
+            in_channels: 3,
+            ..g
+        }));
+        assert!(!applies(&ConvGeometry {
+            out_channels: MIN_CHANNELS - 1,
+            ..g
+        }));
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let g = geometry(1, 2, 2, 4, 4);
+        assert!(conv3x3(&[0.0f64; 31], &[0.0; 36], &g).is_err());
+        assert!(conv3x3(&[0.0f64; 32], &[0.0; 35], &g).is_err());
+        assert!(conv3x3(&[0.0f64; 32], &[0.0; 36], &ConvGeometry { stride: 2, ..g }).is_err());
+    }
+}
