@@ -8,7 +8,7 @@
 //! [`Written`]. Buffers of at most one task's worth are built on the calling thread.
 
 use super::gemm::Element;
-use super::worth_splitting;
+use super::{items_per_task, worth_splitting};
 use candle_core::{bail, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -92,7 +92,8 @@ impl Written {
 }
 
 /// A buffer of `images` parts of `len` elements, part `i` written by `fill(i, part, threads)`:
-/// images in parallel, each on one thread ([`Threads::One`]); a single image gets all threads.
+/// images in parallel, each on one thread ([`Threads::One`]; small parts several to a task); a
+/// single image gets all threads.
 /// Working a whole image at a time in one task keeps its intermediate buffers (its unfolded
 /// columns) in that core's cache and needs no rearranging of the batch.
 pub(crate) fn per_image<T: Element>(
@@ -115,6 +116,7 @@ pub(crate) fn per_image<T: Element>(
     } else if len > 0 {
         parts
             .par_chunks_mut(len)
+            .with_min_len(items_per_task(len))
             .enumerate()
             .try_for_each(|(i, part)| checked(i, part, Threads::One))?;
     }

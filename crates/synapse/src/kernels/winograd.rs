@@ -21,11 +21,11 @@
 //! their exact adjoint relations and every derivative stays exact. Products run one ξ per task
 //! (each on one thread, independent of the thread count); transforms run per channel.
 
-use super::buffer::{par_build, per_image};
+use super::buffer::{per_image, write_copy, Written};
 use super::gemm::{matmul_write, Element, Matrix};
 use super::im2col::ConvGeometry;
-use super::items_per_task;
 use candle_core::{bail, Result};
+use std::mem::MaybeUninit;
 
 /// Input and output channels from which the transforms pay for themselves. Below, the
 /// products are too small for the saved multiply-adds to outweigh transforming every tile
@@ -48,7 +48,7 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 pub(crate) fn conv3x3<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
     check(x, w, g, g.in_channels)?;
     let (o, c) = (g.out_channels, g.in_channels);
-    let u = transform_kernel(w, o, c);
+    let u = transform_kernel(w, o, c)?;
     multiply_and_fold(x, g, |xi| Matrix::new(&u[xi * c..], o, c, XI * c, 1))
 }
 
@@ -72,7 +72,7 @@ pub(crate) fn conv3x3_input_grad<T: Element>(
         ..*g
     };
     check(gy, w, &swapped, o)?;
-    let u = transform_kernel(w, o, c);
+    let u = transform_kernel(w, o, c)?;
     const PI: [usize; 4] = [3, 1, 2, 0];
     multiply_and_fold(gy, &swapped, |xi| {
         let flipped = PI[xi / 4] * 4 + PI[xi % 4];
@@ -109,13 +109,13 @@ fn multiply_and_fold<'u, T: Element>(
     if columns == 0 || o == 0 {
         return Ok(vec![T::ZERO; n * o * h * w]);
     }
-    let v = transform_input(x, n, c, h, w, tiles);
+    let v = transform_input(x, n, c, h, w, tiles)?;
     // V is [C][16][columns]: the rows of V_ξ lie 16·columns apart
     let m = per_image(XI, o * columns, |xi, dst, threads| {
         let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?;
         matmul_write(dst, kernel(xi)?, rhs, threads)
     })?;
-    Ok(transform_output(&m, n, o, h, w, tiles))
+    transform_output(&m, n, o, h, w, tiles)
 }
 
 /// The 2×2 output tiles covering an `h × w` plane (the last row/column of tiles reaches past
@@ -147,9 +147,9 @@ const KERNEL_LANES: usize = 64;
 /// `[O, C]` matrix at offset ξ·C with row stride 16·C. Output channels run in parallel; within
 /// one, blocks of input channels are gathered tap-major so that the arithmetic runs along
 /// contiguous lanes.
-fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
+fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Result<Vec<T>> {
     let half = T::from_f64(0.5);
-    par_build(o * XI * c, XI * c, items_per_task(XI * c), |oc, dst| {
+    per_image(o, XI * c, |oc, dst, _| {
         let mut taps = [[T::ZERO; KERNEL_LANES]; 9];
         let mut gw = [[[T::ZERO; KERNEL_LANES]; 3]; 4];
         for c0 in (0..c).step_by(KERNEL_LANES) {
@@ -163,27 +163,31 @@ fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Vec<T> {
             // G·w: row r of G applied down the kernel's columns j
             for (r, gw_r) in gw.iter_mut().enumerate() {
                 for (j, out) in gw_r.iter_mut().enumerate() {
-                    g_row(
-                        r,
-                        [&taps[j], &taps[3 + j], &taps[6 + j]],
-                        &mut out[..len],
-                        half,
-                    );
+                    g_row(r, [&taps[j], &taps[3 + j], &taps[6 + j]], out, half);
                 }
             }
             // (G·w)·Gᵀ: row s of G applied along the columns
+            let mut u = [T::ZERO; KERNEL_LANES];
             for xi in 0..XI {
                 let (r, s) = (xi / 4, xi % 4);
-                let out = &mut dst[xi * c + c0..][..len];
-                g_row(s, [&gw[r][0], &gw[r][1], &gw[r][2]], out, half);
+                g_row(s, [&gw[r][0], &gw[r][1], &gw[r][2]], &mut u, half);
+                write_copy(&mut dst[xi * c + c0..][..len], &u[..len]);
             }
         }
+        // SAFETY: for every ξ, the blocks `c0..c0 + len` above tile `0..c`, and `g_row` wrote
+        // each lane of each block: all 16·c elements.
+        Ok(unsafe { Written::new(dst) })
     })
 }
 
-/// Row `r` of `G` applied to three lanes of values, into `out` (as many lanes as it holds).
+/// Row `r` of `G` applied to three lanes of values.
 #[inline(always)]
-fn g_row<T: Element>(r: usize, [a, b, d]: [&[T; KERNEL_LANES]; 3], out: &mut [T], half: T) {
+fn g_row<T: Element>(
+    r: usize,
+    [a, b, d]: [&[T; KERNEL_LANES]; 3],
+    out: &mut [T; KERNEL_LANES],
+    half: T,
+) {
     let lanes = out.iter_mut().zip(a).zip(b).zip(d);
     match r {
         0 => lanes.for_each(|(((o, &a), _), _)| *o = a),
@@ -204,17 +208,16 @@ fn transform_input<T: Element>(
     h: usize,
     w: usize,
     tiles: Tiles,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     let columns = n * tiles.count();
     // the plane with its one-pixel zero border, extended to cover the last tiles
     let (ph, pw) = (2 * tiles.rows + 2, 2 * tiles.cols + 2);
     let block = XI * columns;
     let plane_len = h * w;
-    let per_task = items_per_task(block);
-    par_build(c * block, block, per_task, |ic, dst| {
+    per_image(c, block, |ic, dst, _| {
         let mut padded = vec![T::ZERO; ph * pw];
         let mut t: [Vec<T>; 4] = std::array::from_fn(|_| vec![T::ZERO; pw]);
-        let mut rows: Vec<&mut [T]> = dst.chunks_exact_mut(columns).collect();
+        let mut rows: Vec<&mut [MaybeUninit<T>]> = dst.chunks_exact_mut(columns).collect();
         for img in 0..n {
             let plane = &x[(img * c + ic) * plane_len..][..plane_len];
             for (row, line) in plane.chunks_exact(w).enumerate() {
@@ -239,14 +242,17 @@ fn transform_input<T: Element>(
                     let [o0, o1, o2, o3] = outs;
                     for tx in 0..tiles.cols {
                         let e = &tr[2 * tx..2 * tx + 4];
-                        o0[tx] = e[0] - e[2];
-                        o1[tx] = e[1] + e[2];
-                        o2[tx] = e[2] - e[1];
-                        o3[tx] = e[1] - e[3];
+                        o0[tx].write(e[0] - e[2]);
+                        o1[tx].write(e[1] + e[2]);
+                        o2[tx].write(e[2] - e[1]);
+                        o3[tx].write(e[1] - e[3]);
                     }
                 }
             }
         }
+        // SAFETY: each of the 16 rows (r, j) got, for every image and row of tiles, the
+        // `tiles.cols` values from `first` on: all `n·tiles.count()` columns of every row.
+        Ok(unsafe { Written::new(dst) })
     })
 }
 
@@ -260,10 +266,9 @@ fn transform_output<T: Element>(
     h: usize,
     w: usize,
     tiles: Tiles,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     let columns = n * tiles.count();
-    let plane = h * w;
-    par_build(n * o * plane, plane, items_per_task(plane), |index, dst| {
+    per_image(n * o, h * w, |index, dst, _| {
         let (img, oc) = (index / o, index % o);
         let mut q = [vec![T::ZERO; 4 * tiles.cols], vec![T::ZERO; 4 * tiles.cols]];
         for ty in 0..tiles.rows {
@@ -292,13 +297,16 @@ fn transform_output<T: Element>(
                         qi[2 * tiles.cols + tx],
                         qi[3 * tiles.cols + tx],
                     );
-                    line[2 * tx] = a + b + c;
+                    line[2 * tx].write(a + b + c);
                     if 2 * tx + 1 < w {
-                        line[2 * tx + 1] = b - c - d;
+                        line[2 * tx + 1].write(b - c - d);
                     }
                 }
             }
         }
+        // SAFETY: the tiles cover the plane: rows 2·ty, 2·ty + 1 (below h) of every row of
+        // tiles, and in each of those lines columns 2·tx, 2·tx + 1 (below w) of every tile.
+        Ok(unsafe { Written::new(dst) })
     })
 }
 
