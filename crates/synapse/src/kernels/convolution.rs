@@ -32,6 +32,7 @@ use super::uses_kernels;
 use super::winograd;
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, OnceLock};
 
 /// Stride and zero padding of a square-stepped convolution (dilation 1, one group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +100,7 @@ fn conv2d_on(engine: Engine, x: &Tensor, weight: &Tensor, p: ConvParams) -> Resu
     if engine == Engine::Candle {
         return x.conv2d(weight, p.padding, p.stride, 1, 1);
     }
-    x.contiguous()?
-        .apply_op2(&weight.contiguous()?, Conv::Forward(geometry))
+    product(x, weight, Conv::Forward(geometry, Transformed::default()))
 }
 
 fn conv2d_input_grad_on(
@@ -130,8 +130,7 @@ fn conv2d_input_grad_on(
         let dx = g.conv_transpose2d(weight, p.padding, extra, p.stride, 1)?;
         return dx.narrow(2, 0, h)?.narrow(3, 0, w);
     }
-    g.contiguous()?
-        .apply_op2(&weight.contiguous()?, Conv::InputGrad(geometry))
+    product(g, weight, Conv::InputGrad(geometry, Transformed::default()))
 }
 
 fn conv2d_weight_grad_on(
@@ -161,8 +160,7 @@ fn conv2d_weight_grad_on(
             .transpose(0, 1)?;
         return dw.narrow(2, 0, kh)?.narrow(3, 0, kw)?.contiguous();
     }
-    x.contiguous()?
-        .apply_op2(&g.contiguous()?, Conv::WeightGrad(geometry))
+    product(x, g, Conv::WeightGrad(geometry))
 }
 
 fn geometry(
@@ -199,21 +197,57 @@ fn geometry(
     })
 }
 
-/// The three ops; each carries the full geometry so that its backward pass can build the others.
-#[derive(Clone, Copy, Debug)]
+/// One of the ops on contiguous operands.
+fn product(a: &Tensor, b: &Tensor, op: Conv) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, op)
+}
+
+/// The three ops; each carries the full geometry so that its backward pass can build the
+/// others. The two that take the kernel as their second operand carry its Winograd transform
+/// once computed, shared with the ops their backward passes build on the same kernel.
+#[derive(Clone, Debug)]
 enum Conv {
     /// (x, W) → y
-    Forward(ConvGeometry),
+    Forward(ConvGeometry, Transformed),
     /// (g, W) → ∂x
-    InputGrad(ConvGeometry),
+    InputGrad(ConvGeometry, Transformed),
     /// (x, g) → ∂W
     WeightGrad(ConvGeometry),
 }
 
+/// A kernel's Winograd transform ([`winograd::transform_kernel`]), computed by the first op
+/// that needs it. In an attack iteration a wide layer's kernel W enters four products — the
+/// forward pass, the input gradient and both again in the gradient of the gradient — and
+/// the upstream gradient u that the weight gradient's backward pass uses as a kernel enters
+/// two; each transform reads the kernel and writes 16/9 of its size, which was a tenth of a
+/// ConvNet iteration when every product transformed its kernel afresh. The ops that share a
+/// transform share the very kernel tensor (an operand of both), so it cannot be stale.
+#[derive(Clone, Debug, Default)]
+struct Transformed(Arc<OnceLock<CpuStorage>>);
+
+impl Transformed {
+    /// The transform of `w` (`[O, C, 3, 3]`), computed now unless already kept.
+    fn of<T: Operand>(&self, w: &[T], o: usize, c: usize, op: &str) -> Result<&[T]> {
+        if self.0.get().is_none() {
+            // only one op computes (an op's forward runs once), so a lost race is impossible;
+            // were it to happen, the kept transform is the same values
+            let _ = self.0.set(T::wrap(winograd::transform_kernel(w, o, c)?));
+        }
+        let len = winograd::transformed_len(o, c);
+        let Some(storage) = self.0.get() else {
+            bail!("{op}: the kernel's transform was not kept");
+        };
+        match T::slice(storage, &Layout::contiguous(len), op)?.get(..len) {
+            Some(u) => Ok(u),
+            None => bail!("{op}: the kept kernel transform is not {len} values"),
+        }
+    }
+}
+
 impl Conv {
     fn geometry(&self) -> ConvGeometry {
-        match *self {
-            Conv::Forward(g) | Conv::InputGrad(g) | Conv::WeightGrad(g) => g,
+        match self {
+            Conv::Forward(g, _) | Conv::InputGrad(g, _) | Conv::WeightGrad(g) => *g,
         }
     }
 
@@ -232,16 +266,18 @@ impl Conv {
         let one = ConvGeometry { batch: 1, ..g };
         let image_len = g.in_channels * g.in_h * g.in_w;
         match self {
-            Conv::Forward(_) if winograd::applies(&g) => {
-                let y = winograd::conv3x3(a, b, &g)?;
+            Conv::Forward(_, kernel) if winograd::applies(&g) => {
+                let u = kernel.of(b, o, g.in_channels, name)?;
+                let y = winograd::conv3x3(a, u, &g)?;
                 Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
             }
-            Conv::InputGrad(_) if winograd::applies(&g) => {
-                let dx = winograd::conv3x3_input_grad(a, b, &g)?;
+            Conv::InputGrad(_, kernel) if winograd::applies(&g) => {
+                let u = kernel.of(b, o, g.in_channels, name)?;
+                let dx = winograd::conv3x3_input_grad(a, u, &g)?;
                 let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
                 Ok((T::wrap(dx), shape))
             }
-            Conv::Forward(_) => {
+            Conv::Forward(..) => {
                 let weight = Matrix::row_major(b, o, k)?;
                 let y = per_image(n, o * p, |i, dst, threads| {
                     let col = im2col(block(a, i, image_len), &one, threads);
@@ -249,7 +285,7 @@ impl Conv {
                 })?;
                 Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
             }
-            Conv::InputGrad(_) => {
+            Conv::InputGrad(..) => {
                 let weight_t = Matrix::row_major(b, o, k)?.t();
                 let dx = per_image(n, image_len, |i, dst, threads| {
                     let dcol = matmul_new_on(
@@ -312,8 +348,8 @@ fn sum_images<T: Element>(parts: &[T], n: usize) -> Vec<T> {
 impl CustomOp2 for Conv {
     fn name(&self) -> &'static str {
         match self {
-            Conv::Forward(_) => "synfed-conv2d",
-            Conv::InputGrad(_) => "synfed-conv2d-input-grad",
+            Conv::Forward(..) => "synfed-conv2d",
+            Conv::InputGrad(..) => "synfed-conv2d-input-grad",
             Conv::WeightGrad(_) => "synfed-conv2d-weight-grad",
         }
     }
@@ -344,24 +380,28 @@ impl CustomOp2 for Conv {
             stride: g.stride,
             padding: g.padding,
         };
-        let input_hw = (g.in_h, g.in_w);
         let kernel_hw = (g.kernel_h, g.kernel_w);
         // an operand that is neither a variable nor computed from one (the images of a
         // training step), or is declared constant, needs no gradient
         let (need_a, need_b) = (needs_gradient(a), needs_gradient(b));
+        // the products on the same kernel share its transform (the operands are the op's
+        // own, so the shapes are the geometry's)
         let (da, db) = match self {
-            Conv::Forward(_) => (
-                need_a.then(|| conv2d_input_grad(u, b, input_hw, p)),
+            Conv::Forward(_, kernel) => (
+                need_a.then(|| product(u, b, Conv::InputGrad(g, kernel.clone()))),
                 need_b.then(|| conv2d_weight_grad(a, u, kernel_hw, p)),
             ),
-            Conv::InputGrad(_) => (
-                need_a.then(|| conv2d(u, b, p)),
+            Conv::InputGrad(_, kernel) => (
+                need_a.then(|| product(u, b, Conv::Forward(g, kernel.clone()))),
                 need_b.then(|| conv2d_weight_grad(u, a, kernel_hw, p)),
             ),
-            Conv::WeightGrad(_) => (
-                need_a.then(|| conv2d_input_grad(b, u, input_hw, p)),
-                need_b.then(|| conv2d(a, u, p)),
-            ),
+            Conv::WeightGrad(_) => {
+                let kernel = Transformed::default();
+                (
+                    need_a.then(|| product(b, u, Conv::InputGrad(g, kernel.clone()))),
+                    need_b.then(|| product(a, u, Conv::Forward(g, kernel))),
+                )
+            }
         };
         Ok((da.transpose()?, db.transpose()?))
     }

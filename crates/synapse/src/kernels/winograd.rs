@@ -43,16 +43,15 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
         && g.out_channels >= MIN_CHANNELS
 }
 
-/// `y = conv(x, w)` for `x` `[N, C, H, W]`, `w` `[O, C, 3, 3]` (both contiguous), stride 1,
-/// padding 1: `[N, O, H, W]`.
-pub(crate) fn conv3x3<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
-    check(x, w, g, g.in_channels)?;
+/// `y = conv(x, w)` for `x` `[N, C, H, W]` (contiguous) and the transform `u` of a kernel `w`
+/// `[O, C, 3, 3]` ([`transform_kernel`]), stride 1, padding 1: `[N, O, H, W]`.
+pub(crate) fn conv3x3<T: Element>(x: &[T], u: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
+    check(x, u, g, g.in_channels)?;
     let (o, c) = (g.out_channels, g.in_channels);
-    let u = transform_kernel(w, o, c)?;
     multiply_and_fold(x, g, |xi| Matrix::new(&u[xi * c..], o, c, XI * c, 1))
 }
 
-/// The input gradient of [`conv3x3`] with kernel `w` `[O, C, 3, 3]`, for the upstream
+/// The input gradient of [`conv3x3`] with the transform `u` of kernel `w` `[O, C, 3, 3]`, for the upstream
 /// gradient `gy` `[N, O, H, W]`: `∂x` `[N, C, H, W]` (`g` is the forward convolution's
 /// geometry).
 ///
@@ -62,7 +61,7 @@ pub(crate) fn conv3x3<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Result<
 /// (π r, π s), π = (3 1 2 0): no flipped kernel is built, the products read `U` transposed.
 pub(crate) fn conv3x3_input_grad<T: Element>(
     gy: &[T],
-    w: &[T],
+    u: &[T],
     g: &ConvGeometry,
 ) -> Result<Vec<T>> {
     let (o, c) = (g.out_channels, g.in_channels);
@@ -71,8 +70,7 @@ pub(crate) fn conv3x3_input_grad<T: Element>(
         out_channels: c,
         ..*g
     };
-    check(gy, w, &swapped, o)?;
-    let u = transform_kernel(w, o, c)?;
+    check(gy, u, &swapped, o)?;
     const PI: [usize; 4] = [3, 1, 2, 0];
     multiply_and_fold(gy, &swapped, |xi| {
         let flipped = PI[xi / 4] * 4 + PI[xi % 4];
@@ -80,16 +78,17 @@ pub(crate) fn conv3x3_input_grad<T: Element>(
     })
 }
 
-fn check<T>(x: &[T], w: &[T], g: &ConvGeometry, in_channels: usize) -> Result<()> {
+fn check<T>(x: &[T], u: &[T], g: &ConvGeometry, in_channels: usize) -> Result<()> {
     if (g.kernel_h, g.kernel_w, g.stride, g.padding) != (3, 3, 1, 1) {
         bail!("winograd: {g:?} is not a 3×3 convolution with stride 1 and padding 1");
     }
     let pixels = g.batch * g.in_h * g.in_w;
-    if x.len() != pixels * in_channels || w.len() != g.in_channels * g.out_channels * 9 {
+    if x.len() != pixels * in_channels || u.len() != transformed_len(g.in_channels, g.out_channels)
+    {
         bail!(
-            "winograd: {} input and {} kernel values for {g:?}",
+            "winograd: {} input and {} transformed kernel values for {g:?}",
             x.len(),
-            w.len()
+            u.len()
         );
     }
     Ok(())
@@ -147,7 +146,13 @@ const KERNEL_LANES: usize = 64;
 /// `[O, C]` matrix at offset ξ·C with row stride 16·C. Output channels run in parallel; within
 /// one, blocks of input channels are gathered tap-major so that the arithmetic runs along
 /// contiguous lanes.
-fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Result<Vec<T>> {
+pub(crate) fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Result<Vec<T>> {
+    if w.len() != o * c * 9 {
+        bail!(
+            "winograd: {} kernel values for {o}×{c} 3×3 kernels",
+            w.len()
+        );
+    }
     let half = T::from_f64(0.5);
     per_image(o, XI * c, |oc, dst, _| {
         let mut taps = [[T::ZERO; KERNEL_LANES]; 9];
@@ -178,6 +183,11 @@ fn transform_kernel<T: Element>(w: &[T], o: usize, c: usize) -> Result<Vec<T>> {
         // each lane of each block: all 16·c elements.
         Ok(unsafe { Written::new(dst) })
     })
+}
+
+/// Values in the transform of `o × c` kernels.
+pub(crate) fn transformed_len(o: usize, c: usize) -> usize {
+    XI * o * c
 }
 
 /// Row `r` of `G` applied to three lanes of values.
@@ -381,7 +391,7 @@ mod tests {
             let g = geometry(n, c, o, h, w);
             let x = values(n * c * h * w, 1);
             let k = values(o * c * 9, 2);
-            let got = conv3x3(&x, &k, &g).unwrap();
+            let got = conv3x3(&x, &transform_kernel(&k, o, c).unwrap(), &g).unwrap();
             let want = direct(&x, &k, &g);
             assert_eq!(got.len(), want.len());
             let err = got
@@ -404,7 +414,7 @@ mod tests {
             x.iter().map(|&v| v as f32).collect(),
             k.iter().map(|&v| v as f32).collect(),
         );
-        let wino = conv3x3(&x32, &k32, &g).unwrap();
+        let wino = conv3x3(&x32, &transform_kernel(&k32, 32, 64).unwrap(), &g).unwrap();
         // im2col + gemm, image by image, as the convolution op computes it without Winograd
         let one = ConvGeometry { batch: 1, ..g };
         let mut gemm_y = Vec::new();
@@ -432,8 +442,9 @@ mod tests {
         let x = values(n * c * h * w, 5);
         let k = values(o * c * 9, 6);
         let gy = values(n * o * h * w, 7);
-        let y = conv3x3(&x, &k, &geometry(n, c, o, h, w)).unwrap();
-        let dx = conv3x3_input_grad(&gy, &k, &geometry(n, c, o, h, w)).unwrap();
+        let u = transform_kernel(&k, o, c).unwrap();
+        let y = conv3x3(&x, &u, &geometry(n, c, o, h, w)).unwrap();
+        let dx = conv3x3_input_grad(&gy, &u, &geometry(n, c, o, h, w)).unwrap();
         let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
         assert!(
@@ -462,8 +473,12 @@ mod tests {
     #[test]
     fn wrong_sizes_are_errors() {
         let g = geometry(1, 2, 2, 4, 4);
-        assert!(conv3x3(&[0.0f64; 31], &[0.0; 36], &g).is_err());
-        assert!(conv3x3(&[0.0f64; 32], &[0.0; 35], &g).is_err());
-        assert!(conv3x3(&[0.0f64; 32], &[0.0; 36], &ConvGeometry { stride: 2, ..g }).is_err());
+        let u = [0.0f64; 64];
+        assert!(conv3x3(&[0.0f64; 32], &u, &g).is_ok());
+        assert!(conv3x3(&[0.0f64; 31], &u, &g).is_err());
+        assert!(conv3x3(&[0.0f64; 32], &u[..63], &g).is_err());
+        assert!(conv3x3(&[0.0f64; 32], &u, &ConvGeometry { stride: 2, ..g }).is_err());
+        assert!(conv3x3_input_grad(&[0.0f64; 31], &u, &g).is_err());
+        assert!(transform_kernel(&[0.0f64; 35], 2, 2).is_err());
     }
 }
