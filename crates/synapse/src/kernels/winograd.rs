@@ -224,46 +224,54 @@ fn transform_input<T: Element>(
     let (ph, pw) = (2 * tiles.rows + 2, 2 * tiles.cols + 2);
     let block = XI * columns;
     let plane_len = h * w;
+    let cols = tiles.cols;
     per_image(c, block, |ic, dst, _| {
         let mut padded = vec![T::ZERO; ph * pw];
-        let mut t: [Vec<T>; 4] = std::array::from_fn(|_| vec![T::ZERO; pw]);
+        // d·B along each padded row: p[j][row·cols + tx] for the tile column tx
+        let mut p: [Vec<T>; 4] = std::array::from_fn(|_| vec![T::ZERO; ph * cols]);
         let mut rows: Vec<&mut [MaybeUninit<T>]> = dst.chunks_exact_mut(columns).collect();
         for img in 0..n {
             let plane = &x[(img * c + ic) * plane_len..][..plane_len];
             for (row, line) in plane.chunks_exact(w).enumerate() {
                 padded[(row + 1) * pw + 1..][..w].copy_from_slice(line);
             }
-            for ty in 0..tiles.rows {
-                let d: [&[T]; 4] = std::array::from_fn(|i| &padded[(2 * ty + i) * pw..][..pw]);
-                // Bᵀ·d down the rows, for every column at once
-                for col in 0..pw {
-                    let (d0, d1, d2, d3) = (d[0][col], d[1][col], d[2][col], d[3][col]);
-                    t[0][col] = d0 - d2;
-                    t[1][col] = d1 + d2;
-                    t[2][col] = d2 - d1;
-                    t[3][col] = d1 - d3;
+            for (row, line) in padded.chunks_exact(pw).enumerate() {
+                let [p0, p1, p2, p3] = &mut p;
+                let at = row * cols;
+                let outs = (&mut p0[at..at + cols], &mut p1[at..at + cols]);
+                let more = (&mut p2[at..at + cols], &mut p3[at..at + cols]);
+                for (tx, e) in line.windows(4).step_by(2).take(cols).enumerate() {
+                    outs.0[tx] = e[0] - e[2];
+                    outs.1[tx] = e[1] + e[2];
+                    more.0[tx] = e[2] - e[1];
+                    more.1[tx] = e[1] - e[3];
                 }
-                let first = img * tiles.count() + ty * tiles.cols;
-                for (r, tr) in t.iter().enumerate() {
-                    let [r0, r1, r2, r3] = &mut rows[r * 4..r * 4 + 4] else {
-                        unreachable!("four rows per r")
-                    };
-                    let outs = [r0, r1, r2, r3].map(|row| &mut row[first..][..tiles.cols]);
-                    let [o0, o1, o2, o3] = outs;
-                    for tx in 0..tiles.cols {
-                        let e = &tr[2 * tx..2 * tx + 4];
-                        o0[tx].write(e[0] - e[2]);
-                        o1[tx].write(e[1] + e[2]);
-                        o2[tx].write(e[2] - e[1]);
-                        o3[tx].write(e[1] - e[3]);
-                    }
+            }
+            // Bᵀ· down the rows of each tile row: contiguous along the tile columns
+            for ty in 0..tiles.rows {
+                let first = img * tiles.count() + ty * cols;
+                for (j, pj) in p.iter().enumerate() {
+                    let d: [&[T]; 4] = std::array::from_fn(|i| &pj[(2 * ty + i) * cols..][..cols]);
+                    let span = first..first + cols;
+                    combine(&mut rows[j][span.clone()], d[0], d[2], |a, b| a - b);
+                    combine(&mut rows[4 + j][span.clone()], d[1], d[2], |a, b| a + b);
+                    combine(&mut rows[8 + j][span.clone()], d[2], d[1], |a, b| a - b);
+                    combine(&mut rows[12 + j][span], d[1], d[3], |a, b| a - b);
                 }
             }
         }
         // SAFETY: each of the 16 rows (r, j) got, for every image and row of tiles, the
-        // `tiles.cols` values from `first` on: all `n·tiles.count()` columns of every row.
+        // `cols` values from `first` on: all `n·tiles.count()` columns of every row.
         Ok(unsafe { Written::new(dst) })
     })
+}
+
+/// `out[i] = f(a[i], b[i])`, initialising `out` (vectorised: same lengths, no bounds checks).
+#[inline(always)]
+fn combine<T: Element>(out: &mut [MaybeUninit<T>], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        o.write(f(a, b));
+    }
 }
 
 /// `y = Aᵀ·M·A` per output channel and tile, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, from `M`
