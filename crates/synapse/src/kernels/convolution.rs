@@ -18,9 +18,8 @@
 //! closure is what keeps the attack's gradient-of-a-gradient exact. `gemm` splits products
 //! over the output, never the inner dimension, and per-image products each run on one thread,
 //! so results do not depend on the number of threads. Wide 3×3 "same" convolutions (stride 1,
-//! padding 1, ≥ 128 channels in and out: ConvNet's) compute the forward pass and the input
-//! gradient by Winograd's F(2×2, 3×3) instead ([`winograd`]), the same linear maps with 2.25×
-//! fewer multiply-adds.
+//! padding 1, ≥ 128 channels in and out: ConvNet's) compute all three by Winograd's
+//! F(2×2, 3×3) instead ([`winograd`]), the same linear maps with 2.25× fewer multiply-adds.
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
@@ -276,6 +275,11 @@ impl Conv {
                 let dx = winograd::conv3x3_input_grad(a, u, &g)?;
                 let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
                 Ok((T::wrap(dx), shape))
+            }
+            Conv::WeightGrad(_) if winograd::applies(&g) => {
+                let dw = winograd::conv3x3_weight_grad(a, b, &g)?;
+                let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
+                Ok((T::wrap(dw), shape))
             }
             Conv::Forward(..) => {
                 let weight = Matrix::row_major(b, o, k)?;
