@@ -6,8 +6,8 @@
 //! one op the forward pass is one kernel (two passes over the input for the statistics, one
 //! to write) and one node. Its gradient is the textbook formula
 //! `∂x = γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, `∂γ = Σ u ⊙ x̂`, `∂β = Σ u` (r = 1/√(σ² + ε),
-//! x̂ = (x − μ)·r), built from differentiable ops — x̂ as this op with γ = 1, β = 0, ∂x as
-//! [`batch_norm_input_grad`] — so the attack's second-order gradients stay exact. The op
+//! x̂ = (x − μ)·r), built from differentiable ops — ∂x as [`batch_norm_input_grad`], ∂γ as
+//! [`batch_norm_scale_grad`] — so the attack's second-order gradients stay exact. The op
 //! reports the batch mean and (biased) variance it used, for the running statistics.
 //!
 //! [`batch_norm_relu`] is the same op followed by ReLU (the pair every convolution of ResNet and
@@ -18,7 +18,7 @@
 
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
-use super::batch_norm_grad::batch_norm_input_grad;
+use super::batch_norm_grad::{batch_norm_input_grad, batch_norm_scale_grad};
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
@@ -252,12 +252,10 @@ impl CustomOp3 for BatchNorm {
         } else {
             u.clone()
         };
-        // x̂ as the normalisation itself (γ = 1, β = 0) and ∂x as its own op: three nodes for
-        // a second backward pass to differentiate instead of a dozen
-        let ones = gamma.ones_like()?;
-        let normed = batch_norm(x, &ones, &ones.zeros_like()?, self.eps)?.0;
+        // ∂γ and ∂x as their own ops: a few nodes for a second backward pass to differentiate
+        // instead of a dozen
         let d_beta = channel_sum(&u)?;
-        let d_gamma = channel_sum(&(&u * &normed)?)?;
+        let d_gamma = batch_norm_scale_grad(x, &u, self.eps)?;
         let dx = needs_gradient(x)
             .then(|| batch_norm_input_grad(x, gamma, &u, self.eps))
             .transpose()?;

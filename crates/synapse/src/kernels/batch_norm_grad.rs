@@ -17,7 +17,7 @@
 
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
-use super::batch_norm::batch_stats;
+use super::batch_norm::{batch_norm, batch_stats};
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
@@ -26,7 +26,7 @@ use super::uses_kernels;
 use super::{items_per_task, per_channel};
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 /// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
 /// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
@@ -51,6 +51,98 @@ pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -
     }
     x.contiguous()?
         .apply_op3(&gamma.contiguous()?, &u.contiguous()?, InputGrad { eps })
+}
+
+/// `∂γ` of BatchNorm with batch statistics, `Σ u ⊙ x̂` per channel (`[C]`), for the input `x`
+/// `[N, C, H, W]` and the upstream gradient `u` (shaped like `x`).
+///
+/// As one op it replaces the normalisation recomputed for x̂, the product `u ⊙ x̂` and the
+/// channel sum — three nodes the attack's second pass would differentiate, two of them
+/// activation-sized — by one node: the scale's gradient, which the attack matches, in one pass
+/// over x and u. Its derivatives for an upstream `v` `[C]` are BatchNorm ops again: in u,
+/// `v ⊙ x̂` (the normalisation with γ = v, β = 0); in x, `∂⟨v, Σ u ⊙ x̂⟩/∂x = v·r·P(u)`, the
+/// input gradient with γ = v.
+pub fn batch_norm_scale_grad(x: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor> {
+    let (n, _, h, w) = x.dims4()?;
+    if u.shape() != x.shape() {
+        bail!(
+            "batch norm scale gradient: input {:?}, gradient {:?}",
+            x.dims(),
+            u.dims()
+        );
+    }
+    if n * h * w == 0 {
+        bail!(
+            "batch norm scale gradient: no values per channel in {:?}",
+            x.dims()
+        );
+    }
+    if !uses_kernels(x) {
+        return channel_sum(&(u * normalized(x, eps)?.0)?);
+    }
+    x.contiguous()?
+        .apply_op2(&u.contiguous()?, ScaleGrad { eps })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ScaleGrad {
+    eps: f64,
+}
+
+impl ScaleGrad {
+    fn run<T: Operand>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = "batch norm scale gradient";
+        let (x, u) = (
+            contiguous::<T>(s1, l1, name)?,
+            contiguous::<T>(s2, l2, name)?,
+        );
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let per_channel_values = (n * h * w) as f64;
+        // Σ u ⊙ x̂ = m·mean(u ⊙ x̂)
+        let sums = moments(x, u, None, (n, c, h * w), self.eps)
+            .iter()
+            .map(|k| T::from_f64(k.a * per_channel_values))
+            .collect();
+        Ok((T::wrap(sums), Shape::from(c)))
+    }
+}
+
+impl CustomOp2 for ScaleGrad {
+    fn name(&self) -> &'static str {
+        "synfed-batch-norm-scale-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = needs_gradient(x)
+            .then(|| batch_norm_input_grad(x, v, u, self.eps))
+            .transpose()?;
+        let du = needs_gradient(u)
+            .then(|| Ok::<_, candle_core::Error>(batch_norm(x, v, &v.zeros_like()?, self.eps)?.0))
+            .transpose()?;
+        Ok((dx, du))
+    }
 }
 
 /// x̂ = (x − μ)·r and r = 1/√(σ² + ε) `[C]`, of differentiable channel ops.
@@ -331,6 +423,61 @@ mod tests {
         assert!(relative_diff(&ours, &reference) < 1e-12);
         assert!(batch_norm_input_grad(&x, &seeded(&[3], 1), &u, 1e-5).is_err());
         assert!(batch_norm_input_grad(&x, &g, &seeded(&[3, 4, 5, 5], 1), 1e-5).is_err());
+    }
+
+    /// The scale gradient Σ u ⊙ x̂, its gradients and their gradients (L = Σ c ⊙ tanh(∂γ/20),
+    /// then Σ of the squared first gradients), as the op and as the composition of channel
+    /// ops, in f64; x = x₀² is computed, not a leaf.
+    #[test]
+    fn scale_gradient_equals_the_composition_to_second_order() {
+        std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+        let (x0, u) = (
+            Var::from_tensor(&seeded(&[3, 4, 5, 6], 11)).unwrap(),
+            Var::from_tensor(&seeded(&[3, 4, 5, 6], 12)).unwrap(),
+        );
+        let c = seeded(&[4], 13);
+        let run = |op: bool| {
+            let x = x0.as_tensor().sqr().unwrap();
+            let s = if op {
+                batch_norm_scale_grad(&x, u.as_tensor(), 1e-5).unwrap()
+            } else {
+                channel_sum(&(u.as_tensor() * normalized(&x, 1e-5).unwrap().0).unwrap()).unwrap()
+            };
+            // scaled into tanh's curved range (Σ over 90 values per channel)
+            let l = ((&s * 0.05).unwrap().tanh().unwrap() * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = l.backward().unwrap();
+            let (gx, gu) = (
+                g.get(x0.as_tensor()).unwrap(),
+                g.get(u.as_tensor()).unwrap(),
+            );
+            for grad in [gx, gu] {
+                let size = grad.abs().unwrap().sum_all().unwrap();
+                assert!(size.to_scalar::<f64>().unwrap() > 1e-3);
+            }
+            let second = (gx.sqr().unwrap().sum_all().unwrap()
+                + gu.sqr().unwrap().sum_all().unwrap())
+            .unwrap();
+            let h = second.backward().unwrap();
+            [
+                s,
+                gx.clone(),
+                gu.clone(),
+                h.get(x0.as_tensor()).unwrap().clone(),
+                h.get(u.as_tensor()).unwrap().clone(),
+            ]
+        };
+        for (ours, reference) in run(true).iter().zip(run(false).iter()) {
+            assert!(relative_diff(ours, reference) < 1e-10);
+        }
+        let x = seeded(&[3, 4, 5, 6], 1);
+        assert!(batch_norm_scale_grad(&x, &seeded(&[3, 4, 5, 5], 2), 1e-5).is_err());
+        assert!(
+            batch_norm_scale_grad(&seeded(&[0, 4, 5, 6], 1), &seeded(&[0, 4, 5, 6], 2), 1e-5)
+                .is_err()
+        );
     }
 
     /// The op's derivatives in x, γ and u — composed (non-final pass) and fused (final pass) —

@@ -36,7 +36,7 @@ mod winograd;
 pub use affine::{channel_affine, channel_center};
 pub use backward::{backward_final, backward_final_with_constants, backward_with_constants};
 pub use batch_norm::{batch_norm, batch_norm_relu, BatchStats};
-pub use batch_norm_grad::batch_norm_input_grad;
+pub use batch_norm_grad::{batch_norm_input_grad, batch_norm_scale_grad};
 pub use channel::{channel_broadcast, channel_sum};
 pub use convolution::{conv2d, conv2d_input_grad, conv2d_weight_grad, ConvParams};
 pub use descent::descend;
