@@ -1,19 +1,24 @@
 //! 3×3 "same" convolutions (stride 1, padding 1) by Winograd's minimal filtering F(2×2, 3×3)
 //! (Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks*, 2016).
 //!
-//! Almost every convolution of ResNet20 and ConvNet is of this kind, and in an attack
-//! iteration six of its seven products per layer (the forward pass, the input gradient, and
-//! their reappearances in the gradient of the gradient) are such a convolution — the input
-//! gradient of a stride-1, padding-1 3×3 convolution is the same kind of convolution of the
-//! upstream gradient with the flipped, channel-swapped kernel. With im2col each output pixel
-//! costs 9·C multiply-adds; F(2×2, 3×3) computes a 2×2 output tile from a 4×4 input tile with
-//! 16·C, 2.25× fewer, at the price of linear transforms of the tiles:
+//! Almost every convolution of ResNet20 and ConvNet is of this kind, and so are all seven
+//! products per layer of an attack iteration (the forward pass, the two gradients and the four
+//! products of their derivatives): the input gradient of a stride-1, padding-1 3×3
+//! convolution is the same kind of convolution of the upstream gradient with the flipped,
+//! channel-swapped kernel, and the weight gradient is the adjoint of the same algorithm. With
+//! im2col each output pixel costs 9·C multiply-adds; F(2×2, 3×3) computes a 2×2 output tile
+//! from a 4×4 input tile with 16·C, 2.25× fewer, at the price of linear transforms of the
+//! tiles:
 //!
 //! * kernel:  `U = G·w·Gᵀ`   (4×4 per output and input channel)
 //! * input:   `V = Bᵀ·d·B`   (4×4 per input channel and tile; tiles overlap by two pixels)
-//! * product: `M_ξ = U_ξ · V_ξ` for each of the 16 positions ξ of the 4×4 tile, an `[O, C]·[C, tiles]`
-//!   matrix product over every tile of every image at once
+//! * product: `M_ξ = U_ξ · V_ξ` for each of the 16 positions ξ of the 4×4 tile, an
+//!   `[O, C]·[C, tiles]` matrix product over every tile of every image at once
 //! * output:  `y = Aᵀ·M·A`   (2×2 per output channel and tile)
+//! * weight gradient: `∂U_ξ = (A·gy·Aᵀ)_ξ · V_ξᵀ` over all tiles, `∂w = Gᵀ·∂U·G`
+//!
+//! The kernel's transform is computed by the caller ([`transform_kernel`]) so that the
+//! products on one kernel can share it (`convolution.rs`).
 //!
 //! The result is the same linear map of (x, w) as the direct convolution — only rounding
 //! differs (F(2×2, 3×3)'s transforms use coefficients 0, ±½ and ±1, so f32 results stay within
@@ -28,8 +33,9 @@ use candle_core::{bail, Result};
 use std::mem::MaybeUninit;
 
 /// Input and output channels from which the transforms pay for themselves. Below, the
-/// products are too small for the saved multiply-adds to outweigh transforming every tile
-/// (measured on ResNet20's 16-channel stage).
+/// products are too small for the saved multiply-adds to outweigh transforming every tile:
+/// measured on ResNet20, whose 16-, 32- and 64-channel layers were 5–25 % slower with it
+/// (the 64-channel stage alone: no faster); ConvNet's 128–256-channel layers are ~2× faster.
 const MIN_CHANNELS: usize = 128;
 
 /// Positions of a 4×4 transformed tile: 16 matrix products per convolution.
@@ -51,9 +57,9 @@ pub(crate) fn conv3x3<T: Element>(x: &[T], u: &[T], g: &ConvGeometry) -> Result<
     multiply_and_fold(x, g, |xi| Matrix::new(&u[xi * c..], o, c, XI * c, 1))
 }
 
-/// The input gradient of [`conv3x3`] with the transform `u` of kernel `w` `[O, C, 3, 3]`, for the upstream
-/// gradient `gy` `[N, O, H, W]`: `∂x` `[N, C, H, W]` (`g` is the forward convolution's
-/// geometry).
+/// The input gradient of [`conv3x3`] with the transform `u` of kernel `w` `[O, C, 3, 3]`, for
+/// the upstream gradient `gy` `[N, O, H, W]`: `∂x` `[N, C, H, W]` (`g` is the forward
+/// convolution's geometry).
 ///
 /// That is the convolution of `gy` with the flipped, channel-swapped kernel
 /// `w'[c, o, i, j] = w[o, c, 2 − i, 2 − j]`. Flipping a kernel reverses `G`'s rows but for the
