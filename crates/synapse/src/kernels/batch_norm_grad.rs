@@ -31,7 +31,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 /// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
 /// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
 pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
+    let c = x.dims4()?.1;
     if gamma.dims1()? != c || u.shape() != x.shape() {
         bail!(
             "batch norm input gradient: input {:?}, γ {:?}, gradient {:?}",
@@ -40,12 +40,7 @@ pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -
             u.dims()
         );
     }
-    if n * h * w == 0 {
-        bail!(
-            "batch norm input gradient: no values per channel in {:?}",
-            x.dims()
-        );
-    }
+    require_values(x, "batch norm input gradient")?;
     if !uses_kernels(x) {
         return composed(x, gamma, u, eps);
     }
@@ -63,7 +58,6 @@ pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -
 /// `v ⊙ x̂` (the normalisation with γ = v, β = 0); in x, `∂⟨v, Σ u ⊙ x̂⟩/∂x = v·r·P(u)`, the
 /// input gradient with γ = v.
 pub fn batch_norm_scale_grad(x: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor> {
-    let (n, _, h, w) = x.dims4()?;
     if u.shape() != x.shape() {
         bail!(
             "batch norm scale gradient: input {:?}, gradient {:?}",
@@ -71,12 +65,7 @@ pub fn batch_norm_scale_grad(x: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor>
             u.dims()
         );
     }
-    if n * h * w == 0 {
-        bail!(
-            "batch norm scale gradient: no values per channel in {:?}",
-            x.dims()
-        );
-    }
+    require_values(x, "batch norm scale gradient")?;
     if !uses_kernels(x) {
         return channel_sum(&(u * normalized(x, eps)?.0)?);
     }
@@ -153,6 +142,14 @@ fn normalized(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
     let var = (channel_sum(&centered.sqr()?)? / m)?;
     let r = (var + eps)?.sqrt()?.recip()?;
     Ok((channel_affine(&centered, &r, &r.zeros_like()?)?, r))
+}
+
+/// Batch statistics need at least one value per channel.
+fn require_values(x: &Tensor, op: &str) -> Result<()> {
+    if values_per_channel(x)? == 0.0 {
+        bail!("{op}: no values per channel in {:?}", x.dims());
+    }
+    Ok(())
 }
 
 fn values_per_channel(x: &Tensor) -> Result<f64> {
