@@ -54,7 +54,9 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 pub(crate) fn conv3x3<T: Element>(x: &[T], u: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
     check(x, u, g, g.in_channels)?;
     let (o, c) = (g.out_channels, g.in_channels);
-    multiply_and_fold(x, g, |xi| Matrix::new(&u[xi * c..], o, c, XI * c, 1))
+    multiply_and_fold(x, g, CHUNK_BYTES, |xi| {
+        Matrix::new(&u[xi * c..], o, c, XI * c, 1)
+    })
 }
 
 /// The input gradient of [`conv3x3`] with the transform `u` of kernel `w` `[O, C, 3, 3]`, for
@@ -78,7 +80,7 @@ pub(crate) fn conv3x3_input_grad<T: Element>(
     };
     check(gy, u, &swapped, o)?;
     const PI: [usize; 4] = [3, 1, 2, 0];
-    multiply_and_fold(gy, &swapped, |xi| {
+    multiply_and_fold(gy, &swapped, CHUNK_BYTES, |xi| {
         let flipped = PI[xi / 4] * 4 + PI[xi % 4];
         Ok(Matrix::new(&u[flipped * c..], o, c, XI * c, 1)?.t())
     })
@@ -95,6 +97,15 @@ pub(crate) fn conv3x3_weight_grad<T: Element>(
     gy: &[T],
     g: &ConvGeometry,
 ) -> Result<Vec<T>> {
+    weight_grad_in_chunks(x, gy, g, CHUNK_BYTES)
+}
+
+fn weight_grad_in_chunks<T: Element>(
+    x: &[T],
+    gy: &[T],
+    g: &ConvGeometry,
+    budget: usize,
+) -> Result<Vec<T>> {
     let (n, c, o) = (g.batch, g.in_channels, g.out_channels);
     let (h, w) = (g.in_h, g.in_w);
     if (g.kernel_h, g.kernel_w, g.stride, g.padding) != (3, 3, 1, 1)
@@ -108,19 +119,30 @@ pub(crate) fn conv3x3_weight_grad<T: Element>(
         );
     }
     let tiles = Tiles::of(h, w);
-    let columns = n * tiles.count();
-    if columns == 0 {
+    if n * tiles.count() == 0 {
         return Ok(vec![T::ZERO; o * c * 9]);
     }
-    let v = transform_input(x, n, c, h, w, tiles)?;
-    let z = transform_output_grad(gy, n, o, h, w, tiles)?;
-    // ∂U_ξ = Z_ξ · V_ξᵀ: Z is [O][16][columns], V is [C][16][columns]
-    let du = per_image(XI, o * c, |xi, dst, threads| {
-        let lhs = Matrix::new(&z[xi * columns..], o, columns, XI * columns, 1)?;
-        let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?.t();
-        matmul_write(dst, lhs, rhs, threads)
-    })?;
-    untransform_kernel(&du, o, c)
+    let (plane, mut total) = (h * w, Vec::new());
+    // the chunks' sums added in image order (the same for any number of threads)
+    for (first, images) in chunks::<T>(n, c.max(o), tiles, budget) {
+        let x = &x[first * c * plane..][..images * c * plane];
+        let gy = &gy[first * o * plane..][..images * o * plane];
+        let columns = images * tiles.count();
+        let v = transform_input(x, images, c, h, w, tiles)?;
+        let z = transform_output_grad(gy, images, o, h, w, tiles)?;
+        // ∂U_ξ = Z_ξ · V_ξᵀ: Z is [O][16][columns], V is [C][16][columns]
+        let du = per_image(XI, o * c, |xi, dst, threads| {
+            let lhs = Matrix::new(&z[xi * columns..], o, columns, XI * columns, 1)?;
+            let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?.t();
+            matmul_write(dst, lhs, rhs, threads)
+        })?;
+        if total.is_empty() {
+            total = du;
+        } else {
+            total.iter_mut().zip(&du).for_each(|(t, &d)| *t += d);
+        }
+    }
+    untransform_kernel(&total, o, c)
 }
 
 /// `Z = A·b·Aᵀ` of every 2×2 block b of the upstream gradient (zero past an odd edge), the
@@ -234,22 +256,48 @@ fn check<T>(x: &[T], u: &[T], g: &ConvGeometry, in_channels: usize) -> Result<()
 fn multiply_and_fold<'u, T: Element>(
     x: &[T],
     g: &ConvGeometry,
+    budget: usize,
     kernel: impl Fn(usize) -> Result<Matrix<'u, T>> + Sync,
 ) -> Result<Vec<T>> {
     let (n, c, o) = (g.batch, g.in_channels, g.out_channels);
     let (h, w) = (g.in_h, g.in_w);
     let tiles = Tiles::of(h, w);
-    let columns = n * tiles.count();
-    if columns == 0 || o == 0 {
+    if n * tiles.count() == 0 || o == 0 {
         return Ok(vec![T::ZERO; n * o * h * w]);
     }
-    let v = transform_input(x, n, c, h, w, tiles)?;
-    // V is [C][16][columns]: the rows of V_ξ lie 16·columns apart
-    let m = per_image(XI, o * columns, |xi, dst, threads| {
-        let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?;
-        matmul_write(dst, kernel(xi)?, rhs, threads)
-    })?;
-    transform_output(&m, n, o, h, w, tiles)
+    let mut parts = Vec::new();
+    for (first, images) in chunks::<T>(n, c.max(o), tiles, budget) {
+        let x = &x[first * c * h * w..][..images * c * h * w];
+        let columns = images * tiles.count();
+        let v = transform_input(x, images, c, h, w, tiles)?;
+        // V is [C][16][columns]: the rows of V_ξ lie 16·columns apart
+        let m = per_image(XI, o * columns, |xi, dst, threads| {
+            let rhs = Matrix::new(&v[xi * columns..], c, columns, XI * columns, 1)?;
+            matmul_write(dst, kernel(xi)?, rhs, threads)
+        })?;
+        parts.push(transform_output(&m, images, o, h, w, tiles)?);
+    }
+    // one chunk (the common case) without a copy
+    Ok(match parts.len() {
+        1 => parts.swap_remove(0),
+        _ => parts.concat(),
+    })
+}
+
+/// The transformed tiles of at most this many bytes are held at once (V, and M or Z): larger
+/// batches are transformed and multiplied a chunk of images at a time. (ConvNet at batch 64
+/// would otherwise hold ~270 MB per transform.)
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// `(first image, images)` chunks of a batch of `n`, each of whose transforms of `channels`
+/// channels fit `budget` bytes ([`CHUNK_BYTES`]; at least one image per chunk).
+fn chunks<T>(n: usize, channels: usize, tiles: Tiles, budget: usize) -> Vec<(usize, usize)> {
+    let per_image = XI * channels * tiles.count() * std::mem::size_of::<T>();
+    let per_chunk = (budget / per_image.max(1)).max(1);
+    (0..n)
+        .step_by(per_chunk)
+        .map(|first| (first, per_chunk.min(n - first)))
+        .collect()
 }
 
 /// The 2×2 output tiles covering an `h × w` plane (the last row/column of tiles reaches past
@@ -544,6 +592,47 @@ mod tests {
                 .fold(0.0, f64::max);
             assert!(err < 1e-12, "{g:?}: {err}");
         }
+    }
+
+    /// Batches larger than the memory budget go a chunk of images at a time: the same outputs
+    /// (bit for bit: each output column is its own sum) and the same weight gradient (the
+    /// chunks' sums added in order), here one image per chunk.
+    #[test]
+    fn chunked_batches_give_the_same_results() {
+        let (n, c, o, h, w) = (5, 3, 4, 5, 6);
+        let g = geometry(n, c, o, h, w);
+        let x = values(n * c * h * w, 21);
+        let k = values(o * c * 9, 22);
+        let gy = values(n * o * h * w, 23);
+        let u = transform_kernel(&k, o, c).unwrap();
+        let kernel = |xi: usize| Matrix::new(&u[xi * c..], o, c, XI * c, 1);
+        let whole = multiply_and_fold(&x, &g, CHUNK_BYTES, kernel).unwrap();
+        let chunked = multiply_and_fold(&x, &g, 1, kernel).unwrap();
+        assert_eq!(whole, chunked);
+        let want = direct(&x, &k, &g);
+        let err = whole
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-12, "{err}");
+        let dw = weight_grad_in_chunks(&x, &gy, &g, CHUNK_BYTES).unwrap();
+        let dw_chunked = weight_grad_in_chunks(&x, &gy, &g, 1).unwrap();
+        let err = dw
+            .iter()
+            .zip(&dw_chunked)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-12, "{err}");
+        assert_eq!(
+            chunks::<f64>(5, 3, Tiles::of(5, 6), 1),
+            [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]
+        );
+        let per_image = XI * 3 * 9 * 8;
+        assert_eq!(
+            chunks::<f64>(5, 3, Tiles::of(5, 6), 2 * per_image),
+            [(0, 2), (2, 2), (4, 1)]
+        );
     }
 
     /// In f32, Winograd's rounding stays as close to the exact result as im2col + gemm's.
