@@ -538,6 +538,15 @@ mod tests {
             .collect()
     }
 
+    /// max |a − b| over two equally long slices.
+    fn max_error(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// The definition: y[n, o, y, x] = Σ_c Σ_ij w[o, c, i, j]·x[n, c, y + i − 1, x + j − 1].
     fn direct(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {
         let (n, c, o, h, wd) = (g.batch, g.in_channels, g.out_channels, g.in_h, g.in_w);
@@ -584,12 +593,7 @@ mod tests {
             let k = values(o * c * 9, 2);
             let got = conv3x3(&x, &transform_kernel(&k, o, c).unwrap(), &g).unwrap();
             let want = direct(&x, &k, &g);
-            assert_eq!(got.len(), want.len());
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = max_error(&got, &want);
             assert!(err < 1e-12, "{g:?}: {err}");
         }
     }
@@ -610,19 +614,11 @@ mod tests {
         let chunked = multiply_and_fold(&x, &g, 1, kernel).unwrap();
         assert_eq!(whole, chunked);
         let want = direct(&x, &k, &g);
-        let err = whole
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = max_error(&whole, &want);
         assert!(err < 1e-12, "{err}");
         let dw = weight_grad_in_chunks(&x, &gy, &g, CHUNK_BYTES).unwrap();
         let dw_chunked = weight_grad_in_chunks(&x, &gy, &g, 1).unwrap();
-        let err = dw
-            .iter()
-            .zip(&dw_chunked)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = max_error(&dw, &dw_chunked);
         assert!(err < 1e-12, "{err}");
         assert_eq!(
             chunks::<f64>(5, 3, Tiles::of(5, 6), 1),
@@ -721,11 +717,7 @@ mod tests {
                     }
                 }
             }
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = max_error(&got, &want);
             assert!(err < 1e-12, "{g:?}: {err}");
         }
         let g = geometry(1, 2, 2, 4, 4);
