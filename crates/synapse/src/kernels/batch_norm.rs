@@ -22,6 +22,7 @@ use super::batch_norm_grad::{batch_norm_input_grad, batch_norm_scale_grad};
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
+use super::lanes::{self, lane_sums};
 use super::relu::relu_mask;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
 use super::uses_kernels;
@@ -196,14 +197,13 @@ pub(super) fn batch_stats<T: Element>(
     per_channel(c, n * plane, |ch| {
         let mut sum = T::ZERO;
         for start in planes(ch) {
-            sum += x[start..start + plane].iter().fold(T::ZERO, |a, &v| a + v);
+            sum += lanes::sum(&x[start..start + plane]);
         }
         let mean = div(sum, m);
         let mut squares = T::ZERO;
         for start in planes(ch) {
-            squares += x[start..start + plane]
-                .iter()
-                .fold(T::ZERO, |a, &v| a + (v - mean) * (v - mean));
+            let [s] = lane_sums([&x[start..start + plane]], |[v]| [(v - mean) * (v - mean)]);
+            squares += s;
         }
         (mean, div(squares, m))
     })
@@ -322,10 +322,17 @@ impl BatchNorm {
             let (mut su, mut sux) = (T::ZERO, T::ZERO);
             for image in 0..n {
                 let start = (image * c + ch) * plane;
-                for (g, &v) in masked(start).zip(&x[start..][..plane]) {
-                    su += g;
-                    sux += g * (v - mean);
-                }
+                let (u, res, x) = (
+                    &u[start..][..plane],
+                    &res[start..][..plane],
+                    &x[start..][..plane],
+                );
+                let [s, sx] = lane_sums([u, res, x], |[g, y, v]| {
+                    let g = if !relu || y > T::ZERO { g } else { T::ZERO };
+                    [g, g * (v - mean)]
+                });
+                su += s;
+                sux += sx;
             }
             let r = 1.0 / (stats[ch].1 + self.eps).sqrt();
             (T::from_f64(gamma[ch].to_f64() * r), su, sux)

@@ -21,6 +21,7 @@ use super::batch_norm::{batch_norm, batch_stats};
 use super::buffer::par_build;
 use super::channel::channel_sum;
 use super::gemm::Element;
+use super::lanes::lane_sums;
 use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
 use super::uses_kernels;
 use super::{items_per_task, per_channel};
@@ -205,16 +206,16 @@ fn moments<T: Element>(
         for image in 0..n {
             let start = (image * c + ch) * plane;
             let (xs, us) = (&x[start..][..plane], &u[start..][..plane]);
-            for (&xi, &ui) in xs.iter().zip(us) {
-                su += ui;
-                sux += ui * (xi - mean);
-            }
+            let [s, sx] = lane_sums([xs, us], |[xi, ui]| [ui, ui * (xi - mean)]);
+            su += s;
+            sux += sx;
             if let Some(v) = v {
-                for ((&xi, &ui), &vi) in xs.iter().zip(us).zip(&v[start..][..plane]) {
-                    sv += vi;
-                    svx += vi * (xi - mean);
-                    suv += ui * vi;
-                }
+                let [s, sx, suv_] = lane_sums([xs, us, &v[start..][..plane]], |[xi, ui, vi]| {
+                    [vi, vi * (xi - mean), ui * vi]
+                });
+                sv += s;
+                svx += sx;
+                suv += suv_;
             }
         }
         let r = 1.0 / (var.to_f64() + eps).sqrt();

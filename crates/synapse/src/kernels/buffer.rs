@@ -22,9 +22,20 @@ pub(crate) fn par_build<T: Element>(
     min_chunks: usize,
     fill: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
+    par_build_on(len, chunk, min_chunks, Threads::All, fill)
+}
+
+/// [`par_build`] on the given threads (in order on the calling thread on [`Threads::One`]).
+pub(crate) fn par_build_on<T: Element>(
+    len: usize,
+    chunk: usize,
+    min_chunks: usize,
+    threads: Threads,
+    fill: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(len);
     let parts = &mut out.spare_capacity_mut()[..len];
-    par_fill(parts, chunk, min_chunks, Threads::All, fill);
+    par_fill(parts, chunk, min_chunks, threads, fill);
     // SAFETY: `par_fill` initialised all `len` elements; had a task panicked, the panic would
     // have propagated before this line.
     unsafe { out.set_len(len) };

@@ -10,7 +10,7 @@
 //! the number of threads.
 
 use super::buffer::par_build;
-use super::gemm::Element;
+use super::lanes;
 use super::storage::{by_dtype, contiguous, Operand};
 use super::{items_per_task, per_channel, uses_kernels};
 use candle_core::backend::BackendStorage;
@@ -43,24 +43,6 @@ enum ChannelOp {
     Broadcast((usize, usize, usize, usize)),
 }
 
-/// Sum of a slice with eight independent accumulators (vectorisable; fixed order).
-fn plane_sum<T: Element>(v: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (a, &x) in acc.iter_mut().zip(chunk) {
-            *a += x;
-        }
-    }
-    let mut total =
-        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for &x in rest {
-        total += x;
-    }
-    total
-}
-
 impl ChannelOp {
     fn run<T: Operand>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let src = contiguous::<T>(s, l, self.name())?;
@@ -70,7 +52,7 @@ impl ChannelOp {
                 let sums: Vec<T> = per_channel(c, n * plane, |ch| {
                     let mut total = T::ZERO;
                     for image in 0..n {
-                        total += plane_sum(&src[(image * c + ch) * plane..][..plane]);
+                        total += lanes::sum(&src[(image * c + ch) * plane..][..plane]);
                     }
                     total
                 });

@@ -5,7 +5,7 @@
 //! update out of allocating ops; together that made synfed 4–10× slower than PyTorch on the
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
 //! ([`matmul`], [`convolution`]), per-channel reductions and maps that avoid candle's slow
-//! multi-dimension sums ([`channel`], [`affine`]), BatchNorm (with or without the ReLU after it),
+//! multi-dimension sums ([`channel`], [`affine`]; their sums in independent lanes, `lanes`), BatchNorm (with or without the ReLU after it),
 //! its input gradient, ReLU and the residual add + ReLU as single ops ([`batch_norm`],
 //! [`batch_norm_grad`], [`relu`]) and an in-place update ([`descent`]); [`backward`] lets a
 //! backward pass skip gradients nobody asked for, or not build the graph of gradients nobody
@@ -25,8 +25,10 @@ mod buffer;
 pub mod channel;
 pub mod convolution;
 pub mod descent;
+mod direct;
 pub mod gemm;
 pub mod im2col;
+mod lanes;
 pub mod matmul;
 pub mod relu;
 pub mod similarity;
