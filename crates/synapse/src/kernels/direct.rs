@@ -451,19 +451,20 @@ fn store<E: Element>(rows: &mut [MaybeUninit<E>], tile: &[[E; QB]; OB], q0: usiz
         return;
     }
     let channels = rows.len() / plane;
-    let (mut y, mut x) = (q0 / grid.line, q0 % grid.line);
-    for l in 0..QB {
-        if y >= grid.h {
-            break;
-        }
-        if x < grid.w {
-            for (k, values) in tile.iter().enumerate().take(channels) {
-                rows[k * plane + y * grid.w + x].write(values[l]);
+    // the tile's positions line by line: `run` values from tile position `l` go to line `y`
+    // from column `x`
+    let (mut l, mut y, mut x) = (0, q0 / grid.line, q0 % grid.line);
+    while l < QB && y < grid.h {
+        let run = grid.w.saturating_sub(x).min(QB - l);
+        for (k, values) in tile.iter().enumerate().take(channels) {
+            let dst = &mut rows[k * plane + y * grid.w + x..][..run];
+            for (d, &v) in dst.iter_mut().zip(&values[l..l + run]) {
+                d.write(v);
             }
-            x += 1;
-        } else {
-            (y, x) = (y + 1, 0);
         }
+        // past the line's end: skip its extra column
+        l += run + 1;
+        (y, x) = (y + 1, 0);
     }
 }
 
