@@ -433,7 +433,19 @@ fn correlate<E: Direct>(
         if threads == Threads::All && worth_splitting(work) {
             dst.par_chunks_mut(chunk).enumerate().for_each(block);
         } else {
-            dst.chunks_mut(chunk).enumerate().for_each(block);
+            // on one thread, every block of a tile before the next tile: the tile's window of
+            // the padded planes stays in the core's L1 cache while the weights stream past
+            // (64 channels of 8×8 planes and one block's weights did not fit it together)
+            let mut blocks: Vec<_> = dst.chunks_mut(chunk).collect();
+            for tile in 0..grid.tiles {
+                let q0 = tile * QB;
+                for (b, rows) in blocks.iter_mut().enumerate() {
+                    let weights = &packed[b * inputs * TAPS * OB..][..inputs * TAPS * OB];
+                    let values =
+                        E::forward_tile(&padded[q0..], grid.plane, inputs, weights, &offsets);
+                    store(rows, &values, q0, &grid);
+                }
+            }
         }
         // SAFETY: the blocks cover `dst` (`OB` output channels each, the last fewer), and each
         // block's tiles cover the wide grid's positions `0 .. tiles·QB`, which include
