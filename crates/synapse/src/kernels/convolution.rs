@@ -21,7 +21,7 @@
 //! padding 1, ≥ 128 channels in and out: ConvNet's) compute all three by Winograd's
 //! F(2×2, 3×3) instead ([`winograd`]), the same linear maps with 2.25× fewer multiply-adds;
 //! narrower 3×3 "same" convolutions (ResNet's 16–64 channels) are computed directly, with
-//! register-blocked tiles over zero-padded planes and no unfolding ([`direct`]).
+//! register-blocked tiles over zero-padded planes and no unfolding (`direct`).
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;

@@ -152,6 +152,7 @@ pub(crate) struct Stream<'a, E> {
 
 impl<E> Stream<'_, E> {
     /// Whether every value the task reads lies inside its slices.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn fits(&self) -> bool {
         let last = self.images.saturating_sub(1);
         self.width % QB == 0
@@ -205,6 +206,7 @@ impl Direct for f32 {
 }
 
 /// Whether every value a forward tile reads lies inside `x` and `w`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn tile_fits<E>(x: &[E], plane: usize, channels: usize, w: &[E], offsets: &[usize; TAPS]) -> bool {
     channels == 0
         || (x.len() >= (channels - 1) * plane + offsets[TAPS - 1] + QB

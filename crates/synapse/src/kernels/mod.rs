@@ -4,13 +4,14 @@
 //! pass, copies transposed matrices in the fully connected backward pass, and composes the SGD
 //! update out of allocating ops; together that made synfed 4–10× slower than PyTorch on the
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
-//! ([`matmul`], [`convolution`]), per-channel reductions and maps that avoid candle's slow
-//! multi-dimension sums ([`channel`], [`affine`]; their sums in independent lanes, `lanes`), BatchNorm (with or without the ReLU after it),
-//! its input gradient, ReLU and the residual add + ReLU as single ops ([`batch_norm`],
-//! [`batch_norm_grad`], [`relu`]) and an in-place update ([`descent`]); [`backward`] lets a
-//! backward pass skip gradients nobody asked for, or not build the graph of gradients nobody
-//! differentiates again (then BatchNorm's gradients come from fused kernels). Outputs are
-//! written in parallel without a serial zeroing pass first (`buffer`).
+//! ([`matmul`], [`convolution`]; 3×3 convolutions directly or by Winograd's algorithm),
+//! per-channel reductions and maps that avoid candle's slow multi-dimension sums ([`channel`],
+//! [`affine`]; their sums in independent lanes, `lanes`), BatchNorm (with or without the ReLU
+//! after it), its input gradient, ReLU and the residual add + ReLU as single ops
+//! ([`batch_norm`], [`batch_norm_grad`], [`relu`]) and an in-place update ([`descent`]);
+//! [`backward`] lets a backward pass skip gradients nobody asked for, or not build the graph of
+//! gradients nobody differentiates again (then BatchNorm's gradients come from fused kernels).
+//! Outputs are written in parallel without a serial zeroing pass first (`buffer`).
 //!
 //! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
 //! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
