@@ -562,77 +562,20 @@ pub(crate) fn conv3x3_weight_grad<E: Direct>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in [−1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f64> {
-        (0..len as u64)
-            .map(|i| ((i * 2654435761 + seed * 40503) % 2001) as f64 / 1000.0 - 1.0)
-            .collect()
-    }
-
-    /// The definition: `y[n, o, y, x] = Σ w[o, c, i, j] · x[n, c, y + i − 1, x + j − 1]`.
-    fn reference(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {
-        let (n, c, o, h, wd) = (g.batch, g.in_channels, g.out_channels, g.in_h, g.in_w);
-        let mut y = vec![0.0; n * o * h * wd];
-        for b in 0..n {
-            for oc in 0..o {
-                for py in 0..h {
-                    for px in 0..wd {
-                        let mut s = 0.0;
-                        for ic in 0..c {
-                            for i in 0..3 {
-                                for j in 0..3 {
-                                    let (sy, sx) = (py + i, px + j);
-                                    if sy < 1 || sx < 1 || sy > h || sx > wd {
-                                        continue;
-                                    }
-                                    s += w[((oc * c + ic) * 3 + i) * 3 + j]
-                                        * x[((b * c + ic) * h + sy - 1) * wd + sx - 1];
-                                }
-                            }
-                        }
-                        y[((b * o + oc) * h + py) * wd + px] = s;
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    fn geometry(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeometry {
-        ConvGeometry {
-            batch: n,
-            in_channels: c,
-            out_channels: o,
-            in_h: h,
-            in_w: w,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        }
-    }
+    use crate::kernels::test_support::{conv3x3_definition, max_error, same3x3, seeded_values};
 
     /// Channel counts that leave partial blocks (`OB`, `WB`), planes whose wide grid is not a
     /// whole number of tiles, 1×1 and single-line planes, a single image and several.
     fn geometries() -> Vec<ConvGeometry> {
         vec![
-            geometry(1, 1, 1, 1, 1),
-            geometry(2, 3, 4, 6, 5),
-            geometry(3, 7, 13, 9, 11),
-            geometry(1, 16, 16, 8, 8),
-            geometry(2, 5, 6, 1, 17),
-            geometry(1, 2, 9, 12, 3),
-            geometry(2, 6, 7, 7, 28),
+            same3x3(1, 1, 1, 1, 1),
+            same3x3(2, 3, 4, 6, 5),
+            same3x3(3, 7, 13, 9, 11),
+            same3x3(1, 16, 16, 8, 8),
+            same3x3(2, 5, 6, 1, 17),
+            same3x3(1, 2, 9, 12, 3),
+            same3x3(2, 6, 7, 7, 28),
         ]
-    }
-
-    fn max_error(a: &[f64], b: &[f64]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
     }
 
     fn to_f32(v: &[f64]) -> Vec<f32> {
@@ -651,9 +594,9 @@ mod tests {
     fn operands(g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let plane = g.in_h * g.in_w;
         (
-            values(g.batch * g.in_channels * plane, 1),
-            values(g.out_channels * g.in_channels * 9, 2),
-            values(g.batch * g.out_channels * plane, 3),
+            seeded_values(g.batch * g.in_channels * plane, 1),
+            seeded_values(g.out_channels * g.in_channels * 9, 2),
+            seeded_values(g.batch * g.out_channels * plane, 3),
         )
     }
 
@@ -662,7 +605,10 @@ mod tests {
         for g in geometries() {
             let (x, w, _) = operands(&g);
             let y = conv3x3(&x, &w, &g).unwrap();
-            assert!(max_error(&y, &reference(&x, &w, &g)) < 1e-12, "{g:?}");
+            assert!(
+                max_error(&y, &conv3x3_definition(&x, &w, &g)) < 1e-12,
+                "{g:?}"
+            );
         }
     }
 
@@ -672,7 +618,7 @@ mod tests {
     fn gradients_are_the_adjoints_of_the_forward_pass() {
         for g in geometries() {
             let (x, w, gy) = operands(&g);
-            let form = dot(&reference(&x, &w, &g), &gy);
+            let form = dot(&conv3x3_definition(&x, &w, &g), &gy);
             let dx = conv3x3_input_grad(&gy, &w, &g).unwrap();
             let dw = conv3x3_weight_grad(&x, &gy, &g).unwrap();
             assert!(
@@ -688,7 +634,7 @@ mod tests {
             let mut unit = vec![0.0; w.len()];
             for (index, &d) in dw.iter().enumerate() {
                 unit[index] = 1.0;
-                let expected = dot(&reference(&x, &unit, &g), &gy);
+                let expected = dot(&conv3x3_definition(&x, &unit, &g), &gy);
                 unit[index] = 0.0;
                 assert!(
                     (d - expected).abs() < 1e-9 * expected.abs().max(1.0),
@@ -707,7 +653,7 @@ mod tests {
             let mut unit = vec![0.0; x.len()];
             for (index, &d) in dx.iter().enumerate() {
                 unit[index] = 1.0;
-                let expected = dot(&reference(&unit, &w, &g), &gy);
+                let expected = dot(&conv3x3_definition(&unit, &w, &g), &gy);
                 unit[index] = 0.0;
                 assert!((d - expected).abs() < 1e-12, "{g:?} at {index}");
             }
@@ -718,10 +664,7 @@ mod tests {
     /// f32 rounding of sums of 9·C products of values below 1.
     #[test]
     fn single_precision_matches_double() {
-        for g in geometries()
-            .into_iter()
-            .chain([geometry(2, 16, 32, 32, 32)])
-        {
+        for g in geometries().into_iter().chain([same3x3(2, 16, 32, 32, 32)]) {
             let (x, w, gy) = operands(&g);
             let (xf, wf, gf) = (to_f32(&x), to_f32(&w), to_f32(&gy));
             let scale = |terms: usize| terms as f64 * 1e-6;
@@ -743,7 +686,7 @@ mod tests {
 
     #[test]
     fn operands_of_the_wrong_size_are_errors() {
-        let g = geometry(2, 3, 4, 5, 5);
+        let g = same3x3(2, 3, 4, 5, 5);
         let (x, w, gy) = operands(&g);
         assert!(conv3x3(&x[1..], &w, &g).is_err());
         assert!(conv3x3(&x, &w[1..], &g).is_err());

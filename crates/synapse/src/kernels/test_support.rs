@@ -1,5 +1,6 @@
 //! Shared helpers of the kernels' tests: deterministic inputs and the largest difference.
 
+use super::im2col::ConvGeometry;
 use candle_core::{DType, Device, Tensor};
 
 /// Deterministic f64 values in [−1, 1) of shape `dims`, different for each seed.
@@ -34,4 +35,65 @@ pub(crate) fn relative_diff(a: &Tensor, b: &Tensor) -> f64 {
         .expect("largest magnitude")
         .max(1.0);
     max_diff(a, b) / scale
+}
+
+/// Deterministic values in [−1, 1), different for each seed (the slice form of [`seeded`]).
+pub(crate) fn seeded_values(len: usize, seed: u64) -> Vec<f64> {
+    (0..len)
+        .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
+        .collect()
+}
+
+/// max |a − b| over two equally long slices.
+pub(crate) fn max_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+/// A 3×3 convolution with stride 1 and padding 1 ("same").
+pub(crate) fn same3x3(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeometry {
+    ConvGeometry {
+        batch: n,
+        in_channels: c,
+        out_channels: o,
+        in_h: h,
+        in_w: w,
+        kernel_h: 3,
+        kernel_w: 3,
+        stride: 1,
+        padding: 1,
+    }
+}
+
+/// The definition of a "same" 3×3 convolution:
+/// y[n, o, y, x] = Σ_c Σ_ij w[o, c, i, j]·x[n, c, y + i − 1, x + j − 1].
+pub(crate) fn conv3x3_definition(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {
+    let (n, c, o, h, wd) = (g.batch, g.in_channels, g.out_channels, g.in_h, g.in_w);
+    let mut y = vec![0.0; n * o * h * wd];
+    for img in 0..n {
+        for oc in 0..o {
+            for py in 0..h {
+                for px in 0..wd {
+                    let mut sum = 0.0;
+                    for ic in 0..c {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let (sy, sx) = (py + i, px + j);
+                                if sy < 1 || sx < 1 || sy > h || sx > wd {
+                                    continue;
+                                }
+                                sum += w[((oc * c + ic) * 3 + i) * 3 + j]
+                                    * x[((img * c + ic) * h + sy - 1) * wd + sx - 1];
+                            }
+                        }
+                    }
+                    y[((img * o + oc) * h + py) * wd + px] = sum;
+                }
+            }
+        }
+    }
+    y
 }

@@ -517,64 +517,7 @@ mod tests {
     use crate::kernels::buffer::Threads;
     use crate::kernels::gemm::matmul_new_on;
     use crate::kernels::im2col::im2col;
-
-    fn geometry(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvGeometry {
-        ConvGeometry {
-            batch: n,
-            in_channels: c,
-            out_channels: o,
-            in_h: h,
-            in_w: w,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-        }
-    }
-
-    fn values(len: usize, seed: u64) -> Vec<f64> {
-        (0..len)
-            .map(|i| (((i as u64 + 1) * 2654435761 + seed * 7919) % 1000) as f64 / 500.0 - 1.0)
-            .collect()
-    }
-
-    /// max |a − b| over two equally long slices.
-    fn max_error(a: &[f64], b: &[f64]) -> f64 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
-    }
-
-    /// The definition: y[n, o, y, x] = Σ_c Σ_ij w[o, c, i, j]·x[n, c, y + i − 1, x + j − 1].
-    fn direct(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {
-        let (n, c, o, h, wd) = (g.batch, g.in_channels, g.out_channels, g.in_h, g.in_w);
-        let mut y = vec![0.0; n * o * h * wd];
-        for img in 0..n {
-            for oc in 0..o {
-                for py in 0..h {
-                    for px in 0..wd {
-                        let mut sum = 0.0;
-                        for ic in 0..c {
-                            for i in 0..3 {
-                                for j in 0..3 {
-                                    let (sy, sx) = (py + i, px + j);
-                                    if sy < 1 || sx < 1 || sy > h || sx > wd {
-                                        continue;
-                                    }
-                                    sum += w[((oc * c + ic) * 3 + i) * 3 + j]
-                                        * x[((img * c + ic) * h + sy - 1) * wd + sx - 1];
-                                }
-                            }
-                        }
-                        y[((img * o + oc) * h + py) * wd + px] = sum;
-                    }
-                }
-            }
-        }
-        y
-    }
+    use crate::kernels::test_support::{conv3x3_definition, max_error, same3x3, seeded_values};
 
     /// Even and odd sides (partial last tiles), one-pixel planes, single images and batches,
     /// against the definition in f64.
@@ -588,11 +531,11 @@ mod tests {
             (2, 16, 17, 8, 8),
             (1, 5, 4, 9, 6),
         ] {
-            let g = geometry(n, c, o, h, w);
-            let x = values(n * c * h * w, 1);
-            let k = values(o * c * 9, 2);
+            let g = same3x3(n, c, o, h, w);
+            let x = seeded_values(n * c * h * w, 1);
+            let k = seeded_values(o * c * 9, 2);
             let got = conv3x3(&x, &transform_kernel(&k, o, c).unwrap(), &g).unwrap();
-            let want = direct(&x, &k, &g);
+            let want = conv3x3_definition(&x, &k, &g);
             let err = max_error(&got, &want);
             assert!(err < 1e-12, "{g:?}: {err}");
         }
@@ -604,16 +547,16 @@ mod tests {
     #[test]
     fn chunked_batches_give_the_same_results() {
         let (n, c, o, h, w) = (5, 3, 4, 5, 6);
-        let g = geometry(n, c, o, h, w);
-        let x = values(n * c * h * w, 21);
-        let k = values(o * c * 9, 22);
-        let gy = values(n * o * h * w, 23);
+        let g = same3x3(n, c, o, h, w);
+        let x = seeded_values(n * c * h * w, 21);
+        let k = seeded_values(o * c * 9, 22);
+        let gy = seeded_values(n * o * h * w, 23);
         let u = transform_kernel(&k, o, c).unwrap();
         let kernel = |xi: usize| Matrix::new(&u[xi * c..], o, c, XI * c, 1);
         let whole = multiply_and_fold(&x, &g, CHUNK_BYTES, kernel).unwrap();
         let chunked = multiply_and_fold(&x, &g, 1, kernel).unwrap();
         assert_eq!(whole, chunked);
-        let want = direct(&x, &k, &g);
+        let want = conv3x3_definition(&x, &k, &g);
         let err = max_error(&whole, &want);
         assert!(err < 1e-12, "{err}");
         let dw = weight_grad_in_chunks(&x, &gy, &g, CHUNK_BYTES).unwrap();
@@ -634,10 +577,10 @@ mod tests {
     /// In f32, Winograd's rounding stays as close to the exact result as im2col + gemm's.
     #[test]
     fn single_precision_error_is_that_of_the_direct_product() {
-        let g = geometry(2, 64, 32, 10, 10);
-        let x = values(2 * 64 * 100, 3);
-        let k = values(32 * 64 * 9, 4);
-        let exact = direct(&x, &k, &g);
+        let g = same3x3(2, 64, 32, 10, 10);
+        let x = seeded_values(2 * 64 * 100, 3);
+        let k = seeded_values(32 * 64 * 9, 4);
+        let exact = conv3x3_definition(&x, &k, &g);
         let (x32, k32): (Vec<f32>, Vec<f32>) = (
             x.iter().map(|&v| v as f32).collect(),
             k.iter().map(|&v| v as f32).collect(),
@@ -667,12 +610,12 @@ mod tests {
     #[test]
     fn input_gradient_is_the_adjoint() {
         let (n, c, o, h, w) = (2, 3, 4, 5, 6);
-        let x = values(n * c * h * w, 5);
-        let k = values(o * c * 9, 6);
-        let gy = values(n * o * h * w, 7);
+        let x = seeded_values(n * c * h * w, 5);
+        let k = seeded_values(o * c * 9, 6);
+        let gy = seeded_values(n * o * h * w, 7);
         let u = transform_kernel(&k, o, c).unwrap();
-        let y = conv3x3(&x, &u, &geometry(n, c, o, h, w)).unwrap();
-        let dx = conv3x3_input_grad(&gy, &u, &geometry(n, c, o, h, w)).unwrap();
+        let y = conv3x3(&x, &u, &same3x3(n, c, o, h, w)).unwrap();
+        let dx = conv3x3_input_grad(&gy, &u, &same3x3(n, c, o, h, w)).unwrap();
         let lhs: f64 = y.iter().zip(&gy).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
         assert!(
@@ -691,9 +634,9 @@ mod tests {
             (3, 1, 1, 1, 1),
             (2, 4, 5, 3, 6),
         ] {
-            let g = geometry(n, c, o, h, w);
-            let x = values(n * c * h * w, 8);
-            let gy = values(n * o * h * w, 9);
+            let g = same3x3(n, c, o, h, w);
+            let x = seeded_values(n * c * h * w, 8);
+            let gy = seeded_values(n * o * h * w, 9);
             let got = conv3x3_weight_grad(&x, &gy, &g).unwrap();
             let mut want = vec![0.0; o * c * 9];
             for img in 0..n {
@@ -720,14 +663,14 @@ mod tests {
             let err = max_error(&got, &want);
             assert!(err < 1e-12, "{g:?}: {err}");
         }
-        let g = geometry(1, 2, 2, 4, 4);
+        let g = same3x3(1, 2, 2, 4, 4);
         assert!(conv3x3_weight_grad(&[0.0f64; 31], &[0.0; 32], &g).is_err());
         assert!(conv3x3_weight_grad(&[0.0f64; 32], &[0.0; 33], &g).is_err());
     }
 
     #[test]
     fn applies_only_to_same_3x3_convolutions_with_enough_channels() {
-        let g = geometry(1, MIN_CHANNELS, MIN_CHANNELS, 8, 8);
+        let g = same3x3(1, MIN_CHANNELS, MIN_CHANNELS, 8, 8);
         assert!(applies(&g));
         assert!(!applies(&ConvGeometry { stride: 2, ..g }));
         assert!(!applies(&ConvGeometry { padding: 0, ..g }));
@@ -744,7 +687,7 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_errors() {
-        let g = geometry(1, 2, 2, 4, 4);
+        let g = same3x3(1, 2, 2, 4, 4);
         let u = [0.0f64; 64];
         assert!(conv3x3(&[0.0f64; 32], &u, &g).is_ok());
         assert!(conv3x3(&[0.0f64; 31], &u, &g).is_err());
