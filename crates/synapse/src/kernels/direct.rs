@@ -42,8 +42,11 @@ use candle_core::{bail, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Output channels of a forward tile.
+/// Output channels of a forward tile; narrower tiles of `OB_NARROW` fill up channel counts
+/// that are not multiples of `OB` (16 = 6 + 6 + 4, 32 = 4·6 + 2·4), so that no row of a tile
+/// is computed for nothing.
 const OB: usize = 6;
+const OB_NARROW: usize = 4;
 /// Positions of a forward tile (two 8-lane vectors).
 const QB: usize = 16;
 /// Output channels of a weight-gradient task.
@@ -123,16 +126,16 @@ fn pad<E: Element>(x: &[E], channels: usize, grid: &Grid, threads: Threads) -> V
 
 /// The element types with direct tiles: f32 (vectorised where the processor allows) and f64.
 pub(crate) trait Direct: Element {
-    /// The `OB × QB` tile of output positions `q0 .. q0 + QB` where `x` starts at position
+    /// The `R × QB` tile of output positions `q0 .. q0 + QB` where `x` starts at position
     /// `q0` of the first of `channels` padded planes `plane` apart, and `w` holds the packed
-    /// weights of `OB` output channels (`[channels][TAPS][OB]`).
-    fn forward_tile(
+    /// weights of `R` output channels (`[channels][TAPS][R]`).
+    fn forward_tile<const R: usize>(
         x: &[Self],
         plane: usize,
         channels: usize,
         w: &[Self],
         offsets: &[usize; TAPS],
-    ) -> [[Self; QB]; OB];
+    ) -> [[Self; QB]; R];
 
     /// `Σ_images Σ_{q < width} gy[k][q] · x[q + j]` for `WB` upstream-gradient rows `k` (`gy`
     /// at the first image's first row, rows `width` apart, images `gy_image` apart) and
@@ -163,13 +166,13 @@ impl<E> Stream<'_, E> {
 }
 
 impl Direct for f64 {
-    fn forward_tile(
+    fn forward_tile<const R: usize>(
         x: &[f64],
         plane: usize,
         channels: usize,
         w: &[f64],
         offsets: &[usize; TAPS],
-    ) -> [[f64; QB]; OB] {
+    ) -> [[f64; QB]; R] {
         portable::forward_tile(x, plane, channels, w, offsets)
     }
 
@@ -179,15 +182,15 @@ impl Direct for f64 {
 }
 
 impl Direct for f32 {
-    fn forward_tile(
+    fn forward_tile<const R: usize>(
         x: &[f32],
         plane: usize,
         channels: usize,
         w: &[f32],
         offsets: &[usize; TAPS],
-    ) -> [[f32; QB]; OB] {
+    ) -> [[f32; QB]; R] {
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() && tile_fits(x, plane, channels, w, offsets) {
+        if avx2::available() && tile_fits(x, plane, channels, w, offsets, R) {
             // SAFETY: the processor has AVX2 and FMA, and every value the tile reads lies
             // inside `x` and `w` (checked just above).
             return unsafe { avx2::forward_tile(x, plane, channels, w, offsets) };
@@ -207,29 +210,36 @@ impl Direct for f32 {
 
 /// Whether every value a forward tile reads lies inside `x` and `w`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn tile_fits<E>(x: &[E], plane: usize, channels: usize, w: &[E], offsets: &[usize; TAPS]) -> bool {
+fn tile_fits<E>(
+    x: &[E],
+    plane: usize,
+    channels: usize,
+    w: &[E],
+    offsets: &[usize; TAPS],
+    rows: usize,
+) -> bool {
     channels == 0
         || (x.len() >= (channels - 1) * plane + offsets[TAPS - 1] + QB
-            && w.len() >= channels * TAPS * OB)
+            && w.len() >= channels * TAPS * rows)
 }
 
 /// The tiles in plain Rust (indexing checked), for f64 and processors without AVX2.
 mod portable {
-    use super::{Element, Stream, OB, QB, TAPS, WB};
+    use super::{Element, Stream, QB, TAPS, WB};
 
-    pub(super) fn forward_tile<E: Element>(
+    pub(super) fn forward_tile<E: Element, const R: usize>(
         x: &[E],
         plane: usize,
         channels: usize,
         w: &[E],
         offsets: &[usize; TAPS],
-    ) -> [[E; QB]; OB] {
-        let mut acc = [[E::ZERO; QB]; OB];
+    ) -> [[E; QB]; R] {
+        let mut acc = [[E::ZERO; QB]; R];
         for c in 0..channels {
-            let weights = &w[c * TAPS * OB..][..TAPS * OB];
+            let weights = &w[c * TAPS * R..][..TAPS * R];
             for (t, &offset) in offsets.iter().enumerate() {
                 let values = &x[c * plane + offset..][..QB];
-                for (row, &wk) in acc.iter_mut().zip(&weights[t * OB..][..OB]) {
+                for (row, &wk) in acc.iter_mut().zip(&weights[t * R..][..R]) {
                     for (a, &v) in row.iter_mut().zip(values) {
                         *a += wk * v;
                     }
@@ -260,7 +270,7 @@ mod portable {
 /// The tiles with AVX2 and FMA intrinsics (f32, 8 lanes).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Stream, OB, QB, TAPS, WB};
+    use super::{Stream, QB, TAPS, WB};
     use std::arch::x86_64::*;
 
     /// Whether this processor has AVX2 and FMA (detected once, then cached by `std`).
@@ -272,21 +282,21 @@ mod avx2 {
     /// The processor must have AVX2 and FMA, and `x` and `w` must hold every value the tile
     /// reads ([`super::tile_fits`]).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn forward_tile(
+    pub(super) unsafe fn forward_tile<const R: usize>(
         x: &[f32],
         plane: usize,
         channels: usize,
         w: &[f32],
         offsets: &[usize; TAPS],
-    ) -> [[f32; QB]; OB] {
-        let mut acc = [[_mm256_setzero_ps(); 2]; OB];
+    ) -> [[f32; QB]; R] {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for c in 0..channels {
             let xc = x.as_ptr().add(c * plane);
-            let wc = w.as_ptr().add(c * TAPS * OB);
+            let wc = w.as_ptr().add(c * TAPS * R);
             for (t, &offset) in offsets.iter().enumerate() {
                 let lo = _mm256_loadu_ps(xc.add(offset));
                 let hi = _mm256_loadu_ps(xc.add(offset + 8));
-                let wt = wc.add(t * OB);
+                let wt = wc.add(t * R);
                 for (k, a) in acc.iter_mut().enumerate() {
                     let wk = _mm256_broadcast_ss(&*wt.add(k));
                     a[0] = _mm256_fmadd_ps(wk, lo, a[0]);
@@ -294,7 +304,7 @@ mod avx2 {
                 }
             }
         }
-        let mut out = [[0.0f32; QB]; OB];
+        let mut out = [[0.0f32; QB]; R];
         for (row, a) in out.iter_mut().zip(&acc) {
             _mm256_storeu_ps(row.as_mut_ptr(), a[0]);
             _mm256_storeu_ps(row.as_mut_ptr().add(8), a[1]);
@@ -343,22 +353,62 @@ mod avx2 {
     }
 }
 
-/// Weights `[O, C, 3, 3]` packed for forward tiles of the convolution with `inputs` input and
-/// `outputs` output channels: `[⌈outputs/OB⌉][inputs][TAPS][OB]`, zeros past the last output
-/// channel; `at(output, input, tap)` reads the kernel.
+/// Output channels `first .. first + rows` computed by tiles of `width` (`OB` or `OB_NARROW`)
+/// rows, whose packed weights start at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Block {
+    first: usize,
+    rows: usize,
+    width: usize,
+    offset: usize,
+}
+
+/// The tile blocks of `outputs` output channels: `OB` rows each and one or two of `OB_NARROW`
+/// where that covers the channels exactly (any even count from 4 on is 6a + 4b), one narrow
+/// block for at most `OB_NARROW` channels; otherwise the last block has unused rows.
+fn blocks(outputs: usize, inputs: usize) -> Vec<Block> {
+    let narrow = match outputs % OB {
+        _ if outputs == 0 => 0,
+        _ if outputs <= OB_NARROW => 1,
+        4 => 1,
+        2 if outputs >= 2 * OB_NARROW => 2,
+        _ => 0,
+    };
+    let wide = outputs.saturating_sub(narrow * OB_NARROW).div_ceil(OB);
+    let mut out = Vec::with_capacity(wide + narrow);
+    let (mut first, mut offset) = (0, 0);
+    for width in std::iter::repeat_n(OB, wide).chain(std::iter::repeat_n(OB_NARROW, narrow)) {
+        let rows = width.min(outputs - first);
+        out.push(Block {
+            first,
+            rows,
+            width,
+            offset,
+        });
+        first += rows;
+        offset += inputs * TAPS * width;
+    }
+    out
+}
+
+/// Weights `[O, C, 3, 3]` packed for the forward tiles of `blocks` of the convolution with
+/// `inputs` input channels: per block `[inputs][TAPS][width]`, zeros in unused rows;
+/// `at(output, input, tap)` reads the kernel.
 fn pack<E: Element>(
     inputs: usize,
-    outputs: usize,
+    blocks: &[Block],
     at: impl Fn(usize, usize, usize) -> E,
 ) -> Vec<E> {
-    let blocks = outputs.div_ceil(OB);
-    let mut packed = Vec::with_capacity(blocks * inputs * TAPS * OB);
-    for b in 0..blocks {
+    let len = blocks
+        .last()
+        .map_or(0, |b| b.offset + inputs * TAPS * b.width);
+    let mut packed = Vec::with_capacity(len);
+    for b in blocks {
         for c in 0..inputs {
             for t in 0..TAPS {
-                packed.extend((b * OB..(b + 1) * OB).map(|o| {
-                    if o < outputs {
-                        at(o, c, t)
+                packed.extend((0..b.width).map(|k| {
+                    if k < b.rows {
+                        at(b.first + k, c, t)
                     } else {
                         E::ZERO
                     }
@@ -374,8 +424,9 @@ fn pack<E: Element>(
 pub(crate) fn conv3x3<E: Direct>(x: &[E], w: &[E], g: &ConvGeometry) -> Result<Vec<E>> {
     let (o, c) = (g.out_channels, g.in_channels);
     check(w.len(), o * c * TAPS, "kernel", g)?;
-    let packed = pack(c, o, |oc, ic, t| w[(oc * c + ic) * TAPS + t]);
-    correlate(x, &packed, c, o, g)
+    let blocks = blocks(o, c);
+    let packed = pack(c, &blocks, |oc, ic, t| w[(oc * c + ic) * TAPS + t]);
+    correlate(x, &packed, &blocks, c, o, g)
 }
 
 /// The input gradient of [`conv3x3`] with kernel `w` `[O, C, 3, 3]` for the upstream gradient
@@ -384,8 +435,11 @@ pub(crate) fn conv3x3<E: Direct>(x: &[E], w: &[E], g: &ConvGeometry) -> Result<V
 pub(crate) fn conv3x3_input_grad<E: Direct>(gy: &[E], w: &[E], g: &ConvGeometry) -> Result<Vec<E>> {
     let (o, c) = (g.out_channels, g.in_channels);
     check(w.len(), o * c * TAPS, "kernel", g)?;
-    let packed = pack(o, c, |ic, oc, t| w[(oc * c + ic) * TAPS + TAPS - 1 - t]);
-    correlate(gy, &packed, o, c, g)
+    let blocks = blocks(c, o);
+    let packed = pack(o, &blocks, |ic, oc, t| {
+        w[(oc * c + ic) * TAPS + TAPS - 1 - t]
+    });
+    correlate(gy, &packed, &blocks, o, c, g)
 }
 
 fn check(len: usize, expected: usize, what: &str, g: &ConvGeometry) -> Result<()> {
@@ -396,11 +450,12 @@ fn check(len: usize, expected: usize, what: &str, g: &ConvGeometry) -> Result<()
 }
 
 /// The "same" 3×3 correlation of `x` (`inputs` channels) with packed weights ([`pack`]) into
-/// `outputs` channels: images in parallel (one thread each), a single image's output-channel
+/// `outputs` channels in `blocks`: images in parallel (one thread each), a single image's
 /// blocks in parallel.
 fn correlate<E: Direct>(
     x: &[E],
     packed: &[E],
+    blocks: &[Block],
     inputs: usize,
     outputs: usize,
     g: &ConvGeometry,
@@ -408,12 +463,14 @@ fn correlate<E: Direct>(
     let grid = Grid::of(g.in_h, g.in_w);
     let (n, plane) = (g.batch, g.in_h * g.in_w);
     check(x.len(), n * inputs * plane, "input", g)?;
-    check(
-        packed.len(),
-        outputs.div_ceil(OB) * inputs * TAPS * OB,
-        "packed kernel",
-        g,
-    )?;
+    let covered = blocks.last().map_or(0, |b| b.first + b.rows);
+    let len = blocks
+        .last()
+        .map_or(0, |b| b.offset + inputs * TAPS * b.width);
+    check(packed.len(), len, "packed kernel", g)?;
+    if covered != outputs {
+        bail!("direct 3×3 convolution: blocks cover {covered} of {outputs} output channels");
+    }
     let offsets = grid.offsets();
     per_image(n, outputs * plane, |image, dst, threads| {
         let padded = pad(
@@ -422,35 +479,45 @@ fn correlate<E: Direct>(
             &grid,
             threads,
         );
-        let block = |(b, rows): (usize, &mut [MaybeUninit<E>])| {
-            let weights = &packed[b * inputs * TAPS * OB..][..inputs * TAPS * OB];
-            for tile in 0..grid.tiles {
-                let q0 = tile * QB;
-                let values = E::forward_tile(&padded[q0..], grid.plane, inputs, weights, &offsets);
+        // one tile of a block, stored into the block's channels
+        let tile = |b: &Block, rows: &mut [MaybeUninit<E>], q0: usize| {
+            let weights = &packed[b.offset..][..inputs * TAPS * b.width];
+            let x = &padded[q0..];
+            if b.width == OB {
+                let values = E::forward_tile::<OB>(x, grid.plane, inputs, weights, &offsets);
+                store(rows, &values, q0, &grid);
+            } else {
+                let values = E::forward_tile::<OB_NARROW>(x, grid.plane, inputs, weights, &offsets);
                 store(rows, &values, q0, &grid);
             }
         };
-        let chunk = (OB * plane).max(1);
+        // each block's channels of the output
+        let mut parts = Vec::with_capacity(blocks.len());
+        let mut rest = &mut *dst;
+        for b in blocks {
+            let (part, tail) = rest.split_at_mut(b.rows * plane);
+            parts.push((b, part));
+            rest = tail;
+        }
         let work = outputs * grid.positions * inputs * TAPS;
         if threads == Threads::All && worth_splitting(work) {
-            dst.par_chunks_mut(chunk).enumerate().for_each(block);
+            parts.into_par_iter().for_each(|(b, rows)| {
+                for q in 0..grid.tiles {
+                    tile(b, rows, q * QB);
+                }
+            });
         } else {
             // on one thread, every block of a tile before the next tile: the tile's window of
             // the padded planes stays in the core's L1 cache while the weights stream past
             // (64 channels of 8×8 planes and one block's weights did not fit it together)
-            let mut blocks: Vec<_> = dst.chunks_mut(chunk).collect();
-            for tile in 0..grid.tiles {
-                let q0 = tile * QB;
-                for (b, rows) in blocks.iter_mut().enumerate() {
-                    let weights = &packed[b * inputs * TAPS * OB..][..inputs * TAPS * OB];
-                    let values =
-                        E::forward_tile(&padded[q0..], grid.plane, inputs, weights, &offsets);
-                    store(rows, &values, q0, &grid);
+            for q in 0..grid.tiles {
+                for (b, rows) in parts.iter_mut() {
+                    tile(b, rows, q * QB);
                 }
             }
         }
-        // SAFETY: the blocks cover `dst` (`OB` output channels each, the last fewer), and each
-        // block's tiles cover the wide grid's positions `0 .. tiles·QB`, which include
+        // SAFETY: the blocks cover `dst` (their rows add up to `outputs`, checked above), and
+        // each block's tiles cover the wide grid's positions `0 .. tiles·QB`, which include
         // `y·(W + 1) + x` for every `y < H`, `x < W`: `store` writes each such position of
         // each of the block's channels.
         Ok(unsafe { Written::new(dst) })
@@ -458,8 +525,13 @@ fn correlate<E: Direct>(
 }
 
 /// Writes a tile's values at the real positions (not the wide grid's extra column, nor past
-/// its end) of the block's channels (`rows` is `[channels ≤ OB][H][W]`).
-fn store<E: Element>(rows: &mut [MaybeUninit<E>], tile: &[[E; QB]; OB], q0: usize, grid: &Grid) {
+/// its end) of the block's channels (`rows` is `[channels ≤ R][H][W]`).
+fn store<E: Element, const R: usize>(
+    rows: &mut [MaybeUninit<E>],
+    tile: &[[E; QB]; R],
+    q0: usize,
+    grid: &Grid,
+) {
     let plane = grid.h * grid.w;
     if plane == 0 {
         return;
@@ -682,6 +754,36 @@ mod tests {
             let positions = g.batch * g.in_h * g.in_w;
             assert!(max_error(&dw, &dw64) < scale(positions), "{g:?}");
         }
+    }
+
+    /// Blocks cover the output channels in order, back to back in the packed weights, with
+    /// no unused row for the even channel counts of ResNet and ConvNet.
+    #[test]
+    fn blocks_cover_the_channels_without_unused_rows_where_possible() {
+        for outputs in 0..80 {
+            let b = blocks(outputs, 3);
+            assert_eq!(b.iter().map(|b| b.rows).sum::<usize>(), outputs);
+            let mut next = (0, 0);
+            for block in &b {
+                assert_eq!((block.first, block.offset), next);
+                assert!(block.rows <= block.width && block.rows > 0);
+                next = (
+                    block.first + block.rows,
+                    block.offset + 3 * TAPS * block.width,
+                );
+            }
+            let unused: usize = b.iter().map(|b| b.width - b.rows).sum();
+            if outputs % 2 == 0 && outputs >= OB_NARROW {
+                assert_eq!(unused, 0, "{outputs}: {b:?}");
+            } else if (1..OB_NARROW).contains(&outputs) {
+                assert_eq!(unused, OB_NARROW - outputs, "{outputs}: {b:?}");
+            }
+        }
+        let widths = |o| blocks(o, 1).iter().map(|b| b.width).collect::<Vec<_>>();
+        assert_eq!(widths(16), [6, 6, 4]);
+        assert_eq!(widths(32), [6, 6, 6, 6, 4, 4]);
+        assert_eq!(widths(64).iter().filter(|&&w| w == OB_NARROW).count(), 1);
+        assert_eq!(widths(3), [4]);
     }
 
     #[test]
