@@ -20,7 +20,8 @@
 //!   positions at a time: for each input channel and tap, two vector loads of the input, six
 //!   broadcast weights and twelve multiply-adds into twelve accumulators that stay in registers
 //!   for the whole sum over 9·C terms (AVX2 + FMA: 16 lanes × 6 channels in 12 of the 16 vector
-//!   registers). The input gradient is the same convolution of the upstream gradient with the
+//!   registers); tiles of 4 channels fill up channel counts that are not multiples of 6
+//!   (16 = 6 + 6 + 4). The input gradient is the same convolution of the upstream gradient with the
 //!   flipped, channel-swapped kernel `w'[c, o, i, j] = w[o, c, 2 − i, 2 − j]`, packed as such.
 //! * **Weight gradient.** `∂w[o, c, i, j] = Σ_images Σ_q gy[o, q] · x̃[c, q + offset(i, j)]`
 //!   with the upstream gradient on the wide grid (zero in the extra column): for four output
