@@ -20,13 +20,16 @@
 //! so results do not depend on the number of threads. Wide 3×3 "same" convolutions (stride 1,
 //! padding 1, ≥ 128 channels in and out: ConvNet's) compute all three by Winograd's
 //! F(2×2, 3×3) instead ([`winograd`]), the same linear maps with 2.25× fewer multiply-adds;
-//! narrower 3×3 "same" convolutions (ResNet's 16–64 channels) are computed directly, with
-//! register-blocked tiles over zero-padded planes and no unfolding (`direct`).
+//! narrower 3×3 "same" convolutions (ResNet's 16–64 channels) compute their forward pass and
+//! input gradient by the same algorithm fused strip by strip into register tiles
+//! (`fused_winograd`), and their weight gradient directly, with register tiles over
+//! zero-padded planes and no unfolding (`direct`).
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
 use super::buffer::per_image;
 use super::direct::{self, Direct};
+use super::fused_winograd;
 use super::gemm::{matmul_new_on, matmul_write, Element, Matrix};
 use super::im2col::{col2im_into, im2col, ConvGeometry};
 use super::storage::{by_dtype, contiguous, Operand};
@@ -284,12 +287,14 @@ impl Conv {
                 let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
                 Ok((T::wrap(dw), shape))
             }
-            Conv::Forward(..) if direct::applies(&g) => {
-                let y = direct::conv3x3(a, b, &g)?;
+            Conv::Forward(_, kernel) if fused_winograd::applies(&g) => {
+                let u = kernel.of(b, o, g.in_channels, name)?;
+                let y = fused_winograd::conv3x3(a, u, &g)?;
                 Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
             }
-            Conv::InputGrad(..) if direct::applies(&g) => {
-                let dx = direct::conv3x3_input_grad(a, b, &g)?;
+            Conv::InputGrad(_, kernel) if fused_winograd::applies(&g) => {
+                let u = kernel.of(b, o, g.in_channels, name)?;
+                let dx = fused_winograd::conv3x3_input_grad(a, u, &g)?;
                 let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
                 Ok((T::wrap(dx), shape))
             }
@@ -454,7 +459,8 @@ mod tests {
             ([1, 2, 7, 6], [3, 2, 5, 5], p(1, 2)),
             ([1, 2, 5, 5], [2, 2, 3, 3], p(1, 2)),
             ([2, 2, 5, 6], [3, 2, 2, 3], p(1, 1)),
-            // 3×3 "same", computed directly: channel counts that leave partial register tiles
+            // 3×3 "same" below Winograd's separate passes (fused Winograd tiles, direct weight
+            // gradient): channel counts that leave partial register tiles
             ([3, 7, 9, 11], [13, 7, 3, 3], p(1, 1)),
             // wide enough for Winograd's F(2×2, 3×3) (forward and input gradient), odd width
             ([2, 128, 4, 5], [128, 128, 3, 3], p(1, 1)),

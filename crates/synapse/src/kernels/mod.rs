@@ -27,6 +27,7 @@ pub mod channel;
 pub mod convolution;
 pub mod descent;
 mod direct;
+mod fused_winograd;
 pub mod gemm;
 pub mod im2col;
 mod lanes;
