@@ -390,9 +390,9 @@ fn transform_strip_in<E: Direct>(
             combine(e3, d1, d3, |a, b| a - b);
         }
         // Bᵀ· down the four lines, into V[ξ = 4r + col][c]
-        for col in 0..4 {
+        let [l0, l1, l2, l3] = &e;
+        for (col, (((e0, e1), e2), e3)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
             let at = |r: usize| ((4 * r + col) * channels + c) * STRIP;
-            let [e0, e1, e2, e3] = [&e[0][col], &e[1][col], &e[2][col], &e[3][col]];
             combine(&mut dst[at(0)..][..STRIP], e0, e2, |a, b| a - b);
             combine(&mut dst[at(1)..][..STRIP], e1, e2, |a, b| a + b);
             combine(&mut dst[at(2)..][..STRIP], e2, e1, |a, b| a - b);
