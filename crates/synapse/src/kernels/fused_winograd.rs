@@ -366,28 +366,41 @@ fn transform_strip_in<E: Direct>(
         *slot = run;
         count += 1;
     }
-    // lanes past the last tile stay zero
+    // a strip that is one run along a row of tiles (planes 32 wide and more) reads its four
+    // sources per line where they lie; others gather them by lane first (lanes past the last
+    // tile stay zero)
+    let whole = match runs[..count] {
+        [(_, _, run, _)] => run == STRIP,
+        _ => false,
+    };
     let mut d = [[[E::ZERO; STRIP]; 4]; 4];
+    let mut e = [[[E::ZERO; STRIP]; 4]; 4];
     for c in 0..channels {
-        // the windows' four lines, the four values of each line gathered by lane: d[i][j]
+        // d·B along each of the windows' four lines: e[i][s]
         for &(ty, tx, run, lane) in &runs[..count] {
-            for (i, di) in d.iter_mut().enumerate() {
+            for (i, (ei, di)) in e.iter_mut().zip(d.iter_mut()).enumerate() {
                 let line = &split[c * len + (2 * ty + i) * 2 * half..][..2 * half];
                 let (even, odd) = line.split_at(half);
                 let sources = [&even[tx..], &odd[tx..], &even[tx + 1..], &odd[tx + 1..]];
+                if let (true, [Some(d0), Some(d1), Some(d2), Some(d3)]) =
+                    (whole, sources.map(|v| v.first_chunk::<STRIP>()))
+                {
+                    line_transform(ei, d0, d1, d2, d3);
+                    continue;
+                }
                 for (dij, src) in di.iter_mut().zip(sources) {
                     copy_run(&mut dij[lane..], src, run);
                 }
+                if whole {
+                    let [d0, d1, d2, d3] = &*di;
+                    line_transform(ei, d0, d1, d2, d3);
+                }
             }
         }
-        // d·B along each line: e[i][s]
-        let mut e = [[[E::ZERO; STRIP]; 4]; 4];
-        for (ei, [d0, d1, d2, d3]) in e.iter_mut().zip(&d) {
-            let [e0, e1, e2, e3] = ei;
-            combine(e0, d0, d2, |a, b| a - b);
-            combine(e1, d1, d2, |a, b| a + b);
-            combine(e2, d2, d1, |a, b| a - b);
-            combine(e3, d1, d3, |a, b| a - b);
+        if !whole {
+            for (ei, [d0, d1, d2, d3]) in e.iter_mut().zip(&d) {
+                line_transform(ei, d0, d1, d2, d3);
+            }
         }
         // Bᵀ· down the four lines, into V[ξ = 4r + col][c]
         let [l0, l1, l2, l3] = &e;
@@ -399,6 +412,22 @@ fn transform_strip_in<E: Direct>(
             combine(&mut dst[at(3)..][..STRIP], e1, e3, |a, b| a - b);
         }
     }
+}
+
+/// `d·B` of one line of the windows, lane by lane: `[d0 − d2, d1 + d2, d2 − d1, d1 − d3]`.
+#[inline(always)]
+fn line_transform<E: Direct>(
+    e: &mut [[E; STRIP]; 4],
+    d0: &[E; STRIP],
+    d1: &[E; STRIP],
+    d2: &[E; STRIP],
+    d3: &[E; STRIP],
+) {
+    let [e0, e1, e2, e3] = e;
+    combine(e0, d0, d2, |a, b| a - b);
+    combine(e1, d1, d2, |a, b| a + b);
+    combine(e2, d2, d1, |a, b| a - b);
+    combine(e3, d1, d3, |a, b| a - b);
 }
 
 /// `out[l] = f(a[l], b[l])` along a strip's lanes.
@@ -546,6 +575,9 @@ mod tests {
             same3x3(1, 2, 9, 12, 3),
             same3x3(2, 6, 7, 7, 28),
             same3x3(1, 4, 10, 33, 2),
+            // whole strips along rows of 16 tiles and more
+            same3x3(1, 2, 3, 6, 32),
+            same3x3(2, 3, 5, 5, 35),
         ]
     }
 
