@@ -660,6 +660,42 @@ mod tests {
         }
     }
 
+    /// The same bits on any number of threads, and for an image alone (all threads on its
+    /// blocks) as within a batch (one thread per image).
+    #[test]
+    fn results_do_not_depend_on_threads_or_batching() {
+        let g = same3x3(3, 16, 32, 16, 16);
+        let (x, w, gy) = operands(&g);
+        let (x, w, gy) = (to_f32(&x), to_f32(&w), to_f32(&gy));
+        let u = transform_kernel(&w, g.out_channels, g.in_channels).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                (
+                    conv3x3(&x, &u, &g).unwrap(),
+                    conv3x3_input_grad(&gy, &u, &g).unwrap(),
+                )
+            })
+        };
+        let (y, dx) = run(1);
+        assert_eq!(run(3), (y.clone(), dx.clone()));
+        let one = ConvGeometry { batch: 1, ..g };
+        let (plane, c, o) = (g.in_h * g.in_w, g.in_channels, g.out_channels);
+        for image in 0..g.batch {
+            let xi = &x[image * c * plane..][..c * plane];
+            let gi = &gy[image * o * plane..][..o * plane];
+            assert_eq!(
+                conv3x3(xi, &u, &one).unwrap(),
+                y[image * o * plane..][..o * plane]
+            );
+            let dxi = conv3x3_input_grad(gi, &u, &one).unwrap();
+            assert_eq!(dxi, dx[image * c * plane..][..c * plane]);
+        }
+    }
+
     #[test]
     fn runs_cover_each_strip_in_raster_order() {
         for (h, w) in [(1, 1), (5, 6), (9, 11), (33, 2), (32, 32), (8, 8)] {
