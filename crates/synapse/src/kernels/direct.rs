@@ -469,33 +469,14 @@ pub(crate) fn conv3x3_weight_grad<E: Direct>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{conv3x3_definition, max_error, same3x3, seeded_values};
+    use crate::kernels::test_support::{
+        conv3x3_definition, dot, from_f32, max_error, same3x3, same3x3_cases, seeded_values, to_f32,
+    };
 
-    /// Channel counts that leave partial blocks (`OB`, `WB`), planes whose wide grid is not a
-    /// whole number of tiles, 1×1 and single-line planes, a single image and several.
+    /// Partial blocks of `WB` output channels, wide grids that are not whole numbers of
+    /// tiles, and the rest of [`same3x3_cases`].
     fn geometries() -> Vec<ConvGeometry> {
-        vec![
-            same3x3(1, 1, 1, 1, 1),
-            same3x3(2, 3, 4, 6, 5),
-            same3x3(3, 7, 13, 9, 11),
-            same3x3(1, 16, 16, 8, 8),
-            same3x3(2, 5, 6, 1, 17),
-            same3x3(1, 2, 9, 12, 3),
-            same3x3(2, 6, 7, 7, 28),
-        ]
-    }
-
-    fn to_f32(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&v| v as f32).collect()
-    }
-
-    fn from_f32(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&v| v as f64).collect()
-    }
-
-    /// ⟨a, b⟩
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(a, b)| a * b).sum()
+        same3x3_cases()
     }
 
     fn operands(g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {

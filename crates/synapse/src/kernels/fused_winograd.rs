@@ -33,6 +33,7 @@
 use super::buffer::{par_build_on, per_image, Threads, Written};
 use super::direct::{blocks, Block, Direct, OB, OB_NARROW, QB};
 use super::im2col::ConvGeometry;
+use super::winograd::Tiles;
 use super::{items_per_task, worth_splitting};
 use candle_core::{bail, Result};
 use rayon::prelude::*;
@@ -50,29 +51,8 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
     (g.kernel_h, g.kernel_w, g.stride, g.padding) == (3, 3, 1, 1)
 }
 
-/// The 2×2 output tiles of one plane size and its split planes.
-#[derive(Clone, Copy, Debug)]
-struct Tiles {
-    h: usize,
-    w: usize,
-    rows: usize,
-    cols: usize,
-}
-
+/// The tiles taken 16 at a time (strips), and the split planes of their windows.
 impl Tiles {
-    fn of(h: usize, w: usize) -> Self {
-        Self {
-            h,
-            w,
-            rows: h.div_ceil(2),
-            cols: w.div_ceil(2),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.rows * self.cols
-    }
-
     fn strips(&self) -> usize {
         self.count().div_ceil(STRIP)
     }
@@ -559,26 +539,24 @@ fn copy_run<E: Direct>(dst: &mut [E], src: &[E], len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_support::{conv3x3_definition, max_error, same3x3, seeded_values};
+    use crate::kernels::test_support::{
+        conv3x3_definition, dot, from_f32, max_error, same3x3, same3x3_cases, seeded_values, to_f32,
+    };
     use crate::kernels::winograd::transform_kernel;
 
     /// Odd and even plane sizes (partial tiles at the right and bottom edges), strips that
     /// span several rows of tiles and a partial last strip, channel counts that leave partial
-    /// blocks, 1×1 and single-line planes, one image and several.
+    /// blocks, 1×1 and single-line planes, one image and several ([`same3x3_cases`]), and
+    /// more.
     fn geometries() -> Vec<ConvGeometry> {
-        vec![
-            same3x3(1, 1, 1, 1, 1),
-            same3x3(2, 3, 4, 6, 5),
-            same3x3(3, 7, 13, 9, 11),
-            same3x3(1, 16, 16, 8, 8),
-            same3x3(2, 5, 6, 1, 17),
-            same3x3(1, 2, 9, 12, 3),
-            same3x3(2, 6, 7, 7, 28),
+        let mut cases = same3x3_cases();
+        cases.extend([
             same3x3(1, 4, 10, 33, 2),
             // whole strips along rows of 16 tiles and more
             same3x3(1, 2, 3, 6, 32),
             same3x3(2, 3, 5, 5, 35),
-        ]
+        ]);
+        cases
     }
 
     fn operands(g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -590,14 +568,6 @@ mod tests {
         )
     }
 
-    fn to_f32(v: &[f64]) -> Vec<f32> {
-        v.iter().map(|&v| v as f32).collect()
-    }
-
-    fn from_f32(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&v| v as f64).collect()
-    }
-
     #[test]
     fn forward_matches_the_definition() {
         for g in geometries() {
@@ -607,11 +577,6 @@ mod tests {
             let error = max_error(&y, &conv3x3_definition(&x, &w, &g));
             assert!(error < 1e-12, "{g:?}: {error}");
         }
-    }
-
-    /// ⟨a, b⟩
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(a, b)| a * b).sum()
     }
 
     /// ⟨conv(x, w), gy⟩ = ⟨x, ∂x⟩: the input gradient is the exact adjoint of the forward

@@ -68,6 +68,36 @@ pub(crate) fn same3x3(n: usize, c: usize, o: usize, h: usize, w: usize) -> ConvG
     }
 }
 
+/// "Same" 3×3 convolutions that exercise the register-tiled kernels' edges: channel counts
+/// that leave partial blocks, planes that are not whole numbers of tiles, 1×1 and single-line
+/// planes, a single image and several.
+pub(crate) fn same3x3_cases() -> Vec<ConvGeometry> {
+    vec![
+        same3x3(1, 1, 1, 1, 1),
+        same3x3(2, 3, 4, 6, 5),
+        same3x3(3, 7, 13, 9, 11),
+        same3x3(1, 16, 16, 8, 8),
+        same3x3(2, 5, 6, 1, 17),
+        same3x3(1, 2, 9, 12, 3),
+        same3x3(2, 6, 7, 7, 28),
+    ]
+}
+
+/// The values rounded to f32.
+pub(crate) fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&v| v as f32).collect()
+}
+
+/// The values widened to f64.
+pub(crate) fn from_f32(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
+}
+
+/// ⟨a, b⟩
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
 /// The definition of a "same" 3×3 convolution:
 /// y[n, o, y, x] = Σ_c Σ_ij w[o, c, i, j]·x[n, c, y + i − 1, x + j − 1].
 pub(crate) fn conv3x3_definition(x: &[f64], w: &[f64], g: &ConvGeometry) -> Vec<f64> {

@@ -301,22 +301,26 @@ fn chunks<T>(n: usize, channels: usize, tiles: Tiles, budget: usize) -> Vec<(usi
 }
 
 /// The 2×2 output tiles covering an `h × w` plane (the last row/column of tiles reaches past
-/// an odd edge; those outputs are dropped).
+/// an odd edge; those outputs are dropped). `fused_winograd` adds its strips of tiles.
 #[derive(Clone, Copy, Debug)]
-struct Tiles {
-    rows: usize,
-    cols: usize,
+pub(crate) struct Tiles {
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 impl Tiles {
-    fn of(h: usize, w: usize) -> Self {
+    pub(crate) fn of(h: usize, w: usize) -> Self {
         Self {
+            h,
+            w,
             rows: h.div_ceil(2),
             cols: w.div_ceil(2),
         }
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.rows * self.cols
     }
 }
