@@ -470,7 +470,7 @@ pub(crate) fn conv3x3_weight_grad<E: Direct>(
 mod tests {
     use super::*;
     use crate::kernels::test_support::{
-        conv3x3_definition, dot, from_f32, max_error, same3x3, same3x3_cases, seeded_values, to_f32,
+        conv3x3_definition, conv_operands, dot, from_f32, max_error, same3x3, same3x3_cases, to_f32,
     };
 
     /// Partial blocks of `WB` output channels, wide grids that are not whole numbers of
@@ -480,12 +480,7 @@ mod tests {
     }
 
     fn operands(g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let plane = g.in_h * g.in_w;
-        (
-            seeded_values(g.batch * g.in_channels * plane, 1),
-            seeded_values(g.out_channels * g.in_channels * 9, 2),
-            seeded_values(g.batch * g.out_channels * plane, 3),
-        )
+        conv_operands(g, 1)
     }
 
     /// ∂w coordinate by coordinate — ∂w[o, c, t] = ⟨conv(x, e_{o,c,t}), gy⟩ — and as a whole,

@@ -540,7 +540,7 @@ fn copy_run<E: Direct>(dst: &mut [E], src: &[E], len: usize) {
 mod tests {
     use super::*;
     use crate::kernels::test_support::{
-        conv3x3_definition, dot, from_f32, max_error, same3x3, same3x3_cases, seeded_values, to_f32,
+        conv3x3_definition, conv_operands, dot, from_f32, max_error, same3x3, same3x3_cases, to_f32,
     };
     use crate::kernels::winograd::transform_kernel;
 
@@ -560,12 +560,7 @@ mod tests {
     }
 
     fn operands(g: &ConvGeometry) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let plane = g.in_h * g.in_w;
-        (
-            seeded_values(g.batch * g.in_channels * plane, 4),
-            seeded_values(g.out_channels * g.in_channels * 9, 5),
-            seeded_values(g.batch * g.out_channels * plane, 6),
-        )
+        conv_operands(g, 4)
     }
 
     #[test]

@@ -83,6 +83,17 @@ pub(crate) fn same3x3_cases() -> Vec<ConvGeometry> {
     ]
 }
 
+/// Deterministic operands of the convolution `g`: input `x`, kernel `w` and an upstream
+/// gradient `gy`, drawn with seeds `seed`, `seed + 1`, `seed + 2`.
+pub(crate) fn conv_operands(g: &ConvGeometry, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let plane = g.in_h * g.in_w;
+    (
+        seeded_values(g.batch * g.in_channels * plane, seed),
+        seeded_values(g.out_channels * g.in_channels * 9, seed + 1),
+        seeded_values(g.batch * g.out_channels * plane, seed + 2),
+    )
+}
+
 /// The values rounded to f32.
 pub(crate) fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&v| v as f32).collect()
