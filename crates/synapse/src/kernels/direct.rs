@@ -181,7 +181,7 @@ impl Direct for f32 {
         out: &mut [[f32; QB]; R],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() && tile_fits(x, plane, channels, w, offsets, R) {
+        if avx2_available() && tile_fits(x, plane, channels, w, offsets, R) {
             // SAFETY: the processor has AVX2 and FMA, and every value the tile reads lies
             // inside `x` and `w` (checked just above).
             return unsafe { avx2::forward_tile(x, plane, channels, w, offsets, out) };
@@ -191,7 +191,7 @@ impl Direct for f32 {
 
     fn weight_taps(stream: &Stream<'_, f32>) -> [[f32; 3]; WB] {
         #[cfg(target_arch = "x86_64")]
-        if avx2::available() && stream.fits() {
+        if avx2_available() && stream.fits() {
             // SAFETY: as above, with the stream's extent checked by `fits`.
             return unsafe { avx2::weight_taps(stream) };
         }
@@ -258,16 +258,18 @@ mod portable {
     }
 }
 
+/// Whether this processor has AVX2 and FMA (detected once, then cached by `std`); also gates
+/// the AVX2 builds of `fused_winograd`'s transforms.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2_available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
 /// The tiles with AVX2 and FMA intrinsics (f32, 8 lanes).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Stream, QB, WB};
     use std::arch::x86_64::*;
-
-    /// Whether this processor has AVX2 and FMA (detected once, then cached by `std`).
-    pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
 
     /// # Safety
     /// The processor must have AVX2 and FMA, and `x` and `w` must hold every value the tile

@@ -31,6 +31,8 @@
 //! computed by one task in one fixed order, so results do not depend on the number of threads.
 
 use super::buffer::{par_build_on, per_image, Threads, Written};
+#[cfg(target_arch = "x86_64")]
+use super::direct::avx2_available;
 use super::direct::{blocks, Block, Direct, OB, OB_NARROW, QB};
 use super::im2col::ConvGeometry;
 use super::winograd::Tiles;
@@ -418,11 +420,7 @@ fn combine<E: Direct>(out: &mut [E], a: &[E; STRIP], b: &[E; STRIP], f: impl Fn(
     }
 }
 
-/// Whether this processor has AVX2 and FMA (detected once, then cached by `std`).
-#[cfg(target_arch = "x86_64")]
-fn avx2_available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
+const _: () = assert!(OB_NARROW <= OB, "narrow tiles fit in a wide tile's rows");
 
 /// `M_ξ = U_ξ·V_ξ` for the 16 tiles of a strip's transform `v` and the `width` output
 /// channels of a block (`w`: `[16][inputs][width]`), each ξ one register tile, into `m`.
@@ -431,10 +429,8 @@ fn products<E: Direct>(v: &[E], w: &[E], inputs: usize, width: usize, m: &mut Pr
         let (v, w) = (&v[xi * inputs * STRIP..], &w[xi * inputs * width..]);
         if width == OB {
             E::forward_tile(v, STRIP, inputs, w, &[0], mx);
-        } else {
-            let Some(narrow) = mx.first_chunk_mut::<OB_NARROW>() else {
-                unreachable!("a tile of {OB} rows has {OB_NARROW}")
-            };
+        } else if let Some(narrow) = mx.first_chunk_mut::<OB_NARROW>() {
+            // always there: a narrow tile's rows are the first of a wide one's (asserted below)
             E::forward_tile(v, STRIP, inputs, w, &[0], narrow);
         }
     }
