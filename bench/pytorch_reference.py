@@ -16,6 +16,12 @@ torch.set_num_threads(--threads, default: all cores). Prints one JSON object per
 median and quartiles of the wall time in ms and the peak RSS in MiB.
 
     python3 bench/pytorch_reference.py [--threads 2] [--repeats 20]
+    python3 bench/pytorch_reference.py --device cuda [--repeats 50]
+
+With --device cuda the GPU workloads run instead (ResNet-20 training step and attack iteration
+at batch 8, ConvNet's at batch 1: those of `side_by_side --device cuda`), in full f32 (TF32
+off for cuDNN convolutions and cuBLAS products, as candle computes f32), each step followed
+by torch.cuda.synchronize() so that the wall time covers the GPU's work.
 
 Needs PyTorch from PyPI (`pip install torch`).
 """
@@ -92,15 +98,19 @@ def build(name):
     raise ValueError(name)
 
 
-def workload(spec, repeats):
+def workload(spec, repeats, device="cpu"):
     import torch
     import torch.nn.functional as F
 
     torch.manual_seed(1)
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     name, kind, batch = spec
     model, shape = build(name)
-    x = torch.rand(batch, *shape) * 2 - 1
-    y = torch.full((batch,), 3, dtype=torch.long)
+    model = model.to(device)
+    x = torch.rand(batch, *shape, device=device) * 2 - 1
+    y = torch.full((batch,), 3, dtype=torch.long, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
 
     if kind == "train":
@@ -111,6 +121,8 @@ def workload(spec, repeats):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
     else:
         # batch statistics without touching the running ones (synfed's TrainFrozenStats)
         for m in model.modules():
@@ -119,7 +131,7 @@ def workload(spec, repeats):
                 m.running_mean = None
                 m.running_var = None
         target = [g.detach() for g in torch.autograd.grad(F.cross_entropy(model(x), y), params)]
-        trial = (torch.rand(batch, *shape) * 2 - 1).requires_grad_(True)
+        trial = (torch.rand(batch, *shape, device=device) * 2 - 1).requires_grad_(True)
 
         def step():
             grads = torch.autograd.grad(F.cross_entropy(model(trial), y), params, create_graph=True)
@@ -129,6 +141,8 @@ def workload(spec, repeats):
             tv = (trial[:, :, :, :-1] - trial[:, :, :, 1:]).abs().mean() + (trial[:, :, :-1, :] - trial[:, :, 1:, :]).abs().mean()
             objective = 1 - dot / (gn * tn) + 1e-4 * tv
             (gx,) = torch.autograd.grad(objective, trial)
+            if device == "cuda":
+                torch.cuda.synchronize()
             return gx
 
     for _ in range(3):
@@ -146,6 +160,7 @@ def workload(spec, repeats):
         "q3_ms": round(q[2], 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
+        "device": device,
         "torch": torch.__version__,
     }
 
@@ -157,12 +172,19 @@ WORKLOADS = [
     ("resnet20", "attack", 1),
     ("convnet", "attack", 1),
 ]
+GPU_WORKLOADS = [
+    ("resnet20", "train", 8),
+    ("resnet20", "attack", 8),
+    ("convnet", "train", 1),
+    ("convnet", "attack", 1),
+]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -170,12 +192,12 @@ def main():
 
         torch.set_num_threads(args.threads)
         name, kind, batch = args.one.split(":")
-        print(json.dumps(workload((name, kind, int(batch)), args.repeats)))
+        print(json.dumps(workload((name, kind, int(batch)), args.repeats, args.device)))
         return
-    for name, kind, batch in WORKLOADS:
+    for name, kind, batch in GPU_WORKLOADS if args.device == "cuda" else WORKLOADS:
         out = subprocess.run(
             [sys.executable, __file__, "--threads", str(args.threads), "--repeats", str(args.repeats),
-             "--one", f"{name}:{kind}:{batch}"],
+             "--device", args.device, "--one", f"{name}:{kind}:{batch}"],
             check=True, capture_output=True, text=True,
         )
         print(out.stdout.strip(), flush=True)

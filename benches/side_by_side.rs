@@ -8,8 +8,13 @@
 //! (batch 8), one gradient-inversion iteration on ResNet20 (batch 8 and 1) and on ConvNet
 //! (batch 1), all untrained, f32, on the CPU.
 //!
+//! With `--device cuda` (a build with `--features cuda`) the GPU workloads run instead: the
+//! training step and the attack iteration of ResNet20 at batch 8 and of ConvNet at batch 1,
+//! each step followed by a device synchronisation, so that the wall time covers the GPU's work.
+//!
 //!     cargo bench --bench side_by_side [-- --repeats 20]
 //!     python3 bench/pytorch_reference.py --threads 2
+//!     side_by_side --device cuda            (scripts/gpu-check.sh runs both sides)
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -30,14 +35,20 @@ const WORKLOADS: [(&str, &str, usize); 5] = [
     ("resnet20", "attack", 1),
     ("convnet", "attack", 1),
 ];
+const GPU_WORKLOADS: [(&str, &str, usize); 4] = [
+    ("resnet20", "train", 8),
+    ("resnet20", "attack", 8),
+    ("convnet", "train", 1),
+    ("convnet", "attack", 1),
+];
 const CIFAR: InputShape = InputShape::new(3, 32, 32);
 
-fn uniform(n: usize, seed: u64) -> Tensor {
+fn uniform(n: usize, seed: u64, device: &Device) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * CIFAR.elem_count())
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    Tensor::from_vec(v, (n, 3, 32, 32), &Device::Cpu).expect("images")
+    Tensor::from_vec(v, (n, 3, 32, 32), device).expect("images")
 }
 
 /// Peak resident set of this process in MiB (`VmHWM`).
@@ -53,19 +64,31 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn measure(mut step: impl FnMut(), repeats: usize) -> Vec<f64> {
-    for _ in 0..3 {
+/// Sorted wall times of `repeats` steps (each followed by `sync`) after `warmups`, and sorted
+/// host times: until the step returned, before `sync` waited for the device. On a GPU, a
+/// host time close to the wall time means the step is bound by launching its kernels.
+fn measure(
+    mut step: impl FnMut(),
+    sync: impl Fn(),
+    warmups: usize,
+    repeats: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    for _ in 0..warmups {
         step();
+        sync();
     }
-    let mut times: Vec<f64> = (0..repeats)
+    let (mut times, mut host): (Vec<f64>, Vec<f64>) = (0..repeats)
         .map(|_| {
             let t = Instant::now();
             step();
-            t.elapsed().as_secs_f64() * 1e3
+            let launched = t.elapsed().as_secs_f64() * 1e3;
+            sync();
+            (t.elapsed().as_secs_f64() * 1e3, launched)
         })
-        .collect();
+        .unzip();
     times.sort_by(f64::total_cmp);
-    times
+    host.sort_by(f64::total_cmp);
+    (times, host)
 }
 
 /// Python's `statistics.quantiles(n=4)` (exclusive method) and the median, of sorted data.
@@ -81,13 +104,15 @@ fn quartiles(sorted: &[f64]) -> (f64, f64, f64) {
     (at(0.25), at(0.5), at(0.75))
 }
 
-fn one(name: &str, kind: &str, batch: usize, repeats: usize) {
+fn one(name: &str, kind: &str, batch: usize, (warmups, repeats): (usize, usize), device: &Device) {
     let arch: Arch = name.parse().expect("architecture");
     let spec = ModelSpec::new(arch, CIFAR, 10, MethodSet::NONE, 1);
-    let model = Model::build(&spec, DType::F32, &Device::Cpu).expect("model");
-    let labels = Tensor::new(vec![3u32; batch], &Device::Cpu).expect("labels");
-    let times = if kind == "train" {
-        let x = uniform(batch, 1);
+    let model = Model::build(&spec, DType::F32, device).expect("model");
+    let labels = Tensor::new(vec![3u32; batch], device).expect("labels");
+    // the GPU runs asynchronously: a step is over when the device has finished its work
+    let sync = || device.synchronize().expect("synchronize");
+    let (times, host) = if kind == "train" {
+        let x = uniform(batch, 1, device);
         let mut opt = SynapticSgd::new(model.params(), 0.01, 1);
         measure(
             || {
@@ -96,13 +121,15 @@ fn one(name: &str, kind: &str, batch: usize, repeats: usize) {
                     let loss = model.loss(&x, &labels, Mode::Train).expect("forward");
                     opt.step(&backward_final(&loss).expect("backward"))
                         .expect("step");
-                })
+                });
             },
+            sync,
+            warmups,
             repeats,
         )
     } else {
         let gradient = model
-            .gradients(&uniform(batch, 1), &labels, Mode::TrainFrozenStats)
+            .gradients(&uniform(batch, 1, device), &labels, Mode::TrainFrozenStats)
             .expect("target gradient");
         let target = Target {
             local_steps: None,
@@ -113,20 +140,25 @@ fn one(name: &str, kind: &str, batch: usize, repeats: usize) {
             bounds: vec![(-2.0, 2.0); 3],
         };
         let config = InversionConfig::default();
-        let trial = Var::from_tensor(&uniform(batch, 2)).expect("trial");
+        let trial = Var::from_tensor(&uniform(batch, 2, device)).expect("trial");
         measure(
             || {
                 evaluate(&target, &config, trial.as_tensor()).expect("iteration");
             },
+            sync,
+            warmups,
             repeats,
         )
     };
     let (q1, median, q3) = quartiles(&times);
+    let (_, host_median, _) = quartiles(&host);
     println!(
         "{{\"workload\": \"{name}/{kind}_b{batch}\", \"median_ms\": {median:.2}, \"q1_ms\": {q1:.2}, \
-         \"q3_ms\": {q3:.2}, \"peak_rss_mib\": {:.1}, \"threads\": {}, \"synfed\": \"{}\"}}",
+         \"q3_ms\": {q3:.2}, \"host_ms\": {host_median:.2}, \"peak_rss_mib\": {:.1}, \"threads\": {}, \
+         \"device\": \"{}\", \"synfed\": \"{}\"}}",
         peak_rss_mib(),
         rayon::current_num_threads(),
+        if device.is_cuda() { "cuda" } else { "cpu" },
         env!("CARGO_PKG_VERSION")
     );
 }
@@ -142,16 +174,30 @@ fn main() {
             .cloned()
     };
     let repeats: usize = value("--repeats").map_or(20, |r| r.parse().expect("--repeats N"));
+    // 0 for a profiler that should see one step only (scripts/gpu-check.sh)
+    let warmups: usize = value("--warmups").map_or(3, |r| r.parse().expect("--warmups N"));
+    let device_name = value("--device").unwrap_or_else(|| "cpu".into());
+    let device = match device_name.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).expect("CUDA device 0 (build with --features cuda)"),
+        other => panic!("--device {other}: expected cpu or cuda"),
+    };
     if let Some(spec) = value("--one") {
         let parts: Vec<&str> = spec.split(':').collect();
         let batch = parts[2].parse().expect("batch");
-        one(parts[0], parts[1], batch, repeats);
+        one(parts[0], parts[1], batch, (warmups, repeats), &device);
         return;
     }
     let exe = std::env::current_exe().expect("this program");
-    for (name, kind, batch) in WORKLOADS {
+    let workloads: &[_] = if device.is_cuda() {
+        &GPU_WORKLOADS
+    } else {
+        &WORKLOADS
+    };
+    for &(name, kind, batch) in workloads {
         let out = Command::new(&exe)
             .args(["--repeats", &repeats.to_string()])
+            .args(["--device", &device_name])
             .args(["--one", &format!("{name}:{kind}:{batch}")])
             .output()
             .expect("run a workload");

@@ -496,6 +496,12 @@ fn run_cells(
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(cells.len()).max(1) {
             scope.spawn(|| loop {
+                if let Err(e) = synfed_synapse::cuda_context::bind(device) {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e.into());
+                    }
+                    return;
+                }
                 if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
                     return;
                 }

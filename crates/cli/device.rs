@@ -15,8 +15,16 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// Opens the device.
+    /// Opens the device (a GPU is registered as the process's, see
+    /// `synfed_synapse::cuda_context`).
     pub fn open(self) -> anyhow::Result<Device> {
+        let device = self.open_unregistered()?;
+        synfed_synapse::cuda_context::register(&device)
+            .with_context(|| format!("making {self} current"))?;
+        Ok(device)
+    }
+
+    fn open_unregistered(self) -> anyhow::Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Auto if candle_core::utils::cuda_is_available() => Device::new_cuda(0)

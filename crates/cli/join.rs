@@ -77,6 +77,8 @@ pub fn run(args: Args) -> Result<()> {
     let device = args.device.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // a GPU's context current on every thread that may use or drop its tensors
+        .on_thread_start(synfed_synapse::cuda_context::bind_registered_or_warn)
         .build()
         .context("starting the async runtime")?;
     tracing::info!(

@@ -51,6 +51,8 @@ pub fn run(args: Args) -> Result<()> {
         .context("checking the run configuration")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // a GPU's context current on every thread that may use or drop its tensors
+        .on_thread_start(synfed_synapse::cuda_context::bind_registered_or_warn)
         .build()
         .context("starting the async runtime")?;
     let out = config.out.clone();

@@ -84,6 +84,8 @@ impl Builder {
         device: &Device,
     ) -> Result<Self> {
         hyper.validate()?;
+        // a model on a GPU: its tensors may be used and dropped on other threads
+        crate::cuda_context::register(device)?;
         Ok(Self {
             device: device.clone(),
             dtype,

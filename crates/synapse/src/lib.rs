@@ -19,6 +19,7 @@
 pub mod batchnorm;
 pub mod builder;
 pub mod conv;
+pub mod cuda_context;
 pub mod error;
 pub mod fuzzy;
 pub mod hyper;

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// with fresh per-thread state, and returns its result; the caller blocks meanwhile.
 pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
+        crate::cuda_context::bind_registered_or_warn();
         return f();
     }
     let done = AtomicBool::new(false);
@@ -40,6 +41,8 @@ pub fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             scope.spawn(|_| stay_awake(&done));
         }
         let _finish = Finish(&done);
+        // a computation on the GPU launches and frees on this worker
+        crate::cuda_context::bind_registered_or_warn();
         with_fresh_state(f)
     })
 }
