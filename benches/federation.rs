@@ -46,38 +46,31 @@ fn federation(config: RunConfig, clients: usize) -> Outcome {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let data = config.data.name.clone();
-        let server = tokio::spawn(synfed_server::run(
+        let configs = |_: &RunConfig, url: &str| {
+            Ok((0..clients)
+                .map(|k| {
+                    let share = Share {
+                        index: k,
+                        count: clients,
+                        scheme: Partition::Iid,
+                        seed: 1,
+                    };
+                    ClientConfig::new(url, format!("client-{k:03}"), &data, share)
+                })
+                .collect())
+        };
+        let simulated = synfed_lab::simulate(
             config,
-            listener,
-            false,
+            configs,
+            &candle_core::Device::Cpu,
             std::future::pending(),
-        ));
-        let handles: Vec<_> = (0..clients)
-            .map(|k| {
-                let share = Share {
-                    index: k,
-                    count: clients,
-                    scheme: Partition::Iid,
-                    seed: 1,
-                };
-                let c = ClientConfig::new(&url, format!("client-{k:03}"), &data, share);
-                tokio::spawn(synfed_client::run(
-                    c,
-                    candle_core::Device::Cpu,
-                    std::future::pending(),
-                ))
-            })
-            .collect();
-        let (mut upload_seconds, mut bytes_sent) = (0.0, 0);
-        for h in handles {
-            let report = h.await.unwrap().unwrap();
-            upload_seconds += report.upload_seconds;
-            bytes_sent += report.bytes_sent;
-        }
-        let summary = server.await.unwrap().unwrap();
+        )
+        .await
+        .unwrap();
+        let upload_seconds = simulated.clients.iter().map(|r| r.upload_seconds).sum();
+        let bytes_sent = simulated.clients.iter().map(|r| r.bytes_sent).sum();
+        let summary = simulated.summary;
         Outcome {
             round_seconds: summary.rounds.iter().map(|r| r.seconds).sum(),
             upload_seconds,

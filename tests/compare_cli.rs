@@ -239,7 +239,15 @@ fn the_learning_comparison_tabulates_accuracy_and_epochs() {
         report.contains("| mlp-w16 | none |") && report.contains("| mlp-w16 | I |"),
         "{report}"
     );
+    // the learning-rate control (default lr_factors = [0.5]) trains at learning.lr × 0.5
+    assert!(report.contains("| mlp-w16 | none lr×0.5 |"), "{report}");
+    let control = out.join("learning/mlp-w16/none_lr_0.5/summary.json");
+    let control: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(control).unwrap()).unwrap();
+    assert_eq!(control["config"]["lr"], 0.005);
+    assert_eq!(control["config"]["methods"], "none");
     let rows = rows(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 3);
     for r in rows.as_array().unwrap() {
         let acc = r["accuracy_mean"].as_f64().unwrap();
         assert!(acc > 0.1 && acc <= 1.0, "{r}");

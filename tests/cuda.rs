@@ -42,7 +42,8 @@ fn gpu() -> Device {
         "set CANDLE_GRAD_DO_NOT_DETACH=1: without it candle detaches gradients and the attack's \
          second-order gradient is wrong"
     );
-    Device::new_cuda(0).expect("these tests need CUDA device 0 (run them through scripts/gpu-check.sh)")
+    Device::new_cuda(0)
+        .expect("these tests need CUDA device 0 (run them through scripts/gpu-check.sh)")
 }
 
 fn host(t: &Tensor) -> Vec<f64> {
@@ -66,7 +67,11 @@ fn relative_errors(pairs: &[(&Tensor, &Tensor)]) -> Vec<f64> {
             (host(a), host(b))
         })
         .collect();
-    let total = values.iter().map(|(_, b)| norm(b).powi(2)).sum::<f64>().sqrt();
+    let total = values
+        .iter()
+        .map(|(_, b)| norm(b).powi(2))
+        .sum::<f64>()
+        .sqrt();
     values
         .iter()
         .map(|(a, b)| {
@@ -122,15 +127,24 @@ fn pair(arch: Arch, methods: MethodSet, dtype: DType) -> Pair {
     // same spec, same weights: built from the same seeded streams on the host
     for (a, b) in cuda.params().iter().zip(cpu.params().iter()) {
         assert_eq!(a.name, b.name);
-        assert_eq!(relative_error(a.var.as_tensor(), b.var.as_tensor()), 0.0, "{}", a.name);
+        assert_eq!(
+            relative_error(a.var.as_tensor(), b.var.as_tensor()),
+            0.0,
+            "{}",
+            a.name
+        );
     }
     let input = spec.input;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(arch as u64);
     let n = 4 * input.elem_count();
     let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let x_cpu = Tensor::from_vec(x, (4, input.channels, input.height, input.width), &Device::Cpu)
-        .and_then(|x| x.to_dtype(dtype))
-        .expect("images");
+    let x_cpu = Tensor::from_vec(
+        x,
+        (4, input.channels, input.height, input.width),
+        &Device::Cpu,
+    )
+    .and_then(|x| x.to_dtype(dtype))
+    .expect("images");
     let y_cpu = Tensor::new(&[1u32, 3, 3, 7], &Device::Cpu).expect("labels");
     let x_cuda = x_cpu.to_device(cuda.device()).expect("images to gpu");
     let y_cuda = y_cpu.to_device(cuda.device()).expect("labels to gpu");
@@ -171,11 +185,20 @@ fn forward_and_gradients(arch: Arch, methods: MethodSet, dtype: DType) -> f64 {
         let e = relative_error(&a, &b);
         worst = worst.max(check(&what, &[format!("{mode:?} logits")], &[e], dtype));
     }
-    let ga = p.cuda.gradients(&p.x_cuda, &p.y_cuda, Mode::Train).expect("cuda gradients");
-    let gb = p.cpu.gradients(&p.x_cpu, &p.y_cpu, Mode::Train).expect("cpu gradients");
+    let ga = p
+        .cuda
+        .gradients(&p.x_cuda, &p.y_cuda, Mode::Train)
+        .expect("cuda gradients");
+    let gb = p
+        .cpu
+        .gradients(&p.x_cpu, &p.y_cpu, Mode::Train)
+        .expect("cpu gradients");
     assert_eq!(ga.len(), gb.len());
     let pairs: Vec<_> = ga.iter().zip(&gb).collect();
-    let names: Vec<String> = trainable_names(&p.cpu).iter().map(|n| format!("∂L/∂{n}")).collect();
+    let names: Vec<String> = trainable_names(&p.cpu)
+        .iter()
+        .map(|n| format!("∂L/∂{n}"))
+        .collect();
     worst.max(check(&what, &names, &relative_errors(&pairs), dtype))
 }
 
@@ -189,17 +212,29 @@ fn fedavg_update(arch: Arch, methods: MethodSet) -> f64 {
     let a = unrolled_update(&p.cuda, &p.x_cuda, &p.y_cuda, local, Mode::Train).expect("cuda");
     let b = unrolled_update(&p.cpu, &p.x_cpu, &p.y_cpu, local, Mode::Train).expect("cpu");
     let pairs: Vec<_> = a.iter().zip(&b).collect();
-    let names: Vec<String> = trainable_names(&p.cpu).iter().map(|n| format!("FedAvg Δ{n}")).collect();
-    check(&format!("{arch} {methods:?}"), &names, &relative_errors(&pairs), DType::F64)
+    let names: Vec<String> = trainable_names(&p.cpu)
+        .iter()
+        .map(|n| format!("FedAvg Δ{n}"))
+        .collect();
+    check(
+        &format!("{arch} {methods:?}"),
+        &names,
+        &relative_errors(&pairs),
+        DType::F64,
+    )
 }
 
 fn sgd_step(arch: Arch, methods: MethodSet) -> f64 {
     let p = pair(arch, methods, DType::F64);
-    for (model, x, y) in [(&p.cuda, &p.x_cuda, &p.y_cuda), (&p.cpu, &p.x_cpu, &p.y_cpu)] {
+    for (model, x, y) in [
+        (&p.cuda, &p.x_cuda, &p.y_cuda),
+        (&p.cpu, &p.x_cpu, &p.y_cpu),
+    ] {
         let mut opt = SynapticSgd::new(model.params(), 0.1, 5);
         for _ in 0..2 {
             let loss = model.loss(x, y, Mode::Train).expect("loss");
-            opt.step(&backward_final(&loss).expect("backward")).expect("step");
+            opt.step(&backward_final(&loss).expect("backward"))
+                .expect("step");
         }
     }
     let pairs: Vec<_> = p
@@ -209,19 +244,33 @@ fn sgd_step(arch: Arch, methods: MethodSet) -> f64 {
         .zip(p.cpu.params().iter())
         .map(|(a, b)| (a.var.as_tensor(), b.var.as_tensor()))
         .collect();
-    let names: Vec<String> =
-        p.cpu.params().iter().map(|q| format!("{} after two steps", q.name)).collect();
-    check(&format!("{arch} {methods:?}"), &names, &relative_errors(&pairs), DType::F64)
+    let names: Vec<String> = p
+        .cpu
+        .params()
+        .iter()
+        .map(|q| format!("{} after two steps", q.name))
+        .collect();
+    check(
+        &format!("{arch} {methods:?}"),
+        &names,
+        &relative_errors(&pairs),
+        DType::F64,
+    )
 }
 
 fn attack_gradient(arch: Arch, methods: MethodSet) -> f64 {
     let p = pair(arch, methods, DType::F64);
     let config = InversionConfig::default();
     let mut results = Vec::new();
-    for (model, x, y) in [(&p.cuda, &p.x_cuda, &p.y_cuda), (&p.cpu, &p.x_cpu, &p.y_cpu)] {
+    for (model, x, y) in [
+        (&p.cuda, &p.x_cuda, &p.y_cuda),
+        (&p.cpu, &p.x_cpu, &p.y_cpu),
+    ] {
         let target = Target {
             model,
-            gradient: model.gradients(x, y, Mode::TrainFrozenStats).expect("observed"),
+            gradient: model
+                .gradients(x, y, Mode::TrainFrozenStats)
+                .expect("observed"),
             local_steps: None,
             labels: y.clone(),
             mode: Mode::TrainFrozenStats,
@@ -236,7 +285,12 @@ fn attack_gradient(arch: Arch, methods: MethodSet) -> f64 {
     assert!(a.gradient.device().is_cuda());
     let what = format!("{arch} {methods:?}");
     let objective = (a.objective - b.objective).abs() / b.objective.abs().max(1e-300);
-    check(&what, &["attack objective".into()], &[objective], DType::F64);
+    check(
+        &what,
+        &["attack objective".into()],
+        &[objective],
+        DType::F64,
+    );
     let e = relative_error(&a.gradient, &b.gradient);
     check(&what, &["attack image gradient".into()], &[e], DType::F64).max(objective)
 }

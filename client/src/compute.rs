@@ -4,7 +4,7 @@
 //! The run's [`Defence`] is applied here, after the update is computed and before the session
 //! pushes it; the truth kept for the escrow stays the real batch.
 
-use crate::defence::{self, Defence};
+use crate::defence::{self, Defence, Defend};
 use crate::error::{ClientError, Result};
 use candle_core::{DType, Tensor};
 use rand::seq::index::sample;
@@ -92,10 +92,7 @@ pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> 
 /// The defence a task asks for: its text parsed (empty, from a server that predates
 /// defences, is none). Text that does not parse is refused with the reason.
 pub fn task_defence(text: &str) -> Result<Defence> {
-    if text.trim().is_empty() {
-        return Ok(Defence::NONE);
-    }
-    text.parse()
+    Defence::parse_or_none(text)
         .map_err(|e| ClientError::Config(format!("the task's defence `{text}`: {e}")))
 }
 

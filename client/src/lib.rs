@@ -12,7 +12,6 @@
 //! A simulated client can also keep the truth of chosen rounds (the batch it computed on) as
 //! escrow files, which only the scoring of attacks reads.
 
-pub mod accountant;
 pub mod compute;
 pub mod config;
 pub mod connection;

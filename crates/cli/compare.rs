@@ -19,17 +19,17 @@ use crate::compare_report::{self, Located};
 use crate::compare_stats::Estimate;
 use crate::device::DeviceChoice;
 use crate::progress;
-use crate::simulate::{federate, Fleet};
-use crate::train;
-use anyhow::{bail, Context, Result};
+use crate::simulate::federate;
+use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
-use synfed_client::Defence;
 use synfed_data::Partition;
+use synfed_defence::Defence;
+use synfed_lab::{TrainingConfig, TrainingSummary};
 use synfed_models::Arch;
 use synfed_server::{read_rounds, Algorithm, RunConfig};
 use synfed_synapse::{Hyper, MethodSet};
@@ -592,7 +592,7 @@ pub fn epsilon_of(c: &CompareConfig, defence: &str, train_examples: usize) -> Op
     let share = (train_examples / c.clients.max(1)).max(1);
     let q = (c.batch_size as f64 / share as f64).min(1.0);
     let steps = if c.rounds > 0 { c.rounds + 1 } else { 1 };
-    synfed_client::accountant::epsilon(q, dp.sigma, steps, DELTA)
+    synfed_defence::accountant::epsilon(q, dp.sigma, steps, DELTA)
         .ok()
         .map(|(eps, _)| eps)
 }
@@ -614,17 +614,13 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
     let started = Instant::now();
     let mut run = cell_run_config(c, cell, &dir);
     set_defence(&mut run, &cell.variant.defence)?;
-    let fleet = Fleet {
-        clients: c.clients,
-        split: c.split,
-        progress: false,
-    };
+    let fleet = synfed_lab::Fleet::new(c.clients, c.split);
     tracing::info!(
         "cell {} / {}: federating",
         cell.model.slug(),
         cell.variant.label
     );
-    let summary = federate(run.clone(), &fleet, &None, device)?;
+    let summary = federate(run.clone(), &fleet, false, device)?;
     if !summary.complete {
         bail!("the federation stopped early");
     }
@@ -766,62 +762,64 @@ fn merge(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `--kind learning`: `synfed train` per model and method set (resumable: a finished training
-/// keeps its `summary.json`), then a table of accuracy and early-stopping epoch.
+/// `--kind learning`: centralized training ([`synfed_lab::train`]) per model × method set and
+/// learning-rate control (`none lr×f` for every `lr_factors` entry and Γ, at the learning
+/// rate `learning.lr × f`), resumable (a finished training keeps its `summary.json`); then a
+/// table of accuracy and early-stopping epoch.
 fn learning(config: &CompareConfig, args: &Args) -> Result<()> {
+    let device = args.device.open()?;
+    let l = &config.learning;
+    let runs: Vec<Variant> = variants(config)
+        .into_iter()
+        .filter(|v| v.role == "method" || v.role == "lr-control")
+        .collect();
+    let bar = progress::bar((config.models.len() * runs.len()) as u64, "trainings");
     let mut rows = Vec::new();
     for model in &config.models {
-        for methods in &config.methods {
+        for variant in &runs {
+            bar.set_message(format!("{} {}", model.slug(), variant.label));
             let out = args
                 .out
                 .join("learning")
                 .join(model.slug())
-                .join(methods.to_string().replace('+', "_"));
-            let summary = out.join("summary.json");
-            if !summary.exists() {
-                let l = &config.learning;
-                let flags = [
-                    ("--model", model.arch.to_string()),
-                    ("--data", config.data.clone()),
-                    ("--methods", methods.to_string()),
-                    ("--folds", l.folds.to_string()),
-                    ("--epochs", l.epochs.to_string()),
-                    ("--lr", l.lr.to_string()),
-                    ("--batch-size", l.batch_size.to_string()),
-                    ("--patience", l.patience.to_string()),
-                    ("--seed", config.seed.to_string()),
-                    ("--tau", config.tau.to_string()),
-                    ("--d-re", config.d_re.to_string()),
-                    ("--gamma", config.gamma.to_string()),
-                    ("--device", args.device.to_string()),
-                    ("--out", out.display().to_string()),
-                ];
-                let mut argv: Vec<String> = flags
-                    .into_iter()
-                    .flat_map(|(flag, value)| [flag.to_string(), value])
-                    .collect();
-                if let Some(w) = model.width {
-                    argv.extend(["--width".into(), w.to_string()]);
+                .join(variant.slug());
+            let summary = match TrainingSummary::read(&out)? {
+                Some(done) => done,
+                None => {
+                    let training = TrainingConfig {
+                        model: model.arch,
+                        data: config.data.parse().map_err(|e| anyhow!("data: {e}"))?,
+                        data_dir: config.data_dir.clone(),
+                        methods: variant.methods,
+                        epochs: l.epochs,
+                        batch_size: l.batch_size,
+                        // the variant's factor of the federated lr, applied to training's
+                        lr: l.lr * variant.lr / config.lr,
+                        folds: l.folds,
+                        seed: config.seed,
+                        width: model.width,
+                        tau: config.tau,
+                        d_re: config.d_re,
+                        gamma: config.gamma,
+                        patience: l.patience,
+                        ..TrainingConfig::default()
+                    };
+                    synfed_lab::train(&training, &out, &device, &mut synfed_lab::training::Quiet)
+                        .with_context(|| format!("training {} / {}", model.slug(), variant.label))?
                 }
-                if let Some(dir) = &config.data_dir {
-                    argv.extend(["--data-dir".into(), dir.display().to_string()]);
-                }
-                train::run(train::Args::from_argv(&argv)?)?;
-            }
-            let text = std::fs::read_to_string(&summary)
-                .with_context(|| format!("reading {}", summary.display()))?;
-            let value: serde_json::Value = serde_json::from_str(&text)?;
-            let pick = |key: &str, field: &str| value[key][field].as_f64().unwrap_or(f64::NAN);
+            };
             rows.push(compare_report::LearningRow {
                 model: model.slug(),
-                methods: methods.to_string(),
-                accuracy_mean: pick("test_accuracy", "mean"),
-                accuracy_std: pick("test_accuracy", "std"),
-                epoch_mean: pick("best_epoch", "mean"),
-                epoch_std: pick("best_epoch", "std"),
+                methods: variant.label.clone(),
+                accuracy_mean: summary.test_accuracy.mean,
+                accuracy_std: summary.test_accuracy.std,
+                epoch_mean: summary.best_epoch.mean,
+                epoch_std: summary.best_epoch.std,
             });
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     compare_report::write_learning(config, &rows, &args.out, &command_line())?;
     println!(
         "learning comparison done; report in {}",

@@ -14,16 +14,14 @@ use crate::attack;
 use crate::device::DeviceChoice;
 use crate::progress;
 use crate::serve::summary_line;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synfed_client::{ClientConfig, EscrowConfig, Share};
 use synfed_data::Partition;
-use synfed_server::{read_rounds, RunConfig, RunSummary};
-use tokio::sync::watch;
+use synfed_lab::Fleet;
+use synfed_server::{read_rounds, RunConfig, RunSummary, Tokens};
 
 /// Where the run goes when neither `--out` nor the configuration says.
 const DEFAULT_OUT: &str = "runs/simulate";
@@ -74,7 +72,10 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--clients must be at least 1");
     }
     let config = configuration(&args)?;
-    let tokens = client_tokens(&config)?;
+    let fleet = Fleet {
+        tokens: client_tokens(&config)?,
+        ..Fleet::new(args.clients, args.split)
+    };
     let device = args.device.open()?;
     let out = config.out.clone();
     println!(
@@ -85,12 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let started = Instant::now();
-    let fleet = Fleet {
-        clients: args.clients,
-        split: args.split,
-        progress: true,
-    };
-    let summary = federate(config.clone(), &fleet, &tokens, &device)?;
+    let summary = federate(config.clone(), &fleet, true, &device)?;
     let federation_s = started.elapsed().as_secs_f64();
     tracing::info!("federation done in {federation_s:.1} s");
     if !summary.complete {
@@ -195,74 +191,24 @@ fn configuration(args: &Args) -> Result<RunConfig> {
     Ok(config)
 }
 
-/// The clients' tokens when the configuration names a tokens file (`[clients]` table).
-fn client_tokens(config: &RunConfig) -> Result<Option<toml::Table>> {
-    let Some(path) = &config.security.tokens else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the tokens file {}", path.display()))?;
-    let file: toml::Table =
-        toml::from_str(&text).with_context(|| format!("in the tokens file {}", path.display()))?;
-    match file.get("clients").and_then(|c| c.as_table()) {
-        Some(clients) => Ok(Some(clients.clone())),
-        None => bail!("the tokens file {} has no [clients] table", path.display()),
-    }
+/// The clients' tokens when the configuration names a tokens file.
+fn client_tokens(config: &RunConfig) -> Result<Option<Tokens>> {
+    config
+        .security
+        .tokens
+        .as_deref()
+        .map(Tokens::from_file)
+        .transpose()
+        .context("reading the clients' tokens")
 }
 
-/// The simulated clients: how many, and how the training split is cut among them.
-#[derive(Clone, Copy, Debug)]
-pub struct Fleet {
-    pub clients: usize,
-    pub split: Partition,
-    /// Show a progress bar over rounds.
-    pub progress: bool,
-}
-
-/// The configuration of client `k` of the simulation on `url`.
-fn client_config(
-    config: &RunConfig,
-    fleet: &Fleet,
-    tokens: &Option<toml::Table>,
-    url: &str,
-    k: usize,
-) -> Result<ClientConfig> {
-    let name = format!("client-{k}");
-    let share = Share {
-        index: k,
-        count: fleet.clients,
-        scheme: fleet.split,
-        seed: config.seed,
-    };
-    let mut client = ClientConfig::new(url, &name, &config.data.name, share);
-    client.data_dir = config.data.dir.clone();
-    if let Some(tokens) = tokens {
-        let token = tokens.get(&name).and_then(|t| t.as_str()).ok_or_else(|| {
-            anyhow!("the tokens file has no token for {name} (simulated clients are client-0 … client-{})", fleet.clients - 1)
-        })?;
-        client.token = Some(token.to_string());
-    }
-    let tap = &config.tap;
-    if !tap.rounds.is_empty() && (tap.clients.is_empty() || tap.clients.contains(&name)) {
-        client.escrow = Some(EscrowConfig {
-            dir: config.out.join("captures"),
-            rounds: tap.rounds.clone(),
-        });
-    }
-    Ok(client)
-}
-
-/// A future that completes once `stop` says true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Runs the server and the clients of `fleet` in this process to the end of the run (Ctrl-C
-/// stops both). Also used by `synfed compare`, one federation per comparison cell.
+/// Runs the server and the clients of `fleet` in this process to the end of the run
+/// ([`synfed_lab::simulate`]), with a progress bar over rounds when `progress`; Ctrl-C stops
+/// both. Also used by `synfed compare`, one federation per comparison cell.
 pub fn federate(
-    mut config: RunConfig,
+    config: RunConfig,
     fleet: &Fleet,
-    tokens: &Option<toml::Table>,
+    progress: bool,
     device: &Device,
 ) -> Result<RunSummary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -272,92 +218,28 @@ pub fn federate(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding a loopback port")?;
-        let addr = listener.local_addr().context("reading the bound address")?;
-        config.listen = addr.to_string();
-        let url = format!("http://{addr}");
-        let clients = (0..fleet.clients)
-            .map(|k| client_config(&config, fleet, tokens, &url, k))
-            .collect::<Result<Vec<_>>>()?;
-
-        let stop = Arc::new(watch::channel(false).0);
-        let ctrl_c = {
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    tracing::warn!("Ctrl-C: stopping the run");
-                    stop.send_replace(true);
-                }
-            })
-        };
         let watcher = tokio::spawn(watch_rounds(
             config.out.join("rounds.csv"),
             config.rounds,
-            fleet.progress,
+            progress,
         ));
-        let mut server = tokio::spawn(synfed_server::run(
-            config,
-            listener,
-            false,
-            stopped(stop.subscribe()),
-        ));
-        let mut running = tokio::task::JoinSet::new();
-        for client in clients {
-            let name = client.name.clone();
-            let run = synfed_client::run(client, device.clone(), stopped(stop.subscribe()));
-            running.spawn(async move { (name, run.await) });
-        }
-
-        let mut client_error: Option<anyhow::Error> = None;
-        let served = loop {
-            tokio::select! {
-                served = &mut server => break served,
-                Some(joined) = running.join_next() => {
-                    if let Some(e) = client_failure(joined) {
-                        client_error.get_or_insert(e);
-                        stop.send_replace(true);
-                    }
-                }
+        let ctrl_c = async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!("Ctrl-C: stopping the run");
+            } else {
+                std::future::pending::<()>().await;
             }
         };
-        // the run is over: clients still polling leave now
-        stop.send_replace(true);
-        let drained = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(joined) = running.join_next().await {
-                if let Some(e) = client_failure(joined) {
-                    client_error.get_or_insert(e);
-                }
-            }
-        })
+        let simulated = synfed_lab::simulate(
+            config,
+            |config, url| fleet.client_configs(config, url),
+            device,
+            ctrl_c,
+        )
         .await;
-        if drained.is_err() {
-            running.abort_all();
-        }
-        ctrl_c.abort();
         watcher.abort();
-        let summary = served
-            .context("the server task failed")?
-            .context("the server stopped")?;
-        match client_error {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
+        Ok(simulated?.summary)
     })
-}
-
-/// The error of a client that ended, if it failed (logged here).
-fn client_failure<R>(
-    joined: Result<(String, synfed_client::Result<R>), tokio::task::JoinError>,
-) -> Option<anyhow::Error> {
-    let failure = match joined {
-        Ok((_, Ok(_))) => return None,
-        Ok((name, Err(e))) => anyhow::Error::new(e).context(format!("client {name} failed")),
-        Err(e) => anyhow!("a client task failed: {e}"),
-    };
-    tracing::error!("{failure:#}");
-    Some(failure)
 }
 
 /// A progress bar over rounds, fed by the server's `rounds.csv`.
@@ -570,16 +452,12 @@ mod tests {
     fn escrows_go_beside_the_captures_for_tapped_clients_only() {
         let a = args(&["--out", "x", "--rounds", "3"]);
         let config = configuration(&a).unwrap();
-        let fleet = Fleet {
-            clients: a.clients,
-            split: a.split,
-            progress: false,
-        };
-        let c0 = client_config(&config, &fleet, &None, "http://127.0.0.1:1", 0).unwrap();
-        let escrow = c0.escrow.unwrap();
+        let fleet = Fleet::new(a.clients, a.split);
+        let clients = fleet.client_configs(&config, "http://127.0.0.1:1").unwrap();
+        let escrow = clients[0].escrow.clone().unwrap();
         assert_eq!(escrow.dir, Path::new("x/captures"));
         assert_eq!(escrow.rounds, vec![1, 3]);
-        let c1 = client_config(&config, &fleet, &None, "http://127.0.0.1:1", 1).unwrap();
+        let c1 = &clients[1];
         assert!(c1.escrow.is_none());
         assert_eq!((c1.share.index, c1.share.count, c1.share.seed), (1, 4, 1));
     }

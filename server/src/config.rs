@@ -176,76 +176,12 @@ impl Default for TrainingConfig {
     }
 }
 
-/// A light check of a defence's text (the client, which applies it, has the full parser):
-/// known kinds and keys, numbers in range. Returns the reason when it is not.
+/// Checks a defence's text with the parser the clients use (empty means none); returns the
+/// reason when it does not parse.
 pub fn check_defence(text: &str) -> std::result::Result<(), String> {
-    let text = text.trim();
-    if text.is_empty() || text.eq_ignore_ascii_case("none") {
-        return Ok(());
-    }
-    let mut seen = Vec::new();
-    for part in text.split('+').map(str::trim) {
-        let Some((kind, args)) = part.split_once(':') else {
-            return Err(format!(
-                "`{part}`: expected `none`, `dp:C=…,sigma=…[,per-example]` or `prune:p=…`"
-            ));
-        };
-        let kind = kind.trim();
-        if seen.contains(&kind) {
-            return Err(format!("`{kind}` appears twice"));
-        }
-        seen.push(kind);
-        let mut keys = Vec::new();
-        for item in args.split(',').map(str::trim) {
-            let (key, value) = match item.split_once('=') {
-                Some((k, v)) => (k.trim(), Some(v.trim())),
-                None => (item, None),
-            };
-            let number = |v: Option<&str>| {
-                v.and_then(|v| v.parse::<f64>().ok())
-                    .ok_or_else(|| format!("`{item}` is not a number"))
-            };
-            let canonical = match (kind, key) {
-                ("dp", "per-example" | "per_example") if value.is_none() => "per-example",
-                ("dp", "C" | "c") => {
-                    let c = number(value)?;
-                    if !(c.is_finite() && c > 0.0) {
-                        return Err(format!("dp: C must be a positive number, got {c}"));
-                    }
-                    "C"
-                }
-                ("dp", "sigma" | "σ") => {
-                    let s = number(value)?;
-                    if !(s.is_finite() && s >= 0.0) {
-                        return Err(format!("dp: sigma must be a number ≥ 0, got {s}"));
-                    }
-                    "sigma"
-                }
-                ("prune", "p") => {
-                    let p = number(value)?;
-                    if !(p > 0.0 && p <= 1.0) {
-                        return Err(format!("prune: p must be in (0, 1], got {p}"));
-                    }
-                    "p"
-                }
-                ("dp" | "prune", _) => return Err(format!("`{kind}`: unknown key `{item}`")),
-                _ => return Err(format!("unknown defence `{part}`")),
-            };
-            if keys.contains(&canonical) {
-                return Err(format!("`{kind}`: `{canonical}` given twice"));
-            }
-            keys.push(canonical);
-        }
-        let needed: &[&str] = if kind == "dp" {
-            &["C", "sigma"]
-        } else {
-            &["p"]
-        };
-        if let Some(missing) = needed.iter().find(|k| !keys.contains(k)) {
-            return Err(format!("`{kind}` needs `{missing}=…`"));
-        }
-    }
-    Ok(())
+    synfed_defence::Defence::parse_or_none(text)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Which clients take part in a round.

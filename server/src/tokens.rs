@@ -56,6 +56,15 @@ impl Tokens {
         })
     }
 
+    /// The token of client `name`, if the file names it (a simulation hands each of its
+    /// clients its own).
+    pub fn token_of(&self, name: &str) -> Option<&str> {
+        self.by_name
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, token)| std::str::from_utf8(token).ok())
+    }
+
     /// Parses the TOML text of a tokens file.
     pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
         let file: TokensFile = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -132,6 +141,8 @@ mod tests {
         assert_eq!(tokens.name_of("bbbbbbbbbbbbbbbbbb"), Some("bob"));
         assert_eq!(tokens.name_of("aaaaaaaaaaaaaaab"), None);
         assert_eq!(tokens.name_of(""), None);
+        assert_eq!(tokens.token_of("bob"), Some("bbbbbbbbbbbbbbbbbb"));
+        assert_eq!(tokens.token_of("carol"), None);
         assert!(
             !format!("{tokens:?}").contains("aaaa"),
             "tokens must not be printed"

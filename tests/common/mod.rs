@@ -53,33 +53,21 @@ pub async fn bind() -> (tokio::net::TcpListener, String) {
     (listener, url)
 }
 
-/// Runs the server of `config` with `clients` (built from the server's URL) to the end.
+/// Runs the server of `config` with `clients` (built from the server's URL) to the end, on
+/// the CPU: [`synfed_lab::simulate`], as `synfed simulate` and `synfed compare` run it.
 pub async fn federation(
     config: RunConfig,
     clients: impl FnOnce(&str) -> Vec<ClientConfig>,
 ) -> (RunSummary, Vec<ClientReport>) {
-    let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
+    let simulated = synfed_lab::simulate(
         config,
-        listener,
-        false,
+        |_, url| Ok(clients(url)),
+        &candle_core::Device::Cpu,
         std::future::pending(),
-    ));
-    let handles: Vec<_> = clients(&url)
-        .into_iter()
-        .map(|c| {
-            tokio::spawn(synfed_client::run(
-                c,
-                candle_core::Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
-    let mut reports = Vec::new();
-    for h in handles {
-        reports.push(h.await.unwrap().unwrap());
-    }
-    (server.await.unwrap().unwrap(), reports)
+    )
+    .await
+    .unwrap();
+    (simulated.summary, simulated.clients)
 }
 
 pub use raw::RawClient;

@@ -1,0 +1,15 @@
+//! Experiments built on the federation: the layer between the libraries that make up a
+//! federated run (data, models, client, server, attack) and the `synfed` binary.
+//!
+//! [`training`] is centralized k-fold training with the paper's learning-speed measure, behind
+//! `synfed train` and `synfed compare --kind learning`. [`simulation`] runs a whole federation — a gRPC server and its clients — in one process,
+//! the one implementation behind `synfed simulate`, every cell of `synfed compare`, the
+//! end-to-end tests and the federation benchmark.
+
+pub mod error;
+pub mod simulation;
+pub mod training;
+
+pub use error::{LabError, Result};
+pub use simulation::{simulate, Fleet, Simulated};
+pub use training::{train, TrainingConfig, TrainingProgress, TrainingSummary};
