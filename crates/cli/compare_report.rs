@@ -5,11 +5,13 @@
 use crate::compare::epsilon_of;
 use crate::compare::{CellResult, CompareConfig};
 use crate::compare_stats::Estimate;
-use crate::plot::{self, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use synfed_report::{
+    write_png, write_svg, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series,
+};
 
 /// A finished cell and the folder it was computed in.
 pub struct Located {
@@ -354,8 +356,8 @@ pub fn write(
                 series: &series,
                 y_range: Some((0.0, 100.0)),
             };
-            plot::write_png(&chart, &pictures.join(format!("{name}.png")), 900, 560)?;
-            plot::write_svg(&chart, &pictures.join(format!("{name}.svg")), 900, 560)?;
+            write_png(&chart, &pictures.join(format!("{name}.png")), 900, 560)?;
+            write_svg(&chart, &pictures.join(format!("{name}.svg")), 900, 560)?;
             let _ = writeln!(md, "![{name}](pictures/{name}.png)\n");
         }
     }
@@ -401,8 +403,8 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
         groups: variants.clone(),
         series,
     };
-    plot::write_png(&psnr, &pictures.join("psnr.png"), 1100, 620)?;
-    plot::write_svg(&psnr, &pictures.join("psnr.svg"), 1100, 620)?;
+    write_png(&psnr, &pictures.join("psnr.png"), 1100, 620)?;
+    write_svg(&psnr, &pictures.join("psnr.svg"), 1100, 620)?;
     let mut points = Vec::new();
     for (i, m) in config.models.iter().enumerate() {
         for l in cells.iter().filter(|l| l.result.model.slug() == m.slug()) {
@@ -423,8 +425,8 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
         points,
         series_names: config.models.iter().map(|m| m.slug()).collect(),
     };
-    plot::write_png(&utility, &pictures.join("privacy_utility.png"), 1000, 700)?;
-    plot::write_svg(&utility, &pictures.join("privacy_utility.svg"), 1000, 700)?;
+    write_png(&utility, &pictures.join("privacy_utility.png"), 1000, 700)?;
+    write_svg(&utility, &pictures.join("privacy_utility.svg"), 1000, 700)?;
     Ok("## Plots\n\n![PSNR by variant](pictures/psnr.png)\n\n![privacy against utility](pictures/privacy_utility.png)\n\n".into())
 }
 

@@ -9,7 +9,6 @@ mod compare_report;
 mod compare_stats;
 mod device;
 mod join;
-mod plot;
 mod progress;
 mod serde_text;
 mod serve;

@@ -4,13 +4,13 @@
 //! checkpoints.
 
 use crate::device::DeviceChoice;
-use crate::plot::{self, LineChart, Series};
 use crate::progress;
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::path::PathBuf;
 use synfed_lab::training::{EpochRecord, TrainingProgress};
 use synfed_lab::{train, TrainingConfig};
+use synfed_report::{write_png, write_svg, LineChart, Series};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -92,8 +92,8 @@ pub fn run(args: Args) -> Result<()> {
         series: &curves,
         y_range: None,
     };
-    plot::write_png(&chart, &args.out.join("accuracy.png"), 800, 500)?;
-    plot::write_svg(&chart, &args.out.join("accuracy.svg"), 800, 500)?;
+    write_png(&chart, &args.out.join("accuracy.png"), 800, 500)?;
+    write_svg(&chart, &args.out.join("accuracy.svg"), 800, 500)?;
     tracing::info!(
         "early-stopping epoch {:.1} ± {:.1}, test accuracy {:.2}% ± {:.2}; results in {}",
         summary.best_epoch.mean,
