@@ -114,9 +114,33 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         "**",
         "test accuracy after 1 rounds",
         "pictures/grid-mlp-w16-untrained.png",
+        "### mlp-w16 untrained: against `none` on the same batches",
+        "### mlp-w16 trained: against `none` on the same batches",
     ] {
         assert!(report.contains(needle), "report.md lacks `{needle}`");
     }
+    // K = 2 paired batches: Wilcoxon's smallest two-sided p is 2/2² = 0.5, so no variant can
+    // differ detectably from `none`, and no table value may be bolded as most private
+    let paired: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| III |") && l.contains("/2 ("))
+        .collect();
+    assert_eq!(paired.len(), 2, "{report}");
+    for line in paired {
+        assert!(line.ends_with("| no detectable difference |"), "{line}");
+        assert!(
+            line.contains("| 0.500 |") || line.contains("| 1.000 |"),
+            "{line}"
+        );
+    }
+    assert!(!report.contains("harder to invert"), "{report}");
+    let tables = &report[..report.find("## Paired tests").unwrap()];
+    assert!(
+        !tables
+            .lines()
+            .any(|l| l.starts_with("| ") && l.contains("**")),
+        "a value is bolded without a significant difference: {tables}"
+    );
     for picture in [
         "grid-mlp-w16-untrained.png",
         "grid-mlp-w16-trained.png",

@@ -7,8 +7,10 @@ use crate::compare::{CellResult, CompareConfig};
 use crate::compare_stats::Estimate;
 use anyhow::{Context, Result};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use synfed_lab::statistics::{holm, wilcoxon_signed_rank, Spread, SuccessRate};
 use synfed_report::{
     write_png, write_svg, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series,
 };
@@ -109,11 +111,144 @@ fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// A Table-3-style table: rows = variants, columns = model × state, `metric` per cell, the most
-/// private value per column in bold (lowest PSNR/SSIM, highest MSE).
+/// PSNR above which a reconstruction counts as exact (an infinite PSNR, MSE 0, is set to it for
+/// the paired tests and medians).
+const PSNR_CEILING: f64 = 100.0;
+/// SSIM at or above which an attack counts as a success.
+pub const SUCCESS_SSIM: f64 = 0.5;
+/// Family-wise level of the paired tests (Holm-adjusted over the rows of a table).
+const ALPHA: f64 = 0.05;
+
+/// Per-batch PSNR of `cell` in `state`, by client, exact reconstructions at the ceiling.
+fn psnr_by_client<'a>(cell: &'a CellResult, state: &str) -> Vec<(&'a str, f64)> {
+    cell.attacks
+        .iter()
+        .filter(|a| a.state == state)
+        .map(|a| {
+            let psnr = if a.psnr.is_nan() {
+                f64::NAN
+            } else {
+                a.psnr.min(PSNR_CEILING)
+            };
+            (a.client.as_str(), psnr)
+        })
+        .collect()
+}
+
+/// `(variant, model, state)` of the cells whose PSNR differs from `none`'s significantly.
+type Significant = HashSet<(String, String, &'static str)>;
+
+/// The paired tests of every variant against `none` on the same batches, one table per model
+/// and state: median PSNR with quartiles, attack success rate (SSIM ≥ [`SUCCESS_SSIM`]), the
+/// median paired PSNR difference, Wilcoxon's two-sided p and its Holm adjustment over the
+/// table's rows, and the verdict. Returns the markdown and the significant cells.
+fn paired_tests(config: &CompareConfig, cells: &[Located]) -> (String, Significant) {
+    let mut md = String::new();
+    let mut significant = Significant::new();
+    for model in &config.models {
+        let slug = model.slug();
+        let of_model: Vec<&CellResult> = cells
+            .iter()
+            .map(|l| &l.result)
+            .filter(|c| c.model.slug() == slug)
+            .collect();
+        let Some(baseline) = of_model.iter().find(|c| c.variant.label == "none") else {
+            continue;
+        };
+        for state in states(config) {
+            let base = psnr_by_client(baseline, state);
+            let mut lines = Vec::new();
+            for cell in of_model.iter().filter(|c| c.variant.label != "none") {
+                let ours = psnr_by_client(cell, state);
+                // pairs: the same client's batch under both variants
+                let (x, y): (Vec<f64>, Vec<f64>) = ours
+                    .iter()
+                    .filter_map(|(client, v)| {
+                        base.iter()
+                            .find(|(b, _)| b == client)
+                            .map(|(_, w)| (*v, *w))
+                    })
+                    .unzip();
+                let ssim: Vec<f64> = cell
+                    .attacks
+                    .iter()
+                    .filter(|a| a.state == state)
+                    .map(|a| a.ssim)
+                    .collect();
+                let values: Vec<f64> = ours.iter().map(|(_, v)| *v).collect();
+                lines.push((
+                    cell.variant.label.clone(),
+                    Spread::of(&values),
+                    SuccessRate::of(&ssim, SUCCESS_SSIM),
+                    wilcoxon_signed_rank(&x, &y),
+                ));
+            }
+            if lines.is_empty() {
+                continue;
+            }
+            let p: Vec<f64> = lines
+                .iter()
+                .map(|l| l.3.map_or(f64::NAN, |w| w.p_value))
+                .collect();
+            let adjusted = holm(&p);
+            let _ = writeln!(
+                md,
+                "### {slug} {state}: against `none` on the same batches\n\n\
+                 | variant | PSNR median [quartiles] | success (SSIM ≥ {SUCCESS_SSIM}) | \
+                 median ΔPSNR | pairs | p | p (Holm) | verdict |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---|"
+            );
+            for ((label, spread, success, test), adj) in lines.iter().zip(&adjusted) {
+                let spread = spread.map_or("—".into(), |s| {
+                    format!("{:.2} [{:.2}, {:.2}]", s.median, s.q1, s.q3)
+                });
+                let success = success.map_or("—".into(), |r| {
+                    format!(
+                        "{}/{} ({:.0}–{:.0} %)",
+                        r.successes,
+                        r.n,
+                        100.0 * r.interval.lo,
+                        100.0 * r.interval.hi
+                    )
+                });
+                let verdict = match test {
+                    Some(w) if *adj < ALPHA => {
+                        significant.insert((label.clone(), slug.clone(), state));
+                        if w.median_difference < 0.0 {
+                            "**harder to invert**"
+                        } else {
+                            "**easier to invert**"
+                        }
+                    }
+                    Some(_) => "no detectable difference",
+                    None => "—",
+                };
+                let _ = writeln!(
+                    md,
+                    "| {label} | {spread} | {success} | {} | {} | {} | {} | {verdict} |",
+                    test.map_or("—".into(), |w| format!("{:+.2}", w.median_difference)),
+                    test.map_or("—".into(), |w| w.n.to_string()),
+                    test.map_or("—".into(), |w| format!("{:.3}", w.p_value)),
+                    if adj.is_finite() {
+                        format!("{adj:.3}")
+                    } else {
+                        "—".into()
+                    },
+                );
+            }
+            md.push('\n');
+        }
+    }
+    (md, significant)
+}
+
+/// A Table-3-style table: rows = variants, columns = model × state, `metric` per cell; the most
+/// private value per column (lowest PSNR/SSIM, highest MSE) in bold only where that variant's
+/// PSNR differs from `none`'s significantly (`significant`, from [`paired_tests`]).
 fn attack_table(
     config: &CompareConfig,
     cells: &[Located],
+    significant: &Significant,
     title: &str,
     metric: &dyn Fn(&CellResult, &str) -> Estimate,
     lower_is_private: bool,
@@ -163,8 +298,9 @@ fn attack_table(
     for v in &variants {
         let _ = write!(t, "| {v} |");
         for (col, b) in columns.iter().zip(&best) {
+            let detectable = significant.contains(&(v.to_string(), col.0.clone(), col.1));
             match value(v, col) {
-                Some(e) if Some(e.mean) == *b => {
+                Some(e) if Some(e.mean) == *b && detectable => {
                     let _ = write!(t, " **{}** |", e.display(digits));
                 }
                 Some(e) => {
@@ -207,7 +343,8 @@ pub fn write(
          captures clients 0 … {} in round 1 (**untrained**) and, after {} rounds, in round {} \
          (**trained**); every capture is attacked ({} iterations, {} restart(s)) and scored against \
          the client's true batch. Values: mean ± 95 % confidence half-width over the K = {} \
-         attacked batches (Student's t). Bold: the most private value per column.\n",
+         attacked batches (Student's t); the paired tests below say which differences are real. \
+         Bold: the most private value per column where it differs significantly from `none`.\n",
         config.data,
         config.clients,
         config.split,
@@ -222,10 +359,12 @@ pub fn write(
         config.attack_restarts,
         config.batches
     );
+    let (paired, significant) = paired_tests(config, cells);
     md.push_str("## Attack success\n\n");
     md.push_str(&attack_table(
         config,
         cells,
+        &significant,
         "PSNR of the reconstructions (dB; lower = more private)",
         &|c, s| c.estimate(s, |a| a.psnr),
         true,
@@ -235,6 +374,7 @@ pub fn write(
     md.push_str(&attack_table(
         config,
         cells,
+        &significant,
         "MSE of the reconstructions (images in [0, 1]; higher = more private)",
         &|c, s| c.estimate(s, |a| a.mse),
         false,
@@ -244,6 +384,7 @@ pub fn write(
     md.push_str(&attack_table(
         config,
         cells,
+        &significant,
         "MSE in the normalised input space (the paper's Table 3 quantity; higher = more private)",
         &|c, s| c.estimate(s, |a| a.mse_normalized),
         false,
@@ -253,6 +394,7 @@ pub fn write(
     md.push_str(&attack_table(
         config,
         cells,
+        &significant,
         "SSIM (lower = more private)",
         &|c, s| c.estimate(s, |a| a.ssim),
         true,
@@ -262,6 +404,7 @@ pub fn write(
     md.push_str(&attack_table(
         config,
         cells,
+        &significant,
         "Label accuracy of the attacker (lower = more private)",
         &|c, s| c.estimate(s, |a| a.label_accuracy),
         true,
@@ -269,6 +412,15 @@ pub fn write(
     ));
     md.push('\n');
 
+    md.push_str(
+        "## Paired tests\n\nEvery variant attacks the same batches as `none`, so each variant is \
+         compared with `none` batch by batch: Wilcoxon's signed-rank test of the per-batch PSNR \
+         (exact reconstructions at 100 dB), two-sided, Holm-adjusted over the rows of each table; \
+         a verdict only where the adjusted p < 0.05, otherwise \"no detectable difference\". \
+         Attack success: SSIM ≥ 0.5, with Wilson's 95 % interval. The tables above bold a most \
+         private value only where it is such a significant difference.\n\n",
+    );
+    md.push_str(&paired);
     if config.rounds > 0 {
         let _ = writeln!(
             md,

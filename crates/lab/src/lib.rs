@@ -2,12 +2,15 @@
 //! federated run (data, models, client, server, attack) and the `synfed` binary.
 //!
 //! [`training`] is centralized k-fold training with the paper's learning-speed measure, behind
-//! `synfed train` and `synfed compare --kind learning`. [`simulation`] runs a whole federation — a gRPC server and its clients — in one process,
+//! `synfed train` and `synfed compare --kind learning`. [`statistics`] holds what a comparison
+//! may claim from paired attack outcomes (medians, bootstrap intervals, success rates,
+//! Wilcoxon's signed-rank test, Holm's correction). [`simulation`] runs a whole federation — a gRPC server and its clients — in one process,
 //! the one implementation behind `synfed simulate`, every cell of `synfed compare`, the
 //! end-to-end tests and the federation benchmark.
 
 pub mod error;
 pub mod simulation;
+pub mod statistics;
 pub mod training;
 
 pub use error::{LabError, Result};
