@@ -104,9 +104,28 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         assert!(psnr > 0.0 && psnr < 100.0, "{r}");
         assert!(r["psnr"]["ci95"].as_f64().unwrap() >= 0.0);
         assert!(r["test_accuracy"].as_f64().unwrap() > 0.0);
+        // two batches: the median is the mean, the quartiles and the bootstrap interval of
+        // the mean lie between the two values
+        let spread = &r["psnr_spread"];
+        assert!(
+            (spread["median"].as_f64().unwrap() - psnr).abs() < 1e-9,
+            "{r}"
+        );
+        let (lo, hi) = (
+            r["psnr_bootstrap"]["lo"].as_f64().unwrap(),
+            r["psnr_bootstrap"]["hi"].as_f64().unwrap(),
+        );
+        let (q1, q3) = (
+            spread["q1"].as_f64().unwrap(),
+            spread["q3"].as_f64().unwrap(),
+        );
+        assert!(lo <= psnr && psnr <= hi && q1 <= psnr && psnr <= q3, "{r}");
+        let rate = r["success"]["rate"].as_f64().unwrap();
+        assert!([0.0, 0.5, 1.0].contains(&rate), "{r}");
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 12);
+    assert!(csv.starts_with("variant,") && csv.lines().next().unwrap().contains(",psnr_median,"));
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
         "PSNR of the reconstructions",

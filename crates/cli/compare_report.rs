@@ -10,7 +10,9 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use synfed_lab::statistics::{holm, wilcoxon_signed_rank, Spread, SuccessRate};
+use synfed_lab::statistics::{
+    bootstrap_mean_interval, holm, wilcoxon_signed_rank, Interval, Spread, SuccessRate,
+};
 use synfed_report::{
     write_png, write_svg, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series,
 };
@@ -38,8 +40,17 @@ struct Row<'a> {
     ssim: Estimate,
     mse_normalized: Estimate,
     label_accuracy: Estimate,
+    /// Median and quartiles of the per-batch PSNR (exact reconstructions at the ceiling).
+    psnr_spread: Option<Spread>,
+    /// Percentile-bootstrap 95 % interval of the mean PSNR (2,000 resamples, the run's seed).
+    psnr_bootstrap: Option<Interval>,
+    /// Attacks with SSIM ≥ [`SUCCESS_SSIM`].
+    success: Option<SuccessRate>,
     test_accuracy: Option<f64>,
 }
+
+/// Resamples of the bootstrap intervals in the result files.
+const BOOTSTRAP_RESAMPLES: usize = 2000;
 
 fn states(config: &CompareConfig) -> Vec<&'static str> {
     if config.rounds > 0 {
@@ -54,6 +65,16 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
     for l in cells {
         let c = &l.result;
         for state in states(config) {
+            let psnr: Vec<f64> = psnr_by_client(c, state)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let ssim: Vec<f64> = c
+                .attacks
+                .iter()
+                .filter(|a| a.state == state)
+                .map(|a| a.ssim)
+                .collect();
             out.push(Row {
                 variant: &c.variant.label,
                 role: &c.variant.role,
@@ -69,6 +90,14 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
                 ssim: c.estimate(state, |a| a.ssim),
                 mse_normalized: c.estimate(state, |a| a.mse_normalized),
                 label_accuracy: c.estimate(state, |a| a.label_accuracy),
+                psnr_spread: Spread::of(&psnr),
+                psnr_bootstrap: bootstrap_mean_interval(
+                    &psnr,
+                    0.95,
+                    BOOTSTRAP_RESAMPLES,
+                    config.seed,
+                ),
+                success: SuccessRate::of(&ssim, SUCCESS_SSIM),
                 test_accuracy: c.test_accuracy,
             });
         }
@@ -85,12 +114,12 @@ fn csv_number(v: f64) -> String {
 }
 
 fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
-    let mut text = String::from("variant,role,methods,defence,lr,model,width,state,k,psnr_mean,psnr_ci95,mse_mean,mse_ci95,ssim_mean,ssim_ci95,mse_normalized_mean,mse_normalized_ci95,label_accuracy_mean,label_accuracy_ci95,test_accuracy\n");
+    let mut text = String::from("variant,role,methods,defence,lr,model,width,state,k,psnr_mean,psnr_ci95,mse_mean,mse_ci95,ssim_mean,ssim_ci95,mse_normalized_mean,mse_normalized_ci95,label_accuracy_mean,label_accuracy_ci95,psnr_median,psnr_q1,psnr_q3,psnr_bootstrap_lo,psnr_bootstrap_hi,success_rate,test_accuracy\n");
     for r in rows {
         let e = |e: &Estimate| format!("{},{}", csv_number(e.mean), csv_number(e.ci95));
         writeln!(
             text,
-            "\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{}",
+            "\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.variant,
             r.role,
             r.methods,
@@ -105,6 +134,18 @@ fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
             e(&r.ssim),
             e(&r.mse_normalized),
             e(&r.label_accuracy),
+            r.psnr_spread.map_or(",,".into(), |s| format!(
+                "{},{},{}",
+                csv_number(s.median),
+                csv_number(s.q1),
+                csv_number(s.q3)
+            )),
+            r.psnr_bootstrap.map_or(",".into(), |i| format!(
+                "{},{}",
+                csv_number(i.lo),
+                csv_number(i.hi)
+            )),
+            r.success.map(|s| csv_number(s.rate)).unwrap_or_default(),
             r.test_accuracy.map(csv_number).unwrap_or_default()
         )?;
     }
