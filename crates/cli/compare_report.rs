@@ -558,8 +558,8 @@ pub fn write(
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The PSNR-by-variant chart (95 % CI whiskers) and the privacy–utility chart; returns their
-/// markdown.
+/// The PSNR-by-variant chart (bootstrap 95 % interval whiskers) and the privacy–utility chart;
+/// returns their markdown.
 fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<String> {
     let mut variants: Vec<String> = Vec::new();
     for l in cells {
@@ -576,11 +576,21 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
                     cells
                         .iter()
                         .find(|l| &l.result.variant.label == v && l.result.model.slug() == m.slug())
-                        .map(|l| l.result.estimate(state, |a| a.psnr))
-                        .filter(|e| e.mean.is_finite())
-                        .map(|e| {
-                            let ci = if e.ci95.is_finite() { e.ci95 } else { 0.0 };
-                            (e.mean, e.mean - ci, e.mean + ci)
+                        .and_then(|l| {
+                            // whiskers: the bootstrap interval of the mean, which stays within
+                            // the observed values (a t-interval of bimodal PSNR reached below 0)
+                            let psnr: Vec<f64> = psnr_by_client(&l.result, state)
+                                .into_iter()
+                                .map(|(_, v)| v)
+                                .collect();
+                            let mean = Spread::of(&psnr)?.mean;
+                            let i = bootstrap_mean_interval(
+                                &psnr,
+                                0.95,
+                                BOOTSTRAP_RESAMPLES,
+                                config.seed,
+                            )?;
+                            Some((mean, i.lo, i.hi))
                         })
                 })
                 .collect();
@@ -591,7 +601,7 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
         }
     }
     let psnr = ErrorBarChart {
-        title: "Attack success by variant (mean, 95 % CI)".into(),
+        title: "Attack success by variant (mean, bootstrap 95 % interval)".into(),
         y_label: "reconstruction PSNR [dB]".into(),
         groups: variants.clone(),
         series,
