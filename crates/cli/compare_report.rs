@@ -65,10 +65,7 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
     for l in cells {
         let c = &l.result;
         for state in states(config) {
-            let psnr: Vec<f64> = psnr_by_client(c, state)
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect();
+            let psnr = psnr_values(c, state);
             let ssim: Vec<f64> = c
                 .attacks
                 .iter()
@@ -91,12 +88,7 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
                 mse_normalized: c.estimate(state, |a| a.mse_normalized),
                 label_accuracy: c.estimate(state, |a| a.label_accuracy),
                 psnr_spread: Spread::of(&psnr),
-                psnr_bootstrap: bootstrap_mean_interval(
-                    &psnr,
-                    0.95,
-                    BOOTSTRAP_RESAMPLES,
-                    config.seed,
-                ),
+                psnr_bootstrap: bootstrap95(&psnr, config.seed),
                 success: SuccessRate::of(&ssim, SUCCESS_SSIM),
                 test_accuracy: c.test_accuracy,
             });
@@ -174,6 +166,20 @@ fn psnr_by_client<'a>(cell: &'a CellResult, state: &str) -> Vec<(&'a str, f64)> 
             (a.client.as_str(), psnr)
         })
         .collect()
+}
+
+/// The per-batch PSNR values of `cell` in `state` ([`psnr_by_client`] without the clients).
+fn psnr_values(cell: &CellResult, state: &str) -> Vec<f64> {
+    psnr_by_client(cell, state)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The bootstrap 95 % interval of the mean of `values` that the result files and the PSNR
+/// chart report ([`BOOTSTRAP_RESAMPLES`] resamples from the comparison's seed).
+fn bootstrap95(values: &[f64], seed: u64) -> Option<Interval> {
+    bootstrap_mean_interval(values, 0.95, BOOTSTRAP_RESAMPLES, seed)
 }
 
 /// `(variant, model, state)` of the cells whose PSNR differs from `none`'s significantly.
@@ -579,18 +585,9 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
                         .and_then(|l| {
                             // whiskers: the bootstrap interval of the mean, which stays within
                             // the observed values (a t-interval of bimodal PSNR reached below 0)
-                            let psnr: Vec<f64> = psnr_by_client(&l.result, state)
-                                .into_iter()
-                                .map(|(_, v)| v)
-                                .collect();
-                            let mean = Spread::of(&psnr)?.mean;
-                            let i = bootstrap_mean_interval(
-                                &psnr,
-                                0.95,
-                                BOOTSTRAP_RESAMPLES,
-                                config.seed,
-                            )?;
-                            Some((mean, i.lo, i.hi))
+                            let psnr = psnr_values(&l.result, state);
+                            let i = bootstrap95(&psnr, config.seed)?;
+                            Some((Spread::of(&psnr)?.mean, i.lo, i.hi))
                         })
                 })
                 .collect();

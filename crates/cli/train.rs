@@ -55,7 +55,6 @@ impl TrainingProgress for Bars {
 
 pub fn run(args: Args) -> Result<()> {
     let t = &args.training;
-    t.validate().context("checking the training options")?;
     let device = args.device.open()?;
     let overall = progress::bar((t.folds * t.epochs) as u64, "epochs");
     overall.set_message(format!("{} {}", t.model, t.methods));
