@@ -3,6 +3,11 @@
 //!
 //! The run's [`Defence`] is applied here, after the update is computed and before the session
 //! pushes it; the truth kept for the escrow stays the real batch.
+//!
+//! Every computation takes the forward-pass [`Mode`] the task asks for (the run's
+//! `training.bn_mode`): batch statistics ([`Mode::Train`], what federated clients do) or running
+//! statistics ([`Mode::Eval`], the protocol of the reference attack). In eval mode the running
+//! statistics stay as the server sent them, so their change in the update is zero.
 
 use crate::defence::{self, Defence, Defend};
 use crate::error::{ClientError, Result};
@@ -11,9 +16,10 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use synfed_data::{Batches, Dataset, Normalization};
-use synfed_models::{train_epoch, Model};
+use synfed_models::{train_epoch_in, Model};
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{Mode, SynapticSgd};
+use synfed_synapse::{BnMode, Mode, SynapticSgd};
+use synfed_wire::proto::Task;
 
 /// The client's data: the training split, its normalisation and this client's share.
 pub struct LocalData {
@@ -26,7 +32,7 @@ pub struct LocalData {
 pub struct Work {
     /// One tensor per model tensor, in parameter-store order: gradients of trainable
     /// parameters (FedSGD) or θ_local − θ_global (FedAvg); for buffers (BatchNorm running
-    /// statistics) always their change.
+    /// statistics) always their change (zero in eval mode).
     pub update: Vec<(String, Tensor)>,
     /// Examples the update was computed on.
     pub examples: u64,
@@ -55,9 +61,16 @@ fn copies(model: &Model) -> Result<Vec<(String, Tensor)>> {
         .collect::<candle_core::Result<Vec<_>>>()?)
 }
 
-/// The gradient of the mean loss of one batch at the current (global) weights, BatchNorm on
-/// batch statistics.
-pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> Result<Work> {
+/// The gradient of the mean loss of one batch at the current (global) weights, forward passes
+/// in `mode` (BatchNorm on batch statistics for [`Mode::Train`], on running statistics for
+/// [`Mode::Eval`]).
+pub fn fedsgd(
+    model: &Model,
+    data: &LocalData,
+    batch_size: usize,
+    seed: u64,
+    mode: Mode,
+) -> Result<Work> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
         let batch = fedsgd_batch(&data.indices, batch_size, seed);
@@ -65,7 +78,7 @@ pub fn fedsgd(model: &Model, data: &LocalData, batch_size: usize, seed: u64) -> 
             .train
             .batch(&batch, &data.normalization, model.device(), DType::F32)?;
         let before = copies(model)?;
-        let loss = model.loss(&x, &y, Mode::Train)?;
+        let loss = model.loss(&x, &y, mode)?;
         let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let grads = backward_final(&loss)?;
         let mut update = Vec::with_capacity(before.len());
@@ -96,6 +109,17 @@ pub fn task_defence(text: &str) -> Result<Defence> {
         .map_err(|e| ClientError::Config(format!("the task's defence `{text}`: {e}")))
 }
 
+/// The BatchNorm mode a task asks for: unset (a server that predates the option) is train; a
+/// value this client does not know is refused with the value, rather than guessed.
+pub fn task_bn_mode(task: &Task) -> Result<BnMode> {
+    task.bn_mode().map_err(|value| {
+        ClientError::Protocol(format!(
+            "the task asks for BatchNorm mode {value}, which this client does not know \
+             (it knows train and eval; is the client older than the server?)"
+        ))
+    })
+}
+
 /// Whether each tensor of the model (parameter-store order, as in [`Work::update`]) is
 /// trainable.
 pub fn trainable_flags(model: &Model) -> Vec<bool> {
@@ -119,16 +143,17 @@ pub fn defend(model: &Model, work: &mut Work, defence: &Defence, seed: u64) -> R
 /// [`fedsgd`] with `defence` applied: per-example DP-SGD (each example's gradient clipped,
 /// summed, noised, divided by the batch size) when it asks for it, otherwise the batch's
 /// gradient defended per batch. BatchNorm buffers' changes are those of the whole batch in
-/// either case.
+/// either case (zero in eval mode). Forward passes in `mode`.
 pub fn fedsgd_defended(
     model: &Model,
     data: &LocalData,
     batch_size: usize,
     seed: u64,
     defence: &Defence,
+    mode: Mode,
 ) -> Result<Work> {
     let Some(dp) = defence.dp.filter(|d| d.per_example) else {
-        let mut work = fedsgd(model, data, batch_size, seed)?;
+        let mut work = fedsgd(model, data, batch_size, seed, mode)?;
         defend(model, &mut work, defence, seed)?;
         return Ok(work);
     };
@@ -136,7 +161,7 @@ pub fn fedsgd_defended(
     let (x, y) = data
         .train
         .batch(&batch, &data.normalization, model.device(), DType::F32)?;
-    let (mut update, train_loss) = defence::clipped_example_sum(model, &x, &y, dp.clip)?;
+    let (mut update, train_loss) = defence::clipped_example_sum(model, &x, &y, dp.clip, mode)?;
     defence.finish_example_sum(&mut update, &trainable_flags(model), batch.len(), seed)?;
     Ok(Work {
         update,
@@ -147,7 +172,9 @@ pub fn fedsgd_defended(
 }
 
 /// FedAvg local training: `epochs` epochs over the share (or `steps` steps when `epochs` is
-/// 0) of `SynapticSgd` with learning rate `lr`, batches and rejuvenation drawn from `seed`.
+/// 0) of `SynapticSgd` with learning rate `lr`, batches and rejuvenation drawn from `seed`,
+/// forward passes in `mode`.
+#[allow(clippy::too_many_arguments)]
 pub fn fedavg(
     model: &Model,
     data: &LocalData,
@@ -156,6 +183,7 @@ pub fn fedavg(
     steps: u32,
     lr: f64,
     seed: u64,
+    mode: Mode,
 ) -> Result<Work> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
@@ -164,7 +192,8 @@ pub fn fedavg(
         let (mut loss_sum, mut weight) = (0.0, 0.0);
         if epochs > 0 {
             for epoch in 0..epochs as usize {
-                let stats = train_epoch(
+                let stats = train_epoch_in(
+                    mode,
                     model,
                     &mut optimizer,
                     &data.train,
@@ -191,7 +220,7 @@ pub fn fedavg(
                     let (x, y) =
                         data.train
                             .batch(batch, &data.normalization, model.device(), DType::F32)?;
-                    let loss = model.loss(&x, &y, Mode::Train)?;
+                    let loss = model.loss(&x, &y, mode)?;
                     loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * batch.len() as f64;
                     weight += batch.len() as f64;
                     optimizer.step(&backward_final(&loss)?)?;
@@ -222,6 +251,193 @@ pub fn fedavg(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
+    use synfed_models::{Arch, InputShape, ModelSpec};
+    use synfed_synapse::MethodSet;
+
+    /// Geiping's ConvNet (eight BatchNorms) at width 4 on the embedded MNIST subset, and a
+    /// share of 64 images.
+    fn batch_norm_model_and_share() -> (ModelSpec, LocalData) {
+        let splits = synfed_data::load("demo-mnist", None).unwrap();
+        let spec = ModelSpec::new(
+            Arch::ConvNet,
+            InputShape::new(1, 28, 28),
+            10,
+            MethodSet::NONE,
+            3,
+        )
+        .with_width(4);
+        let data = LocalData {
+            train: splits.train,
+            normalization: splits.normalization,
+            indices: (100..164).collect(),
+        };
+        (spec, data)
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// The model's BatchNorm running statistics (every tensor that is not trainable).
+    fn running_statistics(model: &Model) -> Vec<(String, Vec<f32>)> {
+        model
+            .params()
+            .iter()
+            .filter(|p| !p.role.is_trainable())
+            .map(|p| (p.name.clone(), values(p.var.as_tensor())))
+            .collect()
+    }
+
+    /// The trainable part of an update, flattened, in `params().trainable()` order.
+    fn trainable_update(model: &Model, work: &Work) -> Vec<Vec<f32>> {
+        work.update
+            .iter()
+            .zip(trainable_flags(model))
+            .filter(|(_, t)| *t)
+            .map(|((_, u), _)| values(u))
+            .collect()
+    }
+
+    fn max_abs_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .flat_map(|(a, b)| {
+                assert_eq!(a.len(), b.len());
+                a.iter().zip(b).map(|(x, y)| (x - y).abs())
+            })
+            .fold(0f32, f32::max)
+    }
+
+    fn max_abs(a: &[Vec<f32>]) -> f32 {
+        a.iter().flatten().fold(0f32, |m, x| m.max(x.abs()))
+    }
+
+    #[test]
+    fn an_eval_mode_fedsgd_update_is_the_eval_gradient_and_keeps_the_running_statistics() {
+        let (spec, data) = batch_norm_model_and_share();
+        let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let initial = running_statistics(&model);
+        assert_eq!(initial.len(), 16, "ConvNet has 8 BatchNorms");
+        // A train-mode update first: it moves the running statistics (its change is part of the
+        // update), so that eval mode below normalises with statistics of the data rather than
+        // the initial 0 and 1.
+        let first = fedsgd(&model, &data, 16, 11, Mode::Train).unwrap();
+        let moved = running_statistics(&model);
+        assert_ne!(moved, initial, "train mode updates the running statistics");
+        assert!(first
+            .update
+            .iter()
+            .zip(trainable_flags(&model))
+            .any(|((_, u), t)| !t && values(u).iter().any(|v| *v != 0.0)));
+
+        let seed = 5;
+        let work = fedsgd(&model, &data, 8, seed, Mode::Eval).unwrap();
+        assert_eq!(work.examples, 8);
+        assert_eq!(
+            running_statistics(&model),
+            moved,
+            "eval mode leaves the running statistics alone"
+        );
+        for ((name, u), trainable) in work.update.iter().zip(trainable_flags(&model)) {
+            if !trainable {
+                assert!(values(u).iter().all(|v| *v == 0.0), "{name} changed");
+            }
+        }
+
+        // The same batch, independently: the model's eval-mode gradient at the same weights.
+        let batch = fedsgd_batch(&data.indices, 8, seed);
+        let (x, y) = data
+            .train
+            .batch(&batch, &data.normalization, &Device::Cpu, DType::F32)
+            .unwrap();
+        assert_eq!(values(&work.truth.0), values(&x));
+        let eval: Vec<Vec<f32>> = model
+            .gradients(&x, &y, Mode::Eval)
+            .unwrap()
+            .iter()
+            .map(values)
+            .collect();
+        let got = trainable_update(&model, &work);
+        let scale = max_abs(&eval);
+        assert!(scale > 0.0);
+        let d = max_abs_difference(&got, &eval);
+        assert!(
+            d <= 1e-6 * scale.max(1.0),
+            "eval update vs eval gradient: {d}"
+        );
+
+        // ... and not the train-mode (batch statistics) gradient of that batch.
+        let train: Vec<Vec<f32>> = model
+            .gradients(&x, &y, Mode::TrainFrozenStats)
+            .unwrap()
+            .iter()
+            .map(values)
+            .collect();
+        let d = max_abs_difference(&got, &train);
+        assert!(
+            d > 1e-2 * scale,
+            "the eval update equals the train gradient ({d} of {scale})"
+        );
+        let trained = fedsgd(&model, &data, 8, seed, Mode::Train).unwrap();
+        let d = max_abs_difference(&trainable_update(&model, &trained), &train);
+        assert!(
+            d <= 1e-6 * scale.max(1.0),
+            "train update vs train gradient: {d}"
+        );
+    }
+
+    #[test]
+    fn an_eval_mode_fedavg_step_descends_the_eval_gradient_and_keeps_the_running_statistics() {
+        let (spec, data) = batch_norm_model_and_share();
+        let (lr, seed, batch_size) = (0.05, 9, 8);
+        let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let initial = running_statistics(&local);
+        let work = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Eval).unwrap();
+        assert_eq!(running_statistics(&local), initial);
+        for ((name, u), trainable) in work.update.iter().zip(trainable_flags(&local)) {
+            if !trainable {
+                assert!(values(u).iter().all(|v| *v == 0.0), "{name} changed");
+            }
+        }
+        // One plain SGD step (no mechanisms) on the first batch of epoch 0: −lr · ∇ in eval mode.
+        let batches = Batches::shuffled(data.indices.iter().copied(), batch_size, seed, 0).unwrap();
+        let first = batches.iter().next().unwrap();
+        let (x, y) = data
+            .train
+            .batch(first, &data.normalization, &Device::Cpu, DType::F32)
+            .unwrap();
+        let expected: Vec<Vec<f32>> = global
+            .gradients(&x, &y, Mode::Eval)
+            .unwrap()
+            .iter()
+            .map(|g| values(&(g * -lr).unwrap()))
+            .collect();
+        let got = trainable_update(&local, &work);
+        let scale = max_abs(&expected);
+        let d = max_abs_difference(&got, &expected);
+        assert!(d <= 1e-5 * scale.max(1e-3), "{d} (scale {scale})");
+
+        // Train mode takes another step and moves the running statistics.
+        let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let trained = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Train).unwrap();
+        assert_ne!(running_statistics(&local), initial);
+        assert!(max_abs_difference(&trainable_update(&local, &trained), &expected) > 1e-2 * scale);
+    }
+
+    #[test]
+    fn a_task_bn_mode_is_read_and_an_unknown_one_is_refused() {
+        let mut task = Task::default();
+        assert_eq!(task_bn_mode(&task).unwrap(), BnMode::Train);
+        task.batch_norm_mode = synfed_wire::proto::BatchNormMode::Eval as i32;
+        assert_eq!(task_bn_mode(&task).unwrap(), BnMode::Eval);
+        task.batch_norm_mode = 42;
+        let err = task_bn_mode(&task).unwrap_err();
+        assert!(matches!(err, ClientError::Protocol(_)), "{err}");
+        assert!(err.to_string().contains("42"), "{err}");
+    }
 
     #[test]
     fn batches_are_seeded_subsets_of_the_share() {

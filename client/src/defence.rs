@@ -32,7 +32,7 @@ const NOISE_STREAM: u64 = 0xDEF0_0001;
 /// What went wrong applying a defence to an update.
 #[derive(Debug, thiserror::Error)]
 pub enum DefendError {
-    #[error("per-example clipping needs a model without BatchNorm (batch statistics mix the examples); `{0}` has BatchNorm")]
+    #[error("per-example clipping needs a model without BatchNorm or BatchNorm on running statistics (training.bn_mode = \"eval\"): batch statistics mix the examples, and `{0}` has BatchNorm")]
     PerExampleBatchNorm(String),
     #[error("the update's norm is not finite ({0})")]
     NonFinite(f64),
@@ -240,24 +240,29 @@ pub fn prune(update: &mut [(String, Tensor)], trainable: &[bool], p: f64) -> Res
 
 /// Per-example clipping: the gradient of each example of `(x, labels)` at the model's current
 /// weights, clipped to global L2 norm `c`, summed. Returns one tensor per model tensor in
-/// parameter-store order (zeros for buffers) and the mean loss of the examples.
+/// parameter-store order (zeros for buffers) and the mean loss of the examples. Forward passes
+/// in `mode`.
 ///
-/// Refuses models with BatchNorm: with batch statistics an example's gradient depends on the
-/// rest of its batch, and a batch of one has no variance.
+/// Refuses models with BatchNorm when `mode` normalises with batch statistics: then an
+/// example's gradient depends on the rest of its batch, and a batch of one has no variance. On
+/// running statistics ([`Mode::Eval`]) every example is computed on its own, and the running
+/// statistics stay untouched.
 pub fn clipped_example_sum(
     model: &Model,
     x: &Tensor,
     labels: &Tensor,
     c: f64,
+    mode: Mode,
 ) -> Result<(Vec<(String, Tensor)>, f64)> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
-        let batch_norm = model.params().iter().any(|p| {
-            matches!(
-                p.role,
-                Role::NormWeight | Role::NormBias | Role::RunningMean | Role::RunningVar
-            )
-        });
+        let batch_norm = mode.uses_batch_stats()
+            && model.params().iter().any(|p| {
+                matches!(
+                    p.role,
+                    Role::NormWeight | Role::NormBias | Role::RunningMean | Role::RunningVar
+                )
+            });
         if batch_norm {
             return Err(DefendError::PerExampleBatchNorm(
                 model.spec().arch.to_string(),
@@ -273,7 +278,7 @@ pub fn clipped_example_sum(
         let mut loss_sum = 0.0;
         for i in 0..b {
             let (xi, yi) = (x.narrow(0, i, 1)?, labels.narrow(0, i, 1)?);
-            let loss = model.loss(&xi, &yi, Mode::Train)?;
+            let loss = model.loss(&xi, &yi, mode)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let grads = backward_final(&loss)?;
             let mut example = Vec::with_capacity(params.len());
@@ -418,6 +423,56 @@ mod tests {
     }
 
     #[test]
+    fn per_example_clipping_of_a_batch_norm_model_needs_running_statistics() {
+        let mut spec = ModelSpec::new(
+            Arch::ConvNet,
+            InputShape::new(1, 9, 9),
+            3,
+            MethodSet::NONE,
+            4,
+        );
+        spec.width = Some(2);
+        let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 1, 9, 9), &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0u32, 2, 1], &Device::Cpu).unwrap();
+        let err = clipped_example_sum(&model, &x, &y, 1.0, Mode::Train).unwrap_err();
+        assert!(matches!(err, DefendError::PerExampleBatchNorm(_)), "{err}");
+        assert!(err.to_string().contains("bn_mode"), "{err}");
+        // On running statistics the examples are independent: without clipping (C huge) the sum
+        // over the examples is b times the batch's mean gradient.
+        let stats: Vec<Vec<f32>> = model
+            .params()
+            .iter()
+            .filter(|p| !p.role.is_trainable())
+            .map(|p| values(p.var.as_tensor()))
+            .collect();
+        let (sum, _) = clipped_example_sum(&model, &x, &y, 1e9, Mode::Eval).unwrap();
+        let batch = model.gradients(&x, &y, Mode::Eval).unwrap();
+        let summed: Vec<&Tensor> = sum
+            .iter()
+            .zip(model.params().iter())
+            .filter(|(_, p)| p.role.is_trainable())
+            .map(|((_, s), _)| s)
+            .collect();
+        assert_eq!(summed.len(), batch.len());
+        for (s, g) in summed.iter().zip(&batch) {
+            for (s, g) in values(s).iter().zip(values(g)) {
+                assert!(
+                    (s / 3.0 - g).abs() <= 1e-5 * (1.0 + g.abs()),
+                    "{s} / 3 vs {g}"
+                );
+            }
+        }
+        let after: Vec<Vec<f32>> = model
+            .params()
+            .iter()
+            .filter(|p| !p.role.is_trainable())
+            .map(|p| values(p.var.as_tensor()))
+            .collect();
+        assert_eq!(after, stats, "running statistics untouched");
+    }
+
+    #[test]
     fn per_example_clipping_equals_clipping_each_gradient_by_hand() {
         let mut spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 4, 4), 3, MethodSet::NONE, 9);
         spec.width = Some(5);
@@ -425,7 +480,7 @@ mod tests {
         let x = Tensor::randn(0f32, 3.0, (4, 1, 4, 4), &Device::Cpu).unwrap();
         let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
         let c = 0.05;
-        let (sum, loss) = clipped_example_sum(&model, &x, &y, c).unwrap();
+        let (sum, loss) = clipped_example_sum(&model, &x, &y, c, Mode::Train).unwrap();
         let names: Vec<String> = model.params().trainable().map(|p| p.name.clone()).collect();
         assert_eq!(sum.len(), names.len());
 

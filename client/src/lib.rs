@@ -8,6 +8,8 @@
 //!
 //! The run's defence (see [`defence`]) arrives with each task and is applied to the update
 //! before it leaves the client; [`accountant`] says what (ε, δ) a `dp:` defence guarantees.
+//! So does the run's BatchNorm mode: whether the client computes with batch statistics (as
+//! clients train) or running statistics (the reference attack's protocol).
 //!
 //! A simulated client can also keep the truth of chosen rounds (the batch it computed on) as
 //! escrow files, which only the scoring of attacks reads.
@@ -362,6 +364,7 @@ impl Session {
         let (model, data) = (self.model()?, Arc::clone(&self.data));
         let task = task.clone();
         let defence = compute::task_defence(&task.defence)?;
+        let mode = compute::task_bn_mode(&task)?.mode();
         tokio::task::spawn_blocking(move || match task.kind() {
             TaskKind::FedsgdGradient => compute::fedsgd_defended(
                 &model,
@@ -369,6 +372,7 @@ impl Session {
                 task.batch_size as usize,
                 task.seed,
                 &defence,
+                mode,
             ),
             TaskKind::FedavgLocalTrain => {
                 let mut work = compute::fedavg(
@@ -379,6 +383,7 @@ impl Session {
                     task.local_steps,
                     task.learning_rate,
                     task.seed,
+                    mode,
                 )?;
                 compute::defend(&model, &mut work, &defence, task.seed)?;
                 Ok(work)

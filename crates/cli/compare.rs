@@ -109,6 +109,10 @@ pub struct CompareConfig {
     /// Learning rate and batch size of the federation.
     pub lr: f64,
     pub batch_size: usize,
+    /// Which BatchNorm statistics the clients compute their updates with: `train` (batch
+    /// statistics) or `eval` (running statistics, the reference attack's protocol); the run's
+    /// `training.bn_mode`.
+    pub bn_mode: synfed_synapse::BnMode,
     /// Iterations and restarts of each attack.
     pub attack_iterations: usize,
     pub attack_restarts: usize,
@@ -170,6 +174,7 @@ impl Default for CompareConfig {
             batches: 4,
             lr: 0.1,
             batch_size: 4,
+            bn_mode: synfed_synapse::BnMode::Train,
             attack_iterations: 300,
             attack_restarts: 1,
             methods: MethodSet::paper_order().to_vec(),
@@ -555,6 +560,7 @@ fn cell_run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
     run.data.eval_limit = Some(c.eval_limit);
     run.training.lr = cell.variant.lr;
     run.training.batch_size = c.batch_size;
+    run.training.bn_mode = c.bn_mode;
     run.sampling.min_clients = c.clients;
     run.sampling.min_updates = 1;
     run.timing.pull_timeout_s = 2.0;

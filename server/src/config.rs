@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use synfed_models::{Arch, InputShape, ModelSpec};
-use synfed_synapse::{Hyper, MethodSet};
+use synfed_synapse::{BnMode, Hyper, MethodSet};
 
 /// How clients' work is combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +162,13 @@ pub struct TrainingConfig {
     /// 10 % of each tensor), or combinations joined by `+`. Forwarded to clients as text (the
     /// client parses it); checked here at load so that a typo fails early.
     pub defence: String,
+    /// Which BatchNorm statistics the clients compute their updates with: `train` (batch
+    /// statistics, as federated clients do) or `eval` (running statistics, the protocol of the
+    /// reference attack, inversefed). Sent to clients with every task and recorded in every
+    /// capture, so that the attacker replays the model the way the client ran it. On BatchNorm
+    /// models the two protocols give very different attack results; models without BatchNorm
+    /// are unaffected.
+    pub bn_mode: BnMode,
 }
 
 impl Default for TrainingConfig {
@@ -172,6 +179,7 @@ impl Default for TrainingConfig {
             local_epochs: 1,
             local_steps: 0,
             defence: "none".into(),
+            bn_mode: BnMode::Train,
         }
     }
 }
@@ -463,6 +471,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tls_key"), "{err}");
+    }
+
+    #[test]
+    fn bn_mode_defaults_to_train_parses_eval_and_names_a_bad_value() {
+        assert_eq!(RunConfig::default().training.bn_mode, BnMode::Train);
+        let config = RunConfig::from_toml("[training]\nbn_mode = \"eval\"").unwrap();
+        assert_eq!(config.training.bn_mode, BnMode::Eval);
+        assert_eq!(config.training.bn_mode.mode(), synfed_synapse::Mode::Eval);
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("bn_mode = \"eval\""), "{text}");
+        assert_eq!(RunConfig::from_toml(&text).unwrap(), config);
+        let config = RunConfig::from_toml("[training]\nbn_mode = \"train\"").unwrap();
+        assert_eq!(config.training.bn_mode, BnMode::Train);
+
+        let err = RunConfig::from_toml("[training]\nbn_mode = \"evaluation\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`evaluation`"), "{err}");
+        assert!(err.contains("bn_mode"), "{err}");
+        let err = RunConfig::from_toml("[training]\nbn_mode = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bn_mode"), "{err}");
     }
 
     #[test]

@@ -471,10 +471,13 @@ impl Engine {
         let c = self.config();
         let spec = self.model.spec().clone();
         let normalization = self.splits.normalization.clone();
+        // the mode the client computed in (the run's, sent with the task), for the replay
+        let mode = c.training.bn_mode.mode();
         match c.algorithm {
-            Algorithm::FedSgd => {
-                CaptureMeta::fedsgd(spec, round, client, examples as usize, normalization, None)
-            }
+            Algorithm::FedSgd => CaptureMeta {
+                mode,
+                ..CaptureMeta::fedsgd(spec, round, client, examples as usize, normalization, None)
+            },
             Algorithm::FedAvg => {
                 let batch = c.training.batch_size;
                 let steps = if c.training.local_epochs > 0 {
@@ -491,7 +494,7 @@ impl Engine {
                     kind: UpdateKind::FedAvg,
                     local_steps: Some(steps),
                     local_lr: Some(c.training.lr),
-                    mode: synfed_synapse::Mode::Train,
+                    mode,
                     normalization,
                     labels: None,
                 }
@@ -553,8 +556,11 @@ impl LossMean {
 }
 
 /// The configuration fields that determine a run's results, as canonical JSON.
+///
+/// `training.bn_mode` is left out while it is the default (`train`, what every run did before
+/// the option existed), so that a checkpoint written before it still resumes.
 pub fn fingerprint(config: &RunConfig) -> String {
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "seed": config.seed,
         "algorithm": config.algorithm,
         "model": config.model,
@@ -562,6 +568,41 @@ pub fn fingerprint(config: &RunConfig) -> String {
         "training": config.training,
         "sampling": config.sampling,
     });
+    if config.training.bn_mode == synfed_synapse::BnMode::Train {
+        if let Some(training) = value
+            .get_mut("training")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            training.remove("bn_mode");
+        }
+    }
     // serde_json's Value keeps keys sorted, so the text is canonical.
     value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_names_bn_mode_only_when_it_is_eval() {
+        let train = RunConfig::default();
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&train)).unwrap();
+        let keys: Vec<&str> = value["training"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // the fields of a run from before the option: its checkpoint still resumes
+        assert_eq!(
+            keys,
+            ["batch_size", "defence", "local_epochs", "local_steps", "lr"]
+        );
+        let mut eval = train.clone();
+        eval.training.bn_mode = synfed_synapse::BnMode::Eval;
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&eval)).unwrap();
+        assert_eq!(value["training"]["bn_mode"], "eval");
+        assert_ne!(fingerprint(&eval), fingerprint(&train));
+    }
 }

@@ -134,6 +134,7 @@ impl Service {
             seed: crate::seeds::derive(c.seed, crate::seeds::Purpose::Task, round.round, client),
             heartbeat_interval_ms: (c.timing.heartbeat_interval_s * 1000.0) as u32,
             defence: c.training.defence.clone(),
+            batch_norm_mode: proto::BatchNormMode::from(c.training.bn_mode) as i32,
         }
     }
 

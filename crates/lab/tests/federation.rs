@@ -379,7 +379,17 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
             1,
             &format!("client-{k}"),
         );
-        let work = fedavg(&local, &data, 8, 0, 3, config.training.lr, seed).unwrap();
+        let work = fedavg(
+            &local,
+            &data,
+            8,
+            0,
+            3,
+            config.training.lr,
+            seed,
+            Mode::Train,
+        )
+        .unwrap();
         assert_eq!(work.examples as f64, n);
         for (e, (_, delta)) in expected.iter_mut().zip(&work.update) {
             *e = (&*e + (delta * (n / total)).unwrap()).unwrap();

@@ -29,5 +29,5 @@ pub use loss::{accuracy, cross_entropy};
 pub use model::Model;
 pub use network::Network;
 pub use spec::{InputShape, ModelSpec};
-pub use training::{evaluate, train_epoch, EpochStats, Evaluation};
+pub use training::{evaluate, train_epoch, train_epoch_in, EpochStats, Evaluation};
 pub use unroll::{unrolled_update, LocalSteps};

@@ -22,8 +22,39 @@ pub struct EpochStats {
 
 /// Trains `model` for one epoch on `indices` of `data`, in an order shuffled from
 /// `(seed, epoch)`. `on_step` is called after every step with the number of examples done.
+/// BatchNorm normalises with batch statistics and updates the running ones ([`Mode::Train`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
+    model: &Model,
+    opt: &mut SynapticSgd,
+    data: &Dataset,
+    indices: &[usize],
+    norm: &Normalization,
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    on_step: impl FnMut(usize),
+) -> Result<EpochStats> {
+    train_epoch_in(
+        Mode::Train,
+        model,
+        opt,
+        data,
+        indices,
+        norm,
+        batch_size,
+        seed,
+        epoch,
+        on_step,
+    )
+}
+
+/// [`train_epoch`] with the forward passes in `mode`: a federated client whose run asks for
+/// BatchNorm on running statistics (`Mode::Eval`) trains its local steps that way, leaving the
+/// running statistics as the server sent them.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch_in(
+    mode: Mode,
     model: &Model,
     opt: &mut SynapticSgd,
     data: &Dataset,
@@ -41,7 +72,7 @@ pub fn train_epoch(
         let (x, y) = data.batch(batch, norm, model.device(), DType::F32)?;
         // the whole step on a rayon worker (see `synfed_synapse::worker`)
         let (value, report) = on_worker(|| -> Result<_> {
-            let loss = model.loss(&x, &y, Mode::Train)?;
+            let loss = model.loss(&x, &y, mode)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() {
                 return Ok((value, None));

@@ -15,6 +15,8 @@ pub enum SynapseError {
     },
     #[error("unknown method set `{input}`: {reason} (expected `none` or I, II, III / fuzzy, rejuvenation, splitting joined by `+`)")]
     BadMethodSet { input: String, reason: String },
+    #[error("unknown BatchNorm mode `{0}` (expected `train`: batch statistics, or `eval`: running statistics)")]
+    BadBnMode(String),
     #[error("invalid hyper-parameter {name} = {value}: {reason}")]
     BadHyper {
         name: &'static str,

@@ -46,7 +46,7 @@ pub use hyper::Hyper;
 pub use init::Init;
 pub use linear::Linear;
 pub use methods::{Method, MethodSet};
-pub use mode::Mode;
+pub use mode::{BnMode, Mode};
 pub use param::{Param, ParamStore, Role};
 pub use process::{configure_candle, keep_allocator_memory};
 pub use sgd::{StepReport, SynapticSgd};
