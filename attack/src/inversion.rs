@@ -116,11 +116,60 @@ pub struct Reconstruction {
     pub trace: Vec<TraceRow>,
 }
 
+/// A last-quarter fall of the objective above this share counts as "still falling": the
+/// attack had not converged when its iterations ran out.
+pub const STILL_FALLING: f64 = 0.01;
+
 impl Reconstruction {
     /// The best trial.
     pub fn best(&self) -> &Trial {
         &self.trials[self.best]
     }
+
+    /// How much the best trial's objective still fell over its last quarter of iterations:
+    /// (m₁ − m₂) / |m₁|, where m₁ is the median objective of the 5 % of iterations before the
+    /// last quarter and m₂ that of the last 5 %. Medians, because the signed-gradient steps
+    /// make single values jitter. 0 when the trace is too short to tell (fewer than 20
+    /// iterations).
+    pub fn final_descent(&self) -> f64 {
+        let objective: Vec<f64> = self
+            .trace
+            .iter()
+            .filter(|r| r.trial == self.best)
+            .map(|r| r.objective)
+            .collect();
+        final_descent(&objective)
+    }
+
+    /// Whether the best trial's objective had stopped falling (see [`STILL_FALLING`]).
+    pub fn converged(&self) -> bool {
+        self.final_descent() <= STILL_FALLING
+    }
+}
+
+fn final_descent(objective: &[f64]) -> f64 {
+    let n = objective.len();
+    if n < 20 {
+        return 0.0;
+    }
+    let window = (n / 20).max(1);
+    let quarter = n - n / 4;
+    let median = |values: &[f64]| {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    };
+    let before = median(&objective[quarter - window..quarter]);
+    let last = median(&objective[n - window..]);
+    if before.abs() < f64::MIN_POSITIVE {
+        return 0.0;
+    }
+    (before - last) / before.abs()
 }
 
 /// Gradient distance and TV of images `x` (a leaf); returns (distance, tv) as graph nodes.
@@ -346,6 +395,48 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn final_descent_compares_medians_before_and_at_the_end_of_the_last_quarter() {
+        // 100 iterations: the window is 5 wide; before the last quarter = iterations 70..75
+        let flat: Vec<f64> = (0..100).map(|i| 1.0 + 0.001 * (i % 2) as f64).collect();
+        assert!(final_descent(&flat).abs() < 1e-3);
+        // falls from 1.0 to 0.5 linearly over the last quarter
+        let falling: Vec<f64> = (0..100)
+            .map(|i| {
+                if i < 75 {
+                    1.0
+                } else {
+                    1.0 - 0.5 * (i - 74) as f64 / 25.0
+                }
+            })
+            .collect();
+        // median of 95..100 is iteration 97: 1 − 0.5·23/25 = 0.54
+        assert!((final_descent(&falling) - 0.46).abs() < 1e-12);
+        // a single low outlier at the end does not count
+        let mut jitter = flat.clone();
+        jitter[99] = 0.1;
+        assert!(final_descent(&jitter).abs() < 1e-3);
+        assert_eq!(final_descent(&[1.0, 0.5]), 0.0);
+        fn trace(values: &[f64], trial: usize) -> impl Iterator<Item = TraceRow> + '_ {
+            values.iter().enumerate().map(move |(i, v)| TraceRow {
+                trial,
+                iteration: i,
+                objective: *v,
+                distance: *v,
+                tv: 0.0,
+                lr: 0.1,
+            })
+        }
+        let r = Reconstruction {
+            trials: Vec::new(),
+            best: 1,
+            trace: trace(&flat, 0).chain(trace(&falling, 1)).collect(),
+        };
+        assert!(!r.converged());
+        let r = Reconstruction { best: 0, ..r };
+        assert!(r.converged());
+    }
 
     #[test]
     fn learning_rate_drops_at_three_eighths_five_eighths_seven_eighths() {

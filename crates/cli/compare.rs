@@ -14,7 +14,6 @@
 //! scheduler) and `--merge DIR…` joins shard folders into one report. `--kind learning` runs
 //! the centralized learning comparison (paper Tables 1–2) instead.
 
-use crate::attack;
 use crate::compare_report::{self, Located};
 use crate::compare_stats::Estimate;
 use crate::device::DeviceChoice;
@@ -29,15 +28,20 @@ use std::sync::Mutex;
 use std::time::Instant;
 use synfed_data::Partition;
 use synfed_defence::Defence;
-use synfed_lab::{TrainingConfig, TrainingSummary};
+use synfed_lab::{AttackOptions, TrainingConfig, TrainingSummary};
 use synfed_models::Arch;
 use synfed_server::{read_rounds, Algorithm, RunConfig};
 use synfed_synapse::{Hyper, MethodSet};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// Gradient-inversion attacks on federations (paper Table 3).
+    /// Gradient-inversion attacks on federations: what a server's tap sees of real clients.
+    #[default]
     Privacy,
+    /// Gradient-inversion attacks on centrally built (and trained) models, on fixed
+    /// consecutive held-out batches: the paper's Table 3 protocol.
+    Inversion,
     /// Centralized k-fold training per method set (paper Tables 1–2).
     Learning,
 }
@@ -50,14 +54,24 @@ pub struct Args {
     /// Output folder (results, report, pictures, and the cells).
     #[arg(long, default_value = "runs/compare")]
     pub out: PathBuf,
-    #[arg(long, value_enum, default_value = "privacy")]
-    pub kind: Kind,
+    /// What is compared (default: the configuration's `kind`, else privacy).
+    #[arg(long, value_enum)]
+    pub kind: Option<Kind>,
     /// Run only cells i, i+n, i+2n, … (`i/n`, i from 0); join the folders with --merge.
     #[arg(long)]
     pub shard: Option<String>,
     /// Join the cells of these (shard) folders into --out and write the report.
     #[arg(long, num_args = 1.., conflicts_with_all = ["shard", "config"])]
     pub merge: Vec<PathBuf>,
+    /// Run only the cells of these models (slugs as in the report: `mlp`, `resnet20`,
+    /// `mlp-w64`), e.g. to give each machine the models it runs fastest; join the folders
+    /// with --merge.
+    #[arg(long, value_delimiter = ',', conflicts_with = "merge")]
+    pub models: Vec<String>,
+    /// With --merge: write the report from the finished cells and list the unfinished ones
+    /// (a long comparison's interim report).
+    #[arg(long, requires = "merge")]
+    pub partial: bool,
     /// Cells computed at the same time.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -89,11 +103,18 @@ impl ModelEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompareConfig {
+    /// `privacy` (federations), `inversion` (the paper's Table 3 protocol) or `learning`;
+    /// `--kind` overrides it.
+    pub kind: Kind,
     /// Seed of every cell (model initialisation, partition, batches, attacker).
     pub seed: u64,
     /// Data set (`demo-mnist`, `demo-cifar10`, or `mnist`/`cifar10`/`cifar100` from `data_dir`).
     pub data: String,
     pub data_dir: Option<PathBuf>,
+    /// `--kind inversion`: use only the data set's test split, its first `held_out` images as
+    /// the test split (attacked and tested on) and the rest as the training split (for data
+    /// sets whose training split is not at hand, as CIFAR-100's here).
+    pub held_out: Option<usize>,
     /// Evaluate on at most this many test images.
     pub eval_limit: usize,
     /// Clients per federation (at least `batches`).
@@ -133,6 +154,14 @@ pub struct CompareConfig {
     pub d_re: f64,
     pub gamma: usize,
     pub models: Vec<ModelEntry>,
+    /// `--kind inversion`: centralized epochs (lr `learning.lr` × the variant's factor, batch
+    /// `learning.batch_size`) before the trained attacks; 0: untrained only.
+    pub pretrain_epochs: usize,
+    /// `--kind inversion`: the captures expose the batch's labels (the reference attack is
+    /// given them); otherwise the attacker recovers them.
+    pub expose_labels: bool,
+    /// `--kind inversion`: put the paper's Table 3 values beside synfed's in the report.
+    pub paper_table3: bool,
     /// `--kind learning`: folds, epochs, lr and batch size of centralized training.
     pub learning: LearningConfig,
 }
@@ -163,9 +192,11 @@ impl Default for CompareConfig {
     fn default() -> Self {
         let hyper = Hyper::default();
         Self {
+            kind: Kind::Privacy,
             seed: 1,
             data: "demo-mnist".into(),
             data_dir: None,
+            held_out: None,
             eval_limit: 400,
             clients: 4,
             split: Partition::Iid,
@@ -189,6 +220,9 @@ impl Default for CompareConfig {
                 arch: Arch::Mlp,
                 width: Some(64),
             }],
+            pretrain_epochs: 0,
+            expose_labels: false,
+            paper_table3: false,
             learning: LearningConfig::default(),
         }
     }
@@ -199,7 +233,7 @@ impl CompareConfig {
         if self.models.is_empty() || self.methods.is_empty() {
             bail!("the comparison needs at least one model and one method set");
         }
-        if self.batches == 0 || self.batches > self.clients {
+        if self.batches == 0 || (self.kind != Kind::Inversion && self.batches > self.clients) {
             bail!(
                 "batches (K = {}) must be between 1 and clients ({})",
                 self.batches,
@@ -218,7 +252,50 @@ impl CompareConfig {
             d.parse::<Defence>()
                 .with_context(|| format!("defence `{d}`"))?;
         }
+        if self.kind != Kind::Inversion
+            && (self.held_out.is_some() || self.pretrain_epochs > 0 || self.expose_labels)
+        {
+            bail!(
+                "held_out, pretrain_epochs and expose_labels belong to kind = \"inversion\" \
+                 (this comparison is {:?})",
+                self.kind
+            );
+        }
+        if self.kind == Kind::Inversion && !self.defences.is_empty() {
+            bail!("kind = \"inversion\" attacks centrally built models: defences apply to federations (kind = \"privacy\")");
+        }
         Ok(())
+    }
+
+    /// The model states attacked: untrained, and trained when there is training.
+    pub fn states(&self) -> Vec<&'static str> {
+        let trained = match self.kind {
+            Kind::Inversion => self.pretrain_epochs > 0,
+            _ => self.rounds > 0,
+        };
+        if trained {
+            vec!["untrained", "trained"]
+        } else {
+            vec!["untrained"]
+        }
+    }
+
+    /// The data set's splits as the comparison uses them (carved by `held_out`).
+    pub fn splits(&self) -> Result<synfed_data::Splits> {
+        let name: synfed_data::DatasetName = self.data.parse().map_err(|e| anyhow!("data: {e}"))?;
+        let splits = match self.held_out {
+            Some(n) => {
+                let whole = name
+                    .load_test(self.data_dir.as_deref())
+                    .with_context(|| format!("loading the test split of {name}"))?;
+                synfed_data::Splits::held_out(&whole, n)
+                    .with_context(|| format!("holding out {n} images of {name}"))?
+            }
+            None => name
+                .load(self.data_dir.as_deref())
+                .with_context(|| format!("loading {name}"))?,
+        };
+        Ok(splits)
     }
 }
 
@@ -307,6 +384,12 @@ pub struct AttackRecord {
     pub mse_normalized: f64,
     pub label_accuracy: f64,
     pub seconds: f64,
+    /// Relative fall of the attack's objective over its last quarter of iterations, and
+    /// whether that is small enough to call it converged (absent in older results).
+    #[serde(default)]
+    pub final_descent: Option<f64>,
+    #[serde(default)]
+    pub converged: Option<bool>,
 }
 
 mod finite_or_null {
@@ -331,10 +414,22 @@ pub struct CellResult {
     /// Width the cell's model was built with.
     pub width: Option<usize>,
     pub attacks: Vec<AttackRecord>,
-    /// Test accuracy of the global model after `rounds` rounds (the attacked trained model).
+    /// Test accuracy of the global model after `rounds` rounds (the attacked trained model);
+    /// `--kind inversion`: of the attacked model on the held-out images (after merging the
+    /// states: the trained one's).
     pub test_accuracy: Option<f64>,
+    /// `--kind inversion`: test accuracy of the untrained model (chance level).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrained_accuracy: Option<f64>,
     /// Test accuracy after each round of the run.
     pub accuracy_curve: Vec<(u64, f64)>,
+    /// `--kind inversion`, untrained: the variant whose cell computed these attacks (the two
+    /// are bit-identical before training, see [`untrained_twin`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
+    /// `--kind inversion`: seconds spent training the attacked model (0 when reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_seconds: Option<f64>,
     pub seconds: f64,
 }
 
@@ -351,33 +446,81 @@ pub struct Cell {
     pub index: usize,
     pub model: ModelEntry,
     pub variant: Variant,
+    /// `--kind inversion`: the one model state the cell attacks (a federation's cell attacks
+    /// both of its states).
+    pub state: Option<&'static str>,
+    /// `--kind inversion`, untrained: the index of an earlier cell that computes exactly the
+    /// same thing (see [`untrained_twin`]); this cell is not run, its result is that cell's.
+    pub same_as: Option<usize>,
 }
 
 impl Cell {
-    pub fn dir(&self, out: &Path) -> PathBuf {
+    /// `cells/<model>/<variant>` (the variant's folder).
+    pub fn variant_dir(&self, out: &Path) -> PathBuf {
         out.join("cells")
             .join(self.model.slug())
             .join(self.variant.slug())
     }
+
+    /// The cell's own folder (`…/<state>` for a state of `--kind inversion`).
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        match self.state {
+            Some(state) => self.variant_dir(out).join(state),
+            None => self.variant_dir(out),
+        }
+    }
 }
 
-/// Every cell, models outer, variants inner.
+/// Every cell: models outer, variants inner; `--kind inversion` has one cell per state, all
+/// untrained cells first (they need no training, so a partial run already covers every row).
 pub fn grid(c: &CompareConfig) -> Vec<Cell> {
     let vs = variants(c);
-    let mut cells = Vec::new();
-    for m in &c.models {
-        for v in &vs {
-            if v.width_divisor > 1 && m.width.is_none() {
-                continue;
+    let states: Vec<Option<&'static str>> = match c.kind {
+        Kind::Inversion => c.states().into_iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    let mut cells: Vec<Cell> = Vec::new();
+    for state in states {
+        for m in &c.models {
+            for v in &vs {
+                if v.width_divisor > 1 && m.width.is_none() {
+                    continue;
+                }
+                let same_as = (state == Some("untrained"))
+                    .then(|| {
+                        cells
+                            .iter()
+                            .find(|e| {
+                                e.state == state
+                                    && e.same_as.is_none()
+                                    && e.model == *m
+                                    && untrained_twin(&e.variant, v)
+                            })
+                            .map(|e| e.index)
+                    })
+                    .flatten();
+                cells.push(Cell {
+                    index: cells.len(),
+                    model: m.clone(),
+                    variant: v.clone(),
+                    state,
+                    same_as,
+                });
             }
-            cells.push(Cell {
-                index: cells.len(),
-                model: m.clone(),
-                variant: v.clone(),
-            });
         }
     }
     cells
+}
+
+/// Whether two variants' untrained cells compute bit-identical results: fuzzy learning rates
+/// (I) and rejuvenation (II) act on optimizer steps, and the learning rate only on steps, so
+/// before any step the model (its weights are drawn from a stream of their own), the captured
+/// gradient and the attack (same seed) are the same as without them. Only weight splitting
+/// (III) and the width change the untrained model.
+pub fn untrained_twin(a: &Variant, b: &Variant) -> bool {
+    a.methods.splitting == b.methods.splitting
+        && a.width_divisor == b.width_divisor
+        && a.defence == b.defence
 }
 
 fn parse_shard(text: &str) -> Result<(usize, usize)> {
@@ -394,7 +537,7 @@ fn parse_shard(text: &str) -> Result<(usize, usize)> {
 }
 
 fn load_config(args: &Args) -> Result<CompareConfig> {
-    let config: CompareConfig = match &args.config {
+    let mut config: CompareConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the comparison {}", path.display()))?;
@@ -403,6 +546,9 @@ fn load_config(args: &Args) -> Result<CompareConfig> {
         }
         None => CompareConfig::default(),
     };
+    if let Some(kind) = args.kind {
+        config.kind = kind;
+    }
     config.validate().context("checking the comparison")?;
     Ok(config)
 }
@@ -431,18 +577,41 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     std::fs::write(&saved, &text).with_context(|| format!("writing {}", saved.display()))?;
-    if args.kind == Kind::Learning {
+    if config.kind == Kind::Learning {
         return learning(&config, &args);
     }
     let device = args.device.open()?;
+    let splits = match config.kind {
+        Kind::Inversion => Some(config.splits()?),
+        _ => None,
+    };
     let cells = grid(&config);
+    for slug in &args.models {
+        if !config.models.iter().any(|m| m.slug() == *slug) {
+            bail!(
+                "--models {slug}: the comparison has no such model (it has {})",
+                config
+                    .models
+                    .iter()
+                    .map(ModelEntry::slug)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let chosen: Vec<Cell> = cells
+        .iter()
+        .filter(|c| args.models.is_empty() || args.models.contains(&c.model.slug()))
+        .cloned()
+        .collect();
     let mine: Vec<Cell> = match &args.shard {
         Some(s) => {
             let (i, n) = parse_shard(s)?;
-            cells.iter().filter(|c| c.index % n == i).cloned().collect()
+            chosen.into_iter().filter(|c| c.index % n == i).collect()
         }
-        None => cells.clone(),
+        None => chosen,
     };
+    let partial_run = args.shard.is_some() || !args.models.is_empty();
     println!(
         "comparing {} variants × {} models = {} cells ({} here); output in {}",
         variants(&config).len(),
@@ -452,18 +621,26 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     let started = Instant::now();
-    run_cells(&config, &mine, &args.out, args.jobs.max(1), &device)?;
-    if args.shard.is_some() {
+    run_cells(
+        &config,
+        &mine,
+        &args.out,
+        args.jobs.max(1),
+        &device,
+        splits.as_ref(),
+    )?;
+    if partial_run {
         println!(
-            "shard done in {:.0} s; join the shards with `synfed compare --merge DIR… --out OUT`",
+            "these cells done in {:.0} s; join the shards with `synfed compare --merge DIR… --out OUT`",
             started.elapsed().as_secs_f64()
         );
         return Ok(());
     }
-    let results = collect(&cells, std::slice::from_ref(&args.out))?;
+    let (results, missing) = collect(&cells, std::slice::from_ref(&args.out), false)?;
     compare_report::write(
         &config,
         &results,
+        &missing,
         &args.out,
         &command_line(),
         train_examples(&config)?,
@@ -478,9 +655,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Size of the data set's training split (for the DP accountant's sampling rate).
 fn train_examples(config: &CompareConfig) -> Result<usize> {
-    let splits = synfed_data::load(&config.data, config.data_dir.as_deref())
-        .with_context(|| format!("loading {}", config.data))?;
-    Ok(splits.train.len())
+    Ok(config.splits()?.train.len())
 }
 
 fn command_line() -> String {
@@ -494,6 +669,7 @@ fn run_cells(
     out: &Path,
     jobs: usize,
     device: &Device,
+    splits: Option<&synfed_data::Splits>,
 ) -> Result<()> {
     let bar = progress::bar(cells.len() as u64, "cells");
     let next = AtomicUsize::new(0);
@@ -512,8 +688,21 @@ fn run_cells(
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(cell) = cells.get(i) else { return };
-                bar.set_message(format!("{} {}", cell.model.slug(), cell.variant.label));
-                match run_cell(config, cell, out, device) {
+                if cell.same_as.is_some() {
+                    bar.inc(1);
+                    continue;
+                }
+                bar.set_message(format!(
+                    "{} {}{}",
+                    cell.model.slug(),
+                    cell.variant.label,
+                    cell.state.map(|s| format!(" {s}")).unwrap_or_default()
+                ));
+                let finished = match splits {
+                    Some(splits) => run_inversion_cell(config, cell, out, device, splits),
+                    None => run_cell(config, cell, out, device),
+                };
+                match finished {
                     Ok(_) => bar.inc(1),
                     Err(e) => {
                         let e = e.context(format!(
@@ -603,20 +792,174 @@ pub fn epsilon_of(c: &CompareConfig, defence: &str, train_examples: usize) -> Op
         .map(|(eps, _)| eps)
 }
 
-/// Runs one cell (or loads it if it is finished).
-fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Result<CellResult> {
-    let dir = cell.dir(out);
+/// How every attack of the comparison runs: the reference settings with the comparison's
+/// iterations, restarts and seed.
+fn attack_options(c: &CompareConfig) -> AttackOptions {
+    AttackOptions {
+        iterations: c.attack_iterations,
+        restarts: c.attack_restarts,
+        seed: c.seed,
+        ..AttackOptions::default()
+    }
+}
+
+/// Reads a finished cell's `cell.json`, or prepares its folder for a fresh run (an unfinished
+/// cell of a killed comparison starts afresh, except for what it keeps on purpose: a trained
+/// model).
+fn finished_or_prepare(dir: &Path, keep: &[&str]) -> Result<Option<CellResult>> {
     let done = dir.join("cell.json");
     if done.exists() {
         let text = std::fs::read_to_string(&done)
             .with_context(|| format!("reading {}", done.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("in {}", done.display()));
+        let result =
+            serde_json::from_str(&text).with_context(|| format!("in {}", done.display()))?;
+        return Ok(Some(result));
     }
     if dir.exists() {
-        // an unfinished cell (a killed comparison): start it afresh
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            if keep.iter().any(|k| entry.file_name() == **k) {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("clearing {}", path.display()))?;
+        }
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(None)
+}
+
+/// Writes `cell.json` last and atomically: its presence means the cell is finished.
+fn finish(dir: &Path, result: &CellResult) -> Result<()> {
+    let done = dir.join("cell.json");
+    let tmp = dir.join("cell.json.partial");
+    std::fs::write(&tmp, serde_json::to_string_pretty(result)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &done).with_context(|| format!("writing {}", done.display()))
+}
+
+/// Runs one state of a `--kind inversion` cell (or loads it if it is finished): the model
+/// built from the comparison's seed with the variant's methods and width, trained centrally
+/// for the trained state, and K consecutive held-out batches captured and attacked
+/// ([`synfed_lab::CentralizedInversion`]).
+fn run_inversion_cell(
+    c: &CompareConfig,
+    cell: &Cell,
+    out: &Path,
+    device: &Device,
+    splits: &synfed_data::Splits,
+) -> Result<CellResult> {
+    let dir = cell.dir(out);
+    if let Some(done) = finished_or_prepare(&dir, &["trained.safetensors"])? {
+        return Ok(done);
+    }
+    let state = cell.state.unwrap_or("untrained");
+    let started = Instant::now();
+    let shape = splits.train.shape();
+    let mut spec = synfed_models::ModelSpec::new(
+        cell.model.arch,
+        synfed_models::InputShape::new(shape.channels, shape.height, shape.width),
+        splits.train.num_classes(),
+        cell.variant.methods,
+        c.seed,
+    );
+    spec.hyper = Hyper {
+        tau: c.tau,
+        d_re: c.d_re,
+        gamma: c.gamma,
+    };
+    spec.width = cell
+        .model
+        .width
+        .map(|w| (w / cell.variant.width_divisor).max(1));
+    let study = synfed_lab::CentralizedInversion {
+        spec: spec.clone(),
+        pretraining: (state == "trained").then(|| synfed_lab::Pretraining {
+            epochs: c.pretrain_epochs,
+            // the variant's factor of the comparison's lr, applied to training's
+            lr: c.learning.lr * cell.variant.lr / c.lr,
+            batch_size: c.learning.batch_size,
+        }),
+        batches: c.batches,
+        batch_size: c.batch_size,
+        mode: c.bn_mode.mode(),
+        expose_labels: c.expose_labels,
+        attack: attack_options(c),
+    };
+    let bar = progress::bar(
+        (c.batches * c.attack_iterations * c.attack_restarts.max(1)) as u64,
+        "iterations",
+    );
+    bar.set_message(format!(
+        "{} {} {state}",
+        cell.model.slug(),
+        cell.variant.label
+    ));
+    tracing::info!(
+        "cell {} / {} / {state}",
+        cell.model.slug(),
+        cell.variant.label
+    );
+    let result = study
+        .run(
+            splits,
+            &dir,
+            device,
+            |epoch, loss| {
+                bar.set_message(format!(
+                    "{} {} training epoch {epoch}: loss {loss:.4}",
+                    cell.model.slug(),
+                    cell.variant.label
+                ));
+                tracing::info!("epoch {epoch}: train loss {loss:.4}");
+            },
+            |_, _, _, _| bar.inc(1),
+        )
+        .with_context(|| format!("{} / {} / {state}", cell.model.slug(), cell.variant.label))?;
+    bar.finish_and_clear();
+    let attacks = result
+        .attacks
+        .iter()
+        .map(|a| AttackRecord {
+            state: state.into(),
+            client: a.name.clone(),
+            mse: a.outcome.scores.mse,
+            psnr: a.outcome.scores.psnr,
+            ssim: a.outcome.scores.ssim,
+            mse_normalized: a.outcome.scores.mse_normalized,
+            label_accuracy: a.outcome.scores.label_accuracy,
+            seconds: a.outcome.seconds,
+            final_descent: Some(a.outcome.final_descent),
+            converged: Some(a.outcome.converged),
+        })
+        .collect();
+    let result = CellResult {
+        model: cell.model.clone(),
+        variant: cell.variant.clone(),
+        width: spec.width,
+        attacks,
+        test_accuracy: (state == "trained").then_some(result.test_accuracy),
+        untrained_accuracy: (state == "untrained").then_some(result.test_accuracy),
+        accuracy_curve: Vec::new(),
+        same_as: None,
+        training_seconds: Some(result.training_seconds),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    finish(&dir, &result)?;
+    Ok(result)
+}
+
+/// Runs one cell (or loads it if it is finished).
+fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Result<CellResult> {
+    let dir = cell.dir(out);
+    if let Some(done) = finished_or_prepare(&dir, &[])? {
+        return Ok(done);
+    }
     let started = Instant::now();
     let mut run = cell_run_config(c, cell, &dir);
     set_defence(&mut run, &cell.variant.defence)?;
@@ -646,12 +989,22 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
             let capture = captures.join(synfed_wire::capture_file_name(round, &client));
             let escrow = captures.join(synfed_wire::escrow_file_name(round, &client));
             let target = dir.join("attack").join(format!("{state}-{client}"));
-            let mut options = attack::Args::for_capture(&capture, &escrow, &target)?;
-            options.iterations = c.attack_iterations;
-            options.restarts = c.attack_restarts;
-            options.seed = c.seed;
-            let outcome = attack::attack_files(&capture, &escrow, &options, device)
-                .with_context(|| format!("attacking {}", capture.display()))?;
+            let described = serde_json::json!({
+                "comparison": c,
+                "model": cell.model,
+                "variant": cell.variant,
+                "capture": capture,
+            });
+            let outcome = synfed_lab::attack_files(
+                &attack_options(c),
+                &capture,
+                &escrow,
+                &target,
+                device,
+                &described,
+                |_, _, _| {},
+            )
+            .with_context(|| format!("attacking {}", capture.display()))?;
             attacks.push(AttackRecord {
                 state: state.into(),
                 client,
@@ -661,6 +1014,8 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
                 mse_normalized: outcome.scores.mse_normalized,
                 label_accuracy: outcome.scores.label_accuracy,
                 seconds: outcome.seconds,
+                final_descent: Some(outcome.final_descent),
+                converged: Some(outcome.converged),
             });
             bar.inc(1);
         }
@@ -681,46 +1036,83 @@ fn run_cell(c: &CompareConfig, cell: &Cell, out: &Path, device: &Device) -> Resu
         width: run.model.width,
         attacks,
         test_accuracy,
+        untrained_accuracy: None,
         accuracy_curve,
+        same_as: None,
+        training_seconds: None,
         seconds: started.elapsed().as_secs_f64(),
     };
-    // written last and atomically: its presence means the cell is finished
-    let tmp = dir.join("cell.json.partial");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &done).with_context(|| format!("writing {}", done.display()))?;
+    finish(&dir, &result)?;
     Ok(result)
 }
 
-/// The finished cells of `cells`, looked up in `dirs` (the run's folder or shard folders).
-fn collect(cells: &[Cell], dirs: &[PathBuf]) -> Result<Vec<Located>> {
-    let mut results = Vec::new();
+/// The finished cells of `cells`, looked up in `dirs` (the run's folder or shard folders);
+/// the states of a `--kind inversion` variant are joined into one result. Unfinished cells
+/// are an error unless `partial`, which returns them as the second value.
+fn collect(all: &[Cell], dirs: &[PathBuf], partial: bool) -> Result<(Vec<Located>, Vec<String>)> {
+    let cells = all;
+    let mut results: Vec<Located> = Vec::new();
     let mut missing = Vec::new();
     for cell in cells {
+        // a twin's result is its representative's, relabelled
+        let source = match cell.same_as.and_then(|k| all.iter().find(|c| c.index == k)) {
+            Some(representative) => representative,
+            None => cell,
+        };
         let found = dirs
             .iter()
-            .map(|d| cell.dir(d))
-            .find(|d| d.join("cell.json").exists());
-        match found {
-            Some(dir) => {
-                let path = dir.join("cell.json");
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let result = serde_json::from_str(&text)
-                    .with_context(|| format!("in {}", path.display()))?;
-                results.push(Located { result, dir });
+            .find(|d| source.dir(d).join("cell.json").exists());
+        let Some(root) = found else {
+            missing.push(format!(
+                "{} / {}{}",
+                cell.model.slug(),
+                cell.variant.label,
+                cell.state.map(|s| format!(" / {s}")).unwrap_or_default()
+            ));
+            continue;
+        };
+        let path = source.dir(root).join("cell.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut result: CellResult =
+            serde_json::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        if source.index != cell.index {
+            result.variant = cell.variant.clone();
+            result.same_as = Some(source.variant.label.clone());
+        }
+        let state_dir = cell.state.map(|s| (s.to_string(), source.dir(root)));
+        let same = results.iter_mut().find(|l| {
+            l.result.model == result.model && l.result.variant.label == result.variant.label
+        });
+        match (same, state_dir) {
+            (Some(l), Some(state_dir)) => {
+                l.result.attacks.extend(result.attacks);
+                l.result.test_accuracy = l.result.test_accuracy.or(result.test_accuracy);
+                l.result.untrained_accuracy =
+                    l.result.untrained_accuracy.or(result.untrained_accuracy);
+                l.result.training_seconds =
+                    match (l.result.training_seconds, result.training_seconds) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
+                l.result.seconds += result.seconds;
+                l.state_dirs.push(state_dir);
             }
-            None => missing.push(format!("{} / {}", cell.model.slug(), cell.variant.label)),
+            (_, state_dir) => results.push(Located {
+                dir: cell.variant_dir(root),
+                state_dirs: state_dir.into_iter().collect(),
+                result,
+            }),
         }
     }
-    if !missing.is_empty() {
+    if !missing.is_empty() && !partial {
         bail!(
             "{} cells are not finished: {}",
             missing.len(),
             missing.join(", ")
         );
     }
-    Ok(results)
+    Ok((results, missing))
 }
 
 /// `--merge`: joins shard folders (which must hold the same comparison) into `--out`.
@@ -752,10 +1144,11 @@ fn merge(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join(CONFIG_FILE), text)?;
-    let results = collect(&grid(&config), &args.merge)?;
+    let (results, missing) = collect(&grid(&config), &args.merge, args.partial)?;
     compare_report::write(
         &config,
         &results,
+        &missing,
         &args.out,
         &command_line(),
         train_examples(&config)?,

@@ -3,7 +3,7 @@
 //! attacked batch reconstructed under every variant) and plots.
 
 use crate::compare::epsilon_of;
-use crate::compare::{CellResult, CompareConfig};
+use crate::compare::{CellResult, CompareConfig, Kind};
 use crate::compare_stats::Estimate;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -20,7 +20,20 @@ use synfed_report::{
 /// A finished cell and the folder it was computed in.
 pub struct Located {
     pub result: CellResult,
+    /// The variant's folder.
     pub dir: PathBuf,
+    /// `--kind inversion`: each state's folder (they may come from different shards).
+    pub state_dirs: Vec<(String, PathBuf)>,
+}
+
+impl Located {
+    /// The folder of the attack on the first batch (client 0) in `state`.
+    fn first_attack_dir(&self, state: &str) -> PathBuf {
+        match self.state_dirs.iter().find(|(s, _)| s == state) {
+            Some((_, dir)) => dir.join("attack").join("batch-0"),
+            None => self.dir.join("attack").join(format!("{state}-client-0")),
+        }
+    }
 }
 
 /// One row of `results.csv`: a variant × model × state.
@@ -53,11 +66,7 @@ struct Row<'a> {
 const BOOTSTRAP_RESAMPLES: usize = 2000;
 
 fn states(config: &CompareConfig) -> Vec<&'static str> {
-    if config.rounds > 0 {
-        vec!["untrained", "trained"]
-    } else {
-        vec!["untrained"]
-    }
+    config.states()
 }
 
 fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
@@ -365,6 +374,7 @@ fn attack_table(
 pub fn write(
     config: &CompareConfig,
     cells: &[Located],
+    missing: &[String],
     out: &Path,
     command: &str,
     train_examples: usize,
@@ -383,29 +393,16 @@ pub fn write(
 
     let mut md = String::from("# synfed compare: privacy of method combinations\n\n");
     let _ = writeln!(md, "Command: `{command}`\n");
-    let _ = writeln!(
-        md,
-        "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every cell \
-         (model initialisation, partition, batches, attacker). Each cell is a federation whose tap \
-         captures clients 0 … {} in round 1 (**untrained**) and, after {} rounds, in round {} \
-         (**trained**); every capture is attacked ({} iterations, {} restart(s)) and scored against \
-         the client's true batch. Values: mean ± 95 % confidence half-width over the K = {} \
-         attacked batches (Student's t); the paired tests below say which differences are real. \
-         Bold: the most private value per column where it differs significantly from `none`.\n",
-        config.data,
-        config.clients,
-        config.split,
-        config.algorithm,
-        config.lr,
-        config.batch_size,
-        config.seed,
-        config.batches - 1,
-        config.rounds,
-        config.rounds + 1,
-        config.attack_iterations,
-        config.attack_restarts,
-        config.batches
-    );
+    if !missing.is_empty() {
+        let _ = writeln!(
+            md,
+            "**Interim report: {} cells are not finished** ({}); the tables below hold the \
+             finished ones.\n",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    md.push_str(&protocol(config));
     let (paired, significant) = paired_tests(config, cells);
     md.push_str("## Attack success\n\n");
     md.push_str(&attack_table(
@@ -468,7 +465,14 @@ pub fn write(
          private value only where it is such a significant difference.\n\n",
     );
     md.push_str(&paired);
-    if config.rounds > 0 {
+    md.push_str(&convergence(cells));
+    if config.paper_table3 {
+        md.push_str(&crate::paper_table3::side_by_side(config, cells));
+    }
+    if config.kind == Kind::Inversion {
+        md.push_str(&held_out_accuracy(config, cells));
+    }
+    if config.kind == Kind::Privacy && config.rounds > 0 {
         let _ = writeln!(
             md,
             "## Utility: test accuracy after {} rounds\n",
@@ -532,7 +536,7 @@ pub fn write(
                 );
             }
         }
-        if config.rounds > 0 {
+        if config.kind == Kind::Privacy && config.rounds > 0 {
             let name = format!("accuracy-{}", m.slug());
             let series: Vec<Series> = cells
                 .iter()
@@ -562,6 +566,173 @@ pub fn write(
     }
     let path = out.join("report.md");
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The paragraph that says how the cells were computed.
+fn protocol(config: &CompareConfig) -> String {
+    let values = format!(
+        "Values: mean ± 95 % confidence half-width over the K = {} attacked batches \\n         (Student's t); the paired tests below say which differences are real. Bold: the most \\n         private value per column where it differs significantly from `none`.",
+        config.batches
+    );
+    match config.kind {
+        Kind::Inversion => {
+            let data = match config.held_out {
+                Some(n) => format!(
+                    "the test split of `{}` only: its images 0 … {} are held out (attacked and \\n                     tested on, never trained on), the rest is the training split",
+                    config.data,
+                    n - 1
+                ),
+                None => format!("`{}`", config.data),
+            };
+            let trained = if config.pretrain_epochs > 0 {
+                format!(
+                    "and after {} epochs of centralized training (SGD with the variant's \\n                     mechanisms, lr {} × the variant's factor, batch {}; **trained**)",
+                    config.pretrain_epochs, config.learning.lr, config.learning.batch_size
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "Protocol of the paper's Table 3 (no federation): data {data}. Each model is \\n                 built from seed {} with the variant's methods and attacked freshly \\n                 initialised (**untrained**) {trained}: the FedSGD gradient of each of K = {} \\n                 consecutive held-out batches of {} images (images 0 … {}) is computed with \\n                 BatchNorm in `{}` mode (`eval` = running statistics, the reference attack's \\n                 protocol; `train` = batch statistics, what federated clients compute), labels \\n                 {}, and inverted ({} iterations, {} restart(s), the reference settings). \\n                 Untrained rows that differ from an earlier row only by I, II or the \
+                 learning rate reuse that row's attacks: before the first step their model, \
+                 gradient and attack are bit-identical (I and II act on optimizer steps). \
+                 {values}\n\n",
+                config.seed,
+                config.batches,
+                config.batch_size,
+                config.batches * config.batch_size - 1,
+                config.bn_mode,
+                if config.expose_labels {
+                    "given to the attacker"
+                } else {
+                    "recovered by the attacker"
+                },
+                config.attack_iterations,
+                config.attack_restarts,
+            )
+        }
+        _ => format!(
+            "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every \\n             cell (model initialisation, partition, batches, attacker). Each cell is a \\n             federation whose tap captures clients 0 … {} in round 1 (**untrained**) and, \\n             after {} rounds, in round {} (**trained**); clients compute with BatchNorm in \\n             `{}` mode; every capture is attacked ({} iterations, {} restart(s)) and scored \\n             against the client's true batch. {values}\n\n",
+            config.data,
+            config.clients,
+            config.split,
+            config.algorithm,
+            config.lr,
+            config.batch_size,
+            config.seed,
+            config.batches - 1,
+            config.rounds,
+            config.rounds + 1,
+            config.bn_mode,
+            config.attack_iterations,
+            config.attack_restarts,
+        ),
+    }
+}
+
+/// Cells whose attacks ended with the objective still falling (more iterations might have
+/// reconstructed more).
+fn convergence(cells: &[Located]) -> String {
+    let mut lines = Vec::new();
+    let mut recorded = 0;
+    for l in cells {
+        let c = &l.result;
+        recorded += c.attacks.iter().filter(|a| a.converged.is_some()).count();
+        let falling: Vec<String> = c
+            .attacks
+            .iter()
+            .filter(|a| a.converged == Some(false))
+            .map(|a| {
+                format!(
+                    "{} {} ({:.1} %)",
+                    a.state,
+                    a.client,
+                    100.0 * a.final_descent.unwrap_or(f64::NAN)
+                )
+            })
+            .collect();
+        if !falling.is_empty() {
+            lines.push(format!(
+                "| {} | {} | {} of {} | {} |",
+                c.model.slug(),
+                c.variant.label,
+                falling.len(),
+                c.attacks.len(),
+                falling.join(", ")
+            ));
+        }
+    }
+    let mut md = String::from("## Convergence of the attacks\n\n");
+    if recorded == 0 {
+        md.push_str("Not recorded for these cells.\n\n");
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "An attack counts as not converged when its objective still fell by more than {:.0} % \\n         over its last quarter of iterations (median of the last 5 % against the 5 % before \\n         that quarter).\n",
+        100.0 * synfed_attack::inversion::STILL_FALLING
+    );
+    if lines.is_empty() {
+        md.push_str("Every attack converged.\n\n");
+    } else {
+        md.push_str("| model | variant | not converged | attacks (fall over the last quarter) |\n|---|---|---:|---|\n");
+        for line in lines {
+            md.push_str(&line);
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+    md
+}
+
+/// `--kind inversion`: the attacked models' accuracy on the held-out images.
+fn held_out_accuracy(config: &CompareConfig, cells: &[Located]) -> String {
+    let mut md = String::from("## Utility: test accuracy of the attacked models\n\n");
+    md.push_str(
+        "On the test split (the held-out images); untrained models sit at chance.\n\n| variant |",
+    );
+    let states = config.states();
+    for m in &config.models {
+        for state in &states {
+            let _ = write!(md, " {} {state} |", m.slug());
+        }
+    }
+    md.push_str(" training time |\n|---|");
+    for _ in 0..config.models.len() * states.len() {
+        md.push_str("---:|");
+    }
+    md.push_str("---:|\n");
+    let mut seen: Vec<&str> = Vec::new();
+    for l in cells {
+        let v = l.result.variant.label.as_str();
+        if seen.contains(&v) {
+            continue;
+        }
+        seen.push(v);
+        let _ = write!(md, "| {v} |");
+        let mut training = 0.0;
+        for m in &config.models {
+            let cell = cells
+                .iter()
+                .find(|x| x.result.variant.label == v && x.result.model.slug() == m.slug());
+            training += cell.and_then(|x| x.result.training_seconds).unwrap_or(0.0);
+            for state in &states {
+                let acc = cell.and_then(|x| match *state {
+                    "untrained" => x.result.untrained_accuracy,
+                    _ => x.result.test_accuracy,
+                });
+                match acc {
+                    Some(a) => {
+                        let _ = write!(md, " {:.2} % |", 100.0 * a);
+                    }
+                    None => md.push_str(" — |"),
+                }
+            }
+        }
+        let _ = writeln!(md, " {:.0} s |", training);
+    }
+    md.push('\n');
+    md
 }
 
 /// The PSNR-by-variant chart (bootstrap 95 % interval whiskers) and the privacy–utility chart;
@@ -644,7 +815,7 @@ fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
     let Some(first) = cells.first() else {
         return Ok(false);
     };
-    let attack_dir = |l: &Located| l.dir.join("attack").join(format!("{state}-client-0"));
+    let attack_dir = |l: &Located| l.first_attack_dir(state);
     let mut rows = vec![row_of(&attack_dir(first), "truth")];
     for l in cells {
         rows.push(row_of(&attack_dir(l), "recon"));

@@ -75,15 +75,6 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// A short name of an opened device, for logs and result files.
-pub fn describe(device: &Device) -> String {
-    match device {
-        Device::Cpu => "cpu".into(),
-        Device::Cuda(_) => "cuda".into(),
-        Device::Metal(_) => "metal".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

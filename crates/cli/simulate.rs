@@ -10,7 +10,6 @@
 //! the embedded MNIST subset, FedSGD, 20 rounds, lr 0.1, batch 8) and the tap on `client-0` in
 //! the first and the last round.
 
-use crate::attack;
 use crate::device::DeviceChoice;
 use crate::progress;
 use crate::serve::summary_line;
@@ -64,7 +63,7 @@ pub struct Args {
 struct AttackRow {
     /// `round-RRRR-CLIENT`.
     name: String,
-    result: Result<attack::Outcome, String>,
+    result: Result<synfed_lab::AttackOutcome, String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -302,12 +301,23 @@ fn attack_captures(
             continue;
         }
         let out = summary.out.join("attack").join(&name);
-        let mut options = attack::Args::for_capture(&capture, &escrow, &out)?;
-        options.iterations = args.attack_iterations;
-        options.seed = seed;
-        options.device = args.device;
+        let options = synfed_lab::AttackOptions {
+            iterations: args.attack_iterations,
+            seed,
+            ..synfed_lab::AttackOptions::default()
+        };
         tracing::info!("attacking {name} ({} iterations)", options.iterations);
-        let result = attack::attack_files(&capture, &escrow, &options, device).map_err(|e| {
+        let described = serde_json::json!({ "federation": summary.run_id, "capture": capture, "escrow": escrow });
+        let result = synfed_lab::attack_files(
+            &options,
+            &capture,
+            &escrow,
+            &out,
+            device,
+            &described,
+            |_, _, _| {},
+        )
+        .map_err(|e| {
             tracing::warn!("the attack on {name} failed: {e:#}");
             format!("{e:#}")
         });

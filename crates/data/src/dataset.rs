@@ -280,6 +280,27 @@ impl Splits {
             normalization,
         })
     }
+
+    /// One split carved in two: its first `held_out` images become the test split (attacked
+    /// and tested on, never trained on), the rest the training split; the normalisation is
+    /// computed on the training part.
+    ///
+    /// The paper's Table 3 trains on CIFAR-100's training set, which is not always at hand;
+    /// carving its test set keeps the trained models' training images apart from the
+    /// attacked ones.
+    pub fn held_out(whole: &Dataset, held_out: usize) -> Result<Self> {
+        if held_out == 0 || held_out >= whole.len() {
+            return Err(DataError::InvalidDataset {
+                reason: format!(
+                    "cannot hold out {held_out} of {} images: both parts must be non-empty",
+                    whole.len()
+                ),
+            });
+        }
+        let test: Vec<usize> = (0..held_out).collect();
+        let train: Vec<usize> = (held_out..whole.len()).collect();
+        Self::new(whole.subset(&train)?, whole.subset(&test)?)
+    }
 }
 
 #[cfg(test)]
@@ -422,5 +443,20 @@ mod tests {
         let other =
             Dataset::new("o", ImageShape::new(2, 2, 2), vec![0; 8], vec![0], names(3)).unwrap();
         assert!(Splits::new(train, other).is_err());
+    }
+
+    #[test]
+    fn held_out_takes_the_first_images_as_test() {
+        let whole = tiny();
+        let splits = Splits::held_out(&whole, 1).unwrap();
+        assert_eq!(splits.test.labels(), &[0]);
+        assert_eq!(splits.test.pixels(), whole.image(0).unwrap());
+        assert_eq!(splits.train.labels(), &[1, 1]);
+        assert_eq!(splits.train.pixels(), &whole.pixels()[8..]);
+        // normalised on the training part only: R plane of images 1, 2 = 10..14, 20..24
+        let mean_r = (10..14).chain(20..24).sum::<u32>() as f32 / 8.0 / 255.0;
+        assert!((splits.normalization.mean[0] - mean_r).abs() < 1e-6);
+        assert!(Splits::held_out(&whole, 0).is_err());
+        assert!(Splits::held_out(&whole, 3).is_err());
     }
 }

@@ -82,6 +82,22 @@ impl DatasetName {
         }
     }
 
+    /// Loads only the test split (what [`Splits::held_out`] carves; CIFAR-100 here has no
+    /// `train.bin`).
+    pub fn load_test(self, data_dir: Option<&Path>) -> Result<Dataset> {
+        let dir = || {
+            data_dir.ok_or(DataError::DataDirRequired {
+                name: self.as_str(),
+            })
+        };
+        match self {
+            Self::Mnist => load_mnist_test(dir()?),
+            Self::Cifar10 => load_cifar10_test(dir()?),
+            Self::Cifar100 => load_cifar100_test(dir()?),
+            Self::DemoMnist | Self::DemoCifar10 => Ok(self.load(None)?.test),
+        }
+    }
+
     /// `mnist, cifar10, …` for error messages.
     pub(crate) fn valid_names() -> String {
         Self::ALL.map(Self::as_str).join(", ")
@@ -215,6 +231,48 @@ fn load_mnist(root: &Path) -> Result<Splits> {
         idx::mnist("mnist/train", file(0), file(1))?,
         idx::mnist("mnist/test", file(2), file(3))?,
     )
+}
+
+fn load_mnist_test(root: &Path) -> Result<Dataset> {
+    let locator = Locator::new(DatasetName::Mnist, root, &["mnist", "MNIST/raw"])?;
+    let paths = [MNIST_TEST_IMAGES, MNIST_TEST_LABELS]
+        .iter()
+        .map(|spellings| locator.find(spellings))
+        .collect::<Result<Vec<_>>>()?;
+    let contents = read_files(&paths)?;
+    let file = |i: usize| IdxFile {
+        bytes: &contents[i],
+        path: &paths[i],
+    };
+    idx::mnist("mnist/test", file(0), file(1))
+}
+
+fn load_cifar10_test(root: &Path) -> Result<Dataset> {
+    let locator = Locator::new(
+        DatasetName::Cifar10,
+        root,
+        &["cifar10", "cifar-10-batches-bin"],
+    )?;
+    let test_path = locator.find(&[CIFAR10_TEST])?;
+    let class_names = match sibling(&test_path, CIFAR10_NAMES) {
+        Some(path) => read_class_names(&path, cifar::CIFAR10_CLASSES.len())?,
+        None => cifar::cifar10_class_names(),
+    };
+    read_cifar("cifar10/test", Layout::Cifar10, &[test_path], class_names)
+}
+
+fn load_cifar100_test(root: &Path) -> Result<Dataset> {
+    let locator = Locator::new(
+        DatasetName::Cifar100,
+        root,
+        &["cifar100", "cifar-100-binary"],
+    )?;
+    let test_path = locator.find(&[CIFAR100_TEST])?;
+    let class_names = match sibling(&test_path, CIFAR100_NAMES) {
+        Some(path) => read_class_names(&path, cifar::CIFAR100_FINE)?,
+        None => cifar::numbered_class_names(cifar::CIFAR100_FINE),
+    };
+    read_cifar("cifar100/test", Layout::Cifar100, &[test_path], class_names)
 }
 
 fn load_cifar10(root: &Path) -> Result<Splits> {
@@ -509,6 +567,10 @@ mod tests {
             matches!(err, DataError::MissingSplit { split: "train", .. }),
             "{err}"
         );
+        // ... but its test split alone loads (what a held-out split carves)
+        let test = DatasetName::Cifar100.load_test(Some(root.path())).unwrap();
+        assert_eq!(test.labels(), &[2]);
+        assert_eq!(test.num_classes(), 100);
         let msg = err.to_string();
         assert!(
             msg.starts_with("cifar100: the train split is missing"),
@@ -564,6 +626,22 @@ mod tests {
         write(&root.path().join(CIFAR100_NAMES), names.as_bytes());
         let splits = load("cifar100", Some(root.path())).unwrap();
         assert_eq!(splits.test.class_names()[99], "name99");
+    }
+
+    #[test]
+    fn test_split_alone() {
+        let root = tempfile::tempdir().unwrap();
+        mnist_files(root.path(), false, false);
+        let splits = load("mnist", Some(root.path())).unwrap();
+        let test = DatasetName::Mnist.load_test(Some(root.path())).unwrap();
+        assert_eq!(test.labels(), splits.test.labels());
+        assert_eq!(test.pixels(), splits.test.pixels());
+        let demo = DatasetName::DemoMnist.load_test(None).unwrap();
+        assert_eq!(demo.len(), crate::DEMO_TEST_LEN);
+        assert!(matches!(
+            DatasetName::Cifar10.load_test(None),
+            Err(DataError::DataDirRequired { .. })
+        ));
     }
 
     #[test]

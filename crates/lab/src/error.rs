@@ -35,6 +35,23 @@ pub enum LabError {
     Model(Box<synfed_models::ModelError>),
     #[error(transparent)]
     Synapse(Box<synfed_synapse::SynapseError>),
+    #[error(transparent)]
+    Attack(Box<synfed_attack::AttackError>),
+    #[error(transparent)]
+    Wire(Box<synfed_wire::WireError>),
+    #[error("tensor operation: {0}")]
+    Tensor(Box<candle_core::Error>),
+}
+
+impl LabError {
+    /// An I/O failure to `action` the file or folder `path`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LabError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 macro_rules! boxed_from {
@@ -51,7 +68,10 @@ boxed_from!(
     Server(synfed_server::ServerError),
     Data(synfed_data::DataError),
     Model(synfed_models::ModelError),
-    Synapse(synfed_synapse::SynapseError)
+    Synapse(synfed_synapse::SynapseError),
+    Attack(synfed_attack::AttackError),
+    Wire(synfed_wire::WireError),
+    Tensor(candle_core::Error)
 );
 
 /// Result alias of the experiment layer.

@@ -8,11 +8,15 @@
 //! the one implementation behind `synfed simulate`, every cell of `synfed compare`, the
 //! end-to-end tests and the federation benchmark.
 
+pub mod attacking;
+pub mod centralized_inversion;
 pub mod error;
 pub mod simulation;
 pub mod statistics;
 pub mod training;
 
+pub use attacking::{attack_and_write, attack_files, capture_batch, AttackOptions, AttackOutcome};
+pub use centralized_inversion::{BatchAttack, CentralizedInversion, Pretraining, StudyState};
 pub use error::{LabError, Result};
 pub use simulation::{simulate, Fleet, Simulated};
 pub use training::{train, TrainingConfig, TrainingProgress, TrainingSummary};

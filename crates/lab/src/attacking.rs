@@ -1,0 +1,344 @@
+//! One gradient-inversion attack as synfed runs it, from a capture to files a researcher can
+//! read: the one implementation behind `synfed attack`, every attack of `synfed simulate` and
+//! `synfed compare`.
+//!
+//! [`capture_batch`] plays a FedSGD client on a chosen batch and writes what a server's tap
+//! would intercept (the capture) and what only the scorer may read (the escrow);
+//! [`attack_and_write`] inverts a capture, scores it against its escrow and writes
+//! `metrics.json`, `trace.csv` (trial, iteration, objective, distance, tv, lr), `truth_XX.png`,
+//! `recon_XX.png` and `grid.png` (truth row above the matched reconstruction row, upscaled with
+//! nearest neighbours). Every attack also records whether its objective was still falling when
+//! its iterations ran out ([`synfed_attack::inversion::STILL_FALLING`]): a cell whose attacks
+//! did not converge says less about the model than about the attack's budget.
+
+use crate::error::{LabError, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+use synfed_attack::inversion::{InversionConfig, TraceRow};
+use synfed_attack::objective::{Distance, LayerWeighting};
+use synfed_attack::pipeline::{attack_capture, AttackConfig};
+use synfed_attack::scoring::{score, Scores};
+use synfed_attack::{save_grid, save_image, Image};
+use synfed_data::{Dataset, Normalization};
+use synfed_models::Model;
+use synfed_synapse::Mode;
+use synfed_wire::{Capture, CaptureMeta, Escrow, EscrowMeta};
+
+/// How an attack runs (defaults: the reference implementation's, Geiping et al.).
+#[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttackOptions {
+    #[arg(long, default_value_t = 4800)]
+    pub iterations: usize,
+    /// Trials from different initial noise; the one with the lowest gradient distance wins.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// Weight of total variation.
+    #[arg(long, default_value_t = 1e-4)]
+    pub tv: f64,
+    /// Adam learning rate on the images.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// cosine (Geiping et al.) or l2 (DLG).
+    #[arg(long, default_value = "cosine")]
+    #[serde(with = "as_text")]
+    pub distance: Distance,
+    /// equal, linear or exp weighting of the layers in the objective.
+    #[arg(long, default_value = "equal")]
+    #[serde(with = "as_text")]
+    pub weighting: LayerWeighting,
+    /// Seed of the attack's initial noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Default for AttackOptions {
+    fn default() -> Self {
+        let reference = InversionConfig::default();
+        Self {
+            iterations: reference.iterations,
+            restarts: reference.restarts,
+            tv: reference.tv,
+            lr: reference.lr,
+            distance: reference.distance,
+            weighting: reference.weighting,
+            seed: 1,
+        }
+    }
+}
+
+/// Serialises a `Display + FromStr` value as its text (`"cosine"`).
+mod as_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl AttackOptions {
+    fn config(&self) -> AttackConfig {
+        AttackConfig {
+            inversion: InversionConfig {
+                iterations: self.iterations,
+                restarts: self.restarts,
+                lr: self.lr,
+                tv: self.tv,
+                distance: self.distance,
+                weighting: self.weighting,
+                seed: self.seed,
+                ..InversionConfig::default()
+            },
+            use_exposed_labels: true,
+        }
+    }
+}
+
+/// What one attack achieved.
+#[derive(Clone, Debug)]
+pub struct AttackOutcome {
+    pub scores: Scores,
+    pub seconds: f64,
+    /// Relative fall of the best trial's objective over its last quarter of iterations.
+    pub final_descent: f64,
+    /// Whether that fall is at most [`synfed_attack::inversion::STILL_FALLING`].
+    pub converged: bool,
+}
+
+#[derive(Serialize)]
+struct Metrics<'a, C: Serialize> {
+    command: String,
+    /// The caller's description of the attack (its command-line arguments, a cell).
+    args: &'a C,
+    options: &'a AttackOptions,
+    #[serde(flatten)]
+    scores: &'a Scores,
+    labels: Vec<u32>,
+    true_labels: Vec<u32>,
+    labels_recovered: bool,
+    /// Per true image, the index of the reconstruction matched to it.
+    assignment: Vec<usize>,
+    /// BatchNorm statistics the client computed with (and the attacker replays).
+    mode: Mode,
+    iterations: usize,
+    restarts: usize,
+    /// Final gradient distance of each trial; the best is the lowest.
+    trials: Vec<f64>,
+    best_trial: usize,
+    final_descent: f64,
+    converged: bool,
+    seconds: f64,
+    device: String,
+}
+
+/// `cpu`, `cuda` or `metal`, as results record the device.
+pub fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+/// Attacks `capture`, scores it against `escrow` and writes the results to `out` (see the
+/// module docs). `args` is recorded in `metrics.json` as the caller's description;
+/// `on_iteration(trial, iteration, objective)` reports progress.
+pub fn attack_and_write(
+    options: &AttackOptions,
+    capture: &Capture,
+    escrow: &Escrow,
+    out: &Path,
+    device: &Device,
+    args: &impl Serialize,
+    on_iteration: impl FnMut(usize, usize, f64),
+) -> Result<AttackOutcome> {
+    escrow.check_matches(&capture.meta)?;
+    std::fs::create_dir_all(out).map_err(|e| LabError::io("create", out, e))?;
+    let started = Instant::now();
+    let attack = attack_capture(capture, &options.config(), device, on_iteration)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let meta = &capture.meta;
+    let true_labels = escrow.labels_vec()?;
+    let best = attack.reconstruction.best();
+    let scores = score(
+        &attack.model,
+        meta.mode,
+        &best.images,
+        &escrow.images,
+        &meta.normalization,
+        &attack.labels,
+        &true_labels,
+    )?;
+    let final_descent = attack.reconstruction.final_descent();
+    let converged = attack.reconstruction.converged();
+    let metrics = Metrics {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        args,
+        options,
+        scores: &scores,
+        labels: attack.labels.clone(),
+        true_labels,
+        labels_recovered: attack.labels_recovered,
+        assignment: scores.images.iter().map(|i| i.reconstruction).collect(),
+        mode: meta.mode,
+        iterations: options.iterations,
+        restarts: options.restarts.max(1),
+        trials: attack
+            .reconstruction
+            .trials
+            .iter()
+            .map(|t| t.distance)
+            .collect(),
+        best_trial: attack.reconstruction.best,
+        final_descent,
+        converged,
+        seconds,
+        device: describe_device(device),
+    };
+    let path = out.join("metrics.json");
+    let text = serde_json::to_string_pretty(&metrics)
+        .map_err(|e| LabError::Config(format!("serialising the metrics: {e}")))?;
+    std::fs::write(&path, text + "\n").map_err(|e| LabError::io("write", &path, e))?;
+    write_trace(&out.join("trace.csv"), &attack.reconstruction.trace)?;
+    write_pictures(out, &scores, &best.images, &escrow.images, meta)?;
+    tracing::info!(
+        "PSNR {:.2} dB, SSIM {:.3}, MSE {:.5}, normalised MSE {:.4}, label accuracy {:.0}%{} in {seconds:.1} s; results in {}",
+        scores.psnr,
+        scores.ssim,
+        scores.mse,
+        scores.mse_normalized,
+        100.0 * scores.label_accuracy,
+        if converged { "" } else { " (objective still falling)" },
+        out.display()
+    );
+    Ok(AttackOutcome {
+        scores,
+        seconds,
+        final_descent,
+        converged,
+    })
+}
+
+/// Loads a capture and its escrow from files and attacks them ([`attack_and_write`]).
+pub fn attack_files(
+    options: &AttackOptions,
+    capture: &Path,
+    escrow: &Path,
+    out: &Path,
+    device: &Device,
+    args: &impl Serialize,
+    on_iteration: impl FnMut(usize, usize, f64),
+) -> Result<AttackOutcome> {
+    let capture = Capture::load(capture, device)?;
+    let escrow = Escrow::load(escrow, device)?;
+    attack_and_write(options, &capture, &escrow, out, device, args, on_iteration)
+}
+
+/// Plays a FedSGD client on the images `indices` of `data`: the gradient of their loss at
+/// `model`'s weights, with BatchNorm in `mode` (`Train`: batch statistics, as synfed's
+/// federated clients compute, without drifting the running statistics; `Eval`: running
+/// statistics, the reference attack's protocol). Returns the capture a tap would write (with
+/// the labels when `expose_labels`) and its escrow (the true batch).
+pub fn capture_batch(
+    model: &Model,
+    data: &Dataset,
+    normalization: &Normalization,
+    indices: &[usize],
+    mode: Mode,
+    expose_labels: bool,
+    client: &str,
+) -> Result<(Capture, Escrow)> {
+    if indices.is_empty() {
+        return Err(LabError::Config("the attacked batch is empty".into()));
+    }
+    let (x, y) = data.batch(indices, normalization, model.device(), DType::F32)?;
+    let computed = match mode {
+        Mode::Train | Mode::TrainFrozenStats => Mode::TrainFrozenStats,
+        Mode::Eval => Mode::Eval,
+    };
+    let update = model.gradients(&x, &y, computed)?;
+    let labels = y.to_vec1::<u32>()?;
+    let mut meta = CaptureMeta::fedsgd(
+        model.spec().clone(),
+        0,
+        client,
+        indices.len(),
+        normalization.clone(),
+        expose_labels.then(|| labels.clone()),
+    );
+    meta.mode = match mode {
+        Mode::Eval => Mode::Eval,
+        _ => Mode::Train,
+    };
+    let capture = Capture::new(meta, model, update)?;
+    let escrow = Escrow::new(
+        EscrowMeta {
+            round: 0,
+            client: client.into(),
+        },
+        &x,
+        &y,
+    )?;
+    Ok((capture, escrow))
+}
+
+fn write_trace(path: &Path, trace: &[TraceRow]) -> Result<()> {
+    let io = |e| LabError::io("write", path, e);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    writeln!(file, "trial,iteration,objective,distance,tv,lr").map_err(io)?;
+    for r in trace {
+        writeln!(
+            file,
+            "{},{},{:.8},{:.8},{:.8},{:e}",
+            r.trial, r.iteration, r.objective, r.distance, r.tv, r.lr
+        )
+        .map_err(io)?;
+    }
+    file.flush().map_err(io)
+}
+
+/// Truth and matched reconstructions as PNGs: one file per image and a two-row grid.
+fn write_pictures(
+    out: &Path,
+    scores: &Scores,
+    recon: &Tensor,
+    truth: &Tensor,
+    meta: &CaptureMeta,
+) -> Result<()> {
+    let shown = |x: &Tensor| -> Result<Vec<Image>> {
+        let x = meta
+            .normalization
+            .denormalize(&x.to_dtype(DType::F32)?)?
+            .clamp(0f32, 1f32)?;
+        Ok(Image::batch_from_tensor(&x)?)
+    };
+    let truth = shown(truth)?;
+    let recon = shown(recon)?;
+    let matched: Vec<Image> = scores
+        .images
+        .iter()
+        .map(|i| recon[i.reconstruction].clone())
+        .collect();
+    let scale = (96 / meta.spec.input.height.max(1)).max(1) as u32;
+    for (k, (t, r)) in truth.iter().zip(&matched).enumerate() {
+        save_image(t, out.join(format!("truth_{k:02}.png")), scale)?;
+        save_image(r, out.join(format!("recon_{k:02}.png")), scale)?;
+    }
+    save_grid(&[truth, matched], out.join("grid.png"), scale)?;
+    Ok(())
+}
