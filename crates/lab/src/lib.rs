@@ -1,7 +1,10 @@
 //! Experiments built on the federation: the layer between the libraries that make up a
 //! federated run (data, models, client, server, attack) and the `synfed` binary.
 //!
-//! [`training`] is centralized k-fold training with the paper's learning-speed measure, behind
+//! [`attacking`] is one attack as synfed runs it (a FedSGD capture of a chosen batch, the
+//! inversion, its scores and files), behind `synfed attack`, `simulate` and `compare`;
+//! [`centralized_inversion`] is the paper's Table 3 protocol (a centrally built, optionally
+//! trained model attacked on fixed held-out batches). [`training`] is centralized k-fold training with the paper's learning-speed measure, behind
 //! `synfed train` and `synfed compare --kind learning`. [`statistics`] holds what a comparison
 //! may claim from paired attack outcomes (medians, bootstrap intervals, success rates,
 //! Wilcoxon's signed-rank test, Holm's correction). [`simulation`] runs a whole federation — a gRPC server and its clients — in one process,
