@@ -14,7 +14,8 @@ use synfed_lab::statistics::{
     bootstrap_mean_interval, holm, wilcoxon_signed_rank, Interval, Spread, SuccessRate,
 };
 use synfed_report::{
-    write_png, write_svg, BarSeries, ErrorBarChart, LineChart, ScatterChart, ScatterPoint, Series,
+    write_png, write_svg, BarSeries, ErrorBarChart, ImageGrid, LineChart, ScatterChart,
+    ScatterPoint, Series,
 };
 
 /// A finished cell and the folder it was computed in.
@@ -520,7 +521,7 @@ pub fn write(
         md.push_str(&plots(config, cells, &pictures)?);
     }
 
-    md.push_str("## Pictures\n\nThe batch of client 0 (top row) and its reconstruction under each variant (rows below, in the tables' order; for batches of one image: the truth first, then one column per variant in that order).\n\n");
+    md.push_str("## Pictures\n\nThe batch of client 0 (top row, labelled `truth`) and its reconstruction under each variant (one row below it per variant, labelled with the variant; for batches of one image: one labelled column each, the truth first).\n\n");
     for m in &config.models {
         for state in states(config) {
             let name = format!("grid-{}-{state}.png", m.slug());
@@ -801,8 +802,10 @@ fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<S
     Ok("## Plots\n\n![PSNR by variant](pictures/psnr.png)\n\n![privacy against utility](pictures/privacy_utility.png)\n\n".into())
 }
 
-/// Truth row + one reconstruction row per cell, from the cells' attack PNGs of client 0 in
-/// `state`. Returns false when there is nothing to show.
+/// The labelled grid of client 0's batch in `state`: a `truth` row, then one row per cell
+/// labelled with its variant, from the cells' attack PNGs (for batches of one image: one
+/// labelled column each instead). Rows without pictures and pictures of another size than the
+/// first are left out. Returns false when there is nothing to show.
 fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
     let load = |p: PathBuf| -> Option<image::RgbImage> { image::open(p).ok().map(|i| i.to_rgb8()) };
     let row_of = |dir: &Path, prefix: &str| -> Vec<image::RgbImage> {
@@ -816,40 +819,34 @@ fn compose_grid(cells: &[&Located], state: &str, path: &Path) -> Result<bool> {
         return Ok(false);
     };
     let attack_dir = |l: &Located| l.first_attack_dir(state);
-    let mut rows = vec![row_of(&attack_dir(first), "truth")];
+    let mut rows = vec![("truth".to_string(), row_of(&attack_dir(first), "truth"))];
     for l in cells {
-        rows.push(row_of(&attack_dir(l), "recon"));
+        rows.push((
+            l.result.variant.label.clone(),
+            row_of(&attack_dir(l), "recon"),
+        ));
     }
-    // batches of one image: one row (truth, then a column per variant) reads better
-    if rows.iter().all(|r| r.len() == 1) {
-        rows = vec![rows.into_iter().flatten().collect()];
-    }
-    let Some(tile) = rows.iter().flatten().next() else {
+    let Some(size) = rows
+        .iter()
+        .flat_map(|(_, r)| r.first())
+        .map(|i| i.dimensions())
+        .next()
+    else {
         return Ok(false);
     };
-    let (w, h) = tile.dimensions();
-    let gap = 2;
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
-    let mut canvas = image::RgbImage::from_pixel(
-        columns * (w + gap) + gap,
-        rows.len() as u32 * (h + gap) + gap,
-        image::Rgb([255, 255, 255]),
-    );
-    for (r, row) in rows.iter().enumerate() {
-        for (c, img) in row.iter().enumerate() {
-            if img.dimensions() == (w, h) {
-                image::imageops::replace(
-                    &mut canvas,
-                    img,
-                    (gap + c as u32 * (w + gap)) as i64,
-                    (gap + r as u32 * (h + gap)) as i64,
-                );
-            }
-        }
+    for (_, row) in &mut rows {
+        row.retain(|i| i.dimensions() == size);
     }
-    canvas
-        .save(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    rows.retain(|(_, row)| !row.is_empty());
+    let title = format!("{} {state}", first.result.model.slug());
+    // batches of one image: one row of labelled columns (truth, then each variant) reads better
+    let grid = if rows.iter().all(|(_, r)| r.len() == 1) {
+        ImageGrid::columns(title, rows)
+    } else {
+        ImageGrid::new(title, rows)
+    };
+    let (width, height) = grid.size();
+    write_png(&grid, path, width, height)?;
     Ok(true)
 }
 

@@ -38,7 +38,7 @@ fn wrap_in_two(label: &str, width: &impl Fn(&str) -> u32) -> Option<(String, Str
 }
 
 /// Cuts `label` (adding "…") until `width` of it is at most `max`.
-fn truncate_to(label: &str, max: u32, width: &impl Fn(&str) -> u32) -> String {
+pub(crate) fn truncate_to(label: &str, max: u32, width: &impl Fn(&str) -> u32) -> String {
     if width(label) <= max {
         return label.to_string();
     }

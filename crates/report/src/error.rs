@@ -53,6 +53,34 @@ pub enum PlotError {
         series: usize,
         count: usize,
     },
+    #[error("cannot plot {}: the image grid has no rows", path.display())]
+    NoRows { path: PathBuf },
+    #[error("cannot plot {}: row {label:?} of the image grid has no images", path.display())]
+    EmptyRow { path: PathBuf, label: String },
+    #[error(
+        "cannot plot {}: image {index} of row {label:?} is {width}x{height}, but the grid's tiles are {expected_width}x{expected_height} (all tiles need one size, and at least one pixel)",
+        path.display()
+    )]
+    TileSize {
+        path: PathBuf,
+        label: String,
+        index: usize,
+        width: u32,
+        height: u32,
+        expected_width: u32,
+        expected_height: u32,
+    },
+    #[error(
+        "cannot plot {}: the image grid needs {needed_width}x{needed_height} pixels, but the image is {width}x{height}",
+        path.display()
+    )]
+    AreaTooSmall {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        needed_width: u32,
+        needed_height: u32,
+    },
     #[error(
         "cannot plot {}: image size {width}x{height} is outside {MIN_WIDTH}x{MIN_HEIGHT} ..= {MAX_SIDE}x{MAX_SIDE}",
         path.display()

@@ -1,8 +1,11 @@
 //! Charts for synfed's reports, written as PNG or SVG: line charts of learning curves
 //! (accuracy, loss, attack success … per round, [`LineChart`]), means with confidence
 //! whiskers per category ([`ErrorBarChart`], e.g. reconstruction PSNR by method set) and
-//! labelled scatter plots ([`ScatterChart`], e.g. the privacy–utility plot). All three
-//! implement [`Chart`], so [`write_png`] and [`write_svg`] take any of them.
+//! labelled scatter plots ([`ScatterChart`], e.g. the privacy–utility plot), and labelled grids
+//! of images ([`ImageGrid`], e.g. an attacked batch and its reconstruction under every variant,
+//! one labelled row each, tiles upscaled crisply). All four implement [`Chart`], so
+//! [`write_png`] and [`write_svg`] take any of them; a grid's size follows from its content
+//! ([`ImageGrid::size`]).
 //!
 //! Why this crate exists and how it is built:
 //!
@@ -23,7 +26,8 @@
 //!   Error-bar and scatter charts summarise experiments where a cell may be missing or
 //!   undefined, so there missing and non-finite values are left out (and an empty chart
 //!   renders as an empty frame); only inconsistent input (more values than groups, a point of
-//!   an unnamed series) or an unusable size is an error.
+//!   an unnamed series) or an unusable size is an error. An image grid without rows, a row
+//!   without images or tiles of different sizes is an error too.
 //! * **Legends never hide data** in error-bar and scatter charts: they sit in centred rows
 //!   between the title and the plot. Category names that do not fit side by side are shrunk,
 //!   wrapped in two lines or set vertically; point annotations go where they cover the fewest
@@ -37,13 +41,14 @@
 //! `error`, `style` (font, palette, markers, scale), `axis` (ranges, ticks, clipping, the
 //! axes' look), `legend`, `categories` (category labels under an error-bar chart),
 //! `annotation` (placing point labels), and one file per chart kind: `line`, `error_bar`,
-//! `scatter`.
+//! `scatter`, `image_grid`.
 
 mod annotation;
 mod axis;
 mod categories;
 mod error;
 mod error_bar;
+mod image_grid;
 mod legend;
 mod line;
 mod output;
@@ -54,6 +59,7 @@ mod test_support;
 
 pub use error::PlotError;
 pub use error_bar::{BarSeries, ErrorBarChart};
+pub use image_grid::{GridLayout, ImageGrid, MAX_LABEL_WIDTH, MIN_TILE_SIDE, TILE_GAP};
 pub use line::{LineChart, Series, MARKER_MAX_POINTS};
 pub use output::{
     render_png, render_svg, write_png, write_svg, Chart, MAX_SIDE, MIN_HEIGHT, MIN_WIDTH,

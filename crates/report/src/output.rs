@@ -19,8 +19,8 @@ pub const MIN_HEIGHT: u32 = 150;
 pub const MAX_SIDE: u32 = 8192;
 
 /// A chart that can be written with [`write_png`] and [`write_svg`]:
-/// [`LineChart`](crate::LineChart), [`ErrorBarChart`](crate::ErrorBarChart) and
-/// [`ScatterChart`](crate::ScatterChart).
+/// [`LineChart`](crate::LineChart), [`ErrorBarChart`](crate::ErrorBarChart),
+/// [`ScatterChart`](crate::ScatterChart) and [`ImageGrid`](crate::ImageGrid).
 pub trait Chart {
     /// Checks the chart's data and draws it onto `root`, the whole image.
     /// Errors name `path`, the file the chart is meant for; nothing is
