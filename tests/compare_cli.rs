@@ -135,6 +135,9 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         "pictures/grid-mlp-w16-untrained.png",
         "### mlp-w16 untrained: against `none` on the same batches",
         "### mlp-w16 trained: against `none` on the same batches",
+        "### Against the matched controls",
+        "### mlp-w16 trained: against `none lr×2` on the same batches",
+        "### mlp-w16 untrained: against `none width/2` on the same batches",
     ] {
         assert!(report.contains(needle), "report.md lacks `{needle}`");
     }
@@ -144,7 +147,8 @@ fn a_tiny_comparison_writes_tables_pictures_and_plots() {
         .lines()
         .filter(|l| l.starts_with("| III |") && l.contains("/2 ("))
         .collect();
-    assert_eq!(paired.len(), 2, "{report}");
+    // against none, none lr×2 and none width/2, untrained and trained
+    assert_eq!(paired.len(), 6, "{report}");
     for line in paired {
         assert!(line.ends_with("| no detectable difference |"), "{line}");
         assert!(
