@@ -68,11 +68,7 @@ impl DatasetName {
     ///
     /// File-backed data sets need `data_dir`; embedded ones ignore it.
     pub fn load(self, data_dir: Option<&Path>) -> Result<Splits> {
-        let dir = || {
-            data_dir.ok_or(DataError::DataDirRequired {
-                name: self.as_str(),
-            })
-        };
+        let dir = || self.required_dir(data_dir);
         match self {
             Self::Mnist => load_mnist(dir()?),
             Self::Cifar10 => load_cifar10(dir()?),
@@ -85,17 +81,20 @@ impl DatasetName {
     /// Loads only the test split (what [`Splits::held_out`] carves; CIFAR-100 here has no
     /// `train.bin`).
     pub fn load_test(self, data_dir: Option<&Path>) -> Result<Dataset> {
-        let dir = || {
-            data_dir.ok_or(DataError::DataDirRequired {
-                name: self.as_str(),
-            })
-        };
+        let dir = || self.required_dir(data_dir);
         match self {
             Self::Mnist => load_mnist_test(dir()?),
             Self::Cifar10 => load_cifar10_test(dir()?),
             Self::Cifar100 => load_cifar100_test(dir()?),
             Self::DemoMnist | Self::DemoCifar10 => Ok(self.load(None)?.test),
         }
+    }
+
+    /// The data directory a file-backed data set needs.
+    fn required_dir(self, data_dir: Option<&Path>) -> Result<&Path> {
+        data_dir.ok_or(DataError::DataDirRequired {
+            name: self.as_str(),
+        })
     }
 
     /// `mnist, cifar10, …` for error messages.
@@ -254,11 +253,24 @@ fn load_cifar10_test(root: &Path) -> Result<Dataset> {
         &["cifar10", "cifar-10-batches-bin"],
     )?;
     let test_path = locator.find(&[CIFAR10_TEST])?;
-    let class_names = match sibling(&test_path, CIFAR10_NAMES) {
-        Some(path) => read_class_names(&path, cifar::CIFAR10_CLASSES.len())?,
-        None => cifar::cifar10_class_names(),
-    };
+    let class_names = cifar10_class_names(&test_path)?;
     read_cifar("cifar10/test", Layout::Cifar10, &[test_path], class_names)
+}
+
+/// CIFAR-10's class names from `batches.meta.txt` beside `file`, else the official ones.
+fn cifar10_class_names(file: &Path) -> Result<Vec<String>> {
+    match sibling(file, CIFAR10_NAMES) {
+        Some(path) => read_class_names(&path, cifar::CIFAR10_CLASSES.len()),
+        None => Ok(cifar::cifar10_class_names()),
+    }
+}
+
+/// CIFAR-100's fine class names from `fine_label_names.txt` beside `file`, else numbered.
+fn cifar100_class_names(file: &Path) -> Result<Vec<String>> {
+    match sibling(file, CIFAR100_NAMES) {
+        Some(path) => read_class_names(&path, cifar::CIFAR100_FINE),
+        None => Ok(cifar::numbered_class_names(cifar::CIFAR100_FINE)),
+    }
 }
 
 fn load_cifar100_test(root: &Path) -> Result<Dataset> {
@@ -268,10 +280,7 @@ fn load_cifar100_test(root: &Path) -> Result<Dataset> {
         &["cifar100", "cifar-100-binary"],
     )?;
     let test_path = locator.find(&[CIFAR100_TEST])?;
-    let class_names = match sibling(&test_path, CIFAR100_NAMES) {
-        Some(path) => read_class_names(&path, cifar::CIFAR100_FINE)?,
-        None => cifar::numbered_class_names(cifar::CIFAR100_FINE),
-    };
+    let class_names = cifar100_class_names(&test_path)?;
     read_cifar("cifar100/test", Layout::Cifar100, &[test_path], class_names)
 }
 
@@ -287,10 +296,7 @@ fn load_cifar10(root: &Path) -> Result<Splits> {
         .map(|name| locator.find(&[name]))
         .collect::<Result<Vec<_>>>()?;
     let test_path = locator.find(&[CIFAR10_TEST])?;
-    let class_names = match sibling(&test_path, CIFAR10_NAMES) {
-        Some(path) => read_class_names(&path, cifar::CIFAR10_CLASSES.len())?,
-        None => cifar::cifar10_class_names(),
-    };
+    let class_names = cifar10_class_names(&test_path)?;
     Splits::new(
         read_cifar(
             "cifar10/train",
@@ -335,10 +341,7 @@ fn load_cifar100(root: &Path) -> Result<Splits> {
         present: train_path.clone(),
         searched,
     })?;
-    let class_names = match sibling(&train_path, CIFAR100_NAMES) {
-        Some(path) => read_class_names(&path, cifar::CIFAR100_FINE)?,
-        None => cifar::numbered_class_names(cifar::CIFAR100_FINE),
-    };
+    let class_names = cifar100_class_names(&train_path)?;
     Splits::new(
         read_cifar(
             "cifar100/train",
