@@ -166,3 +166,77 @@ fn mismatched_or_missing_inputs_are_clear_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn analytic_attack_recovers_one_digit_exactly_and_records_the_attack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("analytic");
+    let out = synfed(&[
+        "attack",
+        "--attack",
+        "analytic",
+        "--model",
+        "mlp",
+        "--data",
+        "demo-mnist",
+        "--batch-size",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = metrics(&dir);
+    assert_eq!(m["attack"], "analytic");
+    assert_eq!(m["options"]["attack"], "analytic");
+    assert_eq!(m["iterations"], 0);
+    // an exact reconstruction has infinite PSNR, written as null
+    let psnr = &m["psnr"];
+    assert!(
+        psnr.is_null() || psnr.as_f64().is_some_and(|p| p > 60.0),
+        "PSNR {psnr}"
+    );
+    assert!(m["ssim"].as_f64().unwrap() > 0.999, "{}", m["ssim"]);
+    assert!(dir.join("grid.png").exists());
+    // a bad attack name is refused with the valid ones
+    let out = synfed(&[
+        "attack",
+        "--attack",
+        "gradinv",
+        "--model",
+        "mlp",
+        "--data",
+        "demo-mnist",
+        "--out",
+        tmp.path().join("bad").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("gradinv") && err.contains("analytic"),
+        "{err}"
+    );
+    // a convolutional first layer is a clear error, not a panic
+    let out = synfed(&[
+        "attack",
+        "--attack",
+        "analytic",
+        "--model",
+        "lenet",
+        "--width",
+        "4",
+        "--data",
+        "demo-cifar10",
+        "--out",
+        tmp.path().join("lenet").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("fully connected first layer")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+}

@@ -200,6 +200,23 @@ pub enum AttackError {
     BadOption(String),
     #[error("the reconstruction diverged (objective not finite) in trial {trial} at iteration {iteration}")]
     Diverged { trial: usize, iteration: usize },
+    /// The analytic attack on a model without a fully connected first layer with bias.
+    #[error(
+        "the analytic attack needs a fully connected first layer with bias on the flattened \
+         input ({input} features): {arch}'s first trainable parameters are {first}"
+    )]
+    NoFullyConnectedInput {
+        /// The architecture.
+        arch: String,
+        /// Input features, C·H·W.
+        input: usize,
+        /// Names and shapes of the model's first trainable parameters.
+        first: String,
+    },
+    /// The observed update carries nothing to reconstruct from (e.g. every bias gradient of the
+    /// first layer is zero).
+    #[error("nothing to reconstruct from: {0}")]
+    NoSignal(String),
     #[error(transparent)]
     Model(#[from] synfed_models::ModelError),
     #[error(transparent)]

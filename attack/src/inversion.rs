@@ -303,7 +303,7 @@ fn evaluate_here(target: &Target, config: &InversionConfig, x: &Tensor) -> Resul
     })
 }
 
-fn validate(target: &Target, shape: [usize; 4], config: &InversionConfig) -> Result<()> {
+pub(crate) fn validate(target: &Target, shape: [usize; 4], config: &InversionConfig) -> Result<()> {
     let n_params = target.model.params().trainable().count();
     if target.gradient.len() != n_params {
         return Err(AttackError::Shape(format!(

@@ -1,10 +1,18 @@
 //! The gradient-inversion attacker of synfed, and how its results are judged.
 //!
-//! This crate hosts the honest-but-curious server's attack on shared gradients:
+//! This crate hosts the honest-but-curious server's attacks on shared gradients. One attack
+//! is not enough to judge a defence: a mechanism that stops one optimiser can leak everything
+//! to another, or in closed form. So [`pipeline`] runs any of three attackers ([`AttackKind`])
+//! on the same capture, labels and scoring:
 //!
-//! - [`inversion`]: Geiping et al.'s "Inverting Gradients" reconstruction — the
-//!   [`objective`] (cosine similarity of parameter gradients over all layers, plus total
+//! - [`inversion`] (`ig`, the default): Geiping et al.'s "Inverting Gradients" reconstruction —
+//!   the [`objective`] (cosine similarity of parameter gradients over all layers, plus total
 //!   variation) minimised with signed Adam in the box of valid pixels, with restarts;
+//! - [`analytic`]: the closed-form reconstruction from a fully connected first layer with bias,
+//!   ∂L/∂W_i / ∂L/∂b_i per unit, with the selection of B distinct images from the units' ratios
+//!   (exact for one image; needs a model whose first layer is fully connected, the zoo's `mlp`);
+//! - [`dlg`]: Zhu et al.'s "Deep Leakage from Gradients" — squared L2 gradient distance
+//!   minimised with the small [`lbfgs`] minimiser from Gaussian noise;
 //! - [`labels`]: recovery of the batch's labels from the classifier's gradient (iDLG for one
 //!   image, counts from the bias gradient for more);
 //!
@@ -21,10 +29,14 @@
 //! tensors (`[B, C, H, W]` for batches). Bad input — wrong shapes, empty batches, NaN — is an
 //! [`AttackError`] that names the argument and the pixel, never a panic.
 
+pub mod analytic;
 pub mod assignment;
+pub mod dlg;
 pub mod error;
 pub mod inversion;
+pub mod kind;
 pub mod labels;
+pub mod lbfgs;
 pub mod metrics;
 pub mod objective;
 pub mod picture;
@@ -34,6 +46,7 @@ pub mod shape;
 
 pub use assignment::{assign, Assignment};
 pub use error::{AttackError, Result};
+pub use kind::AttackKind;
 pub use metrics::{
     mse, mse_batch, mse_matrix, mse_normalized, mse_normalized_batch, psnr, psnr_batch, score,
     score_batch, ssim, ssim_batch, ImageScores,

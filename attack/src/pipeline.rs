@@ -1,10 +1,15 @@
 //! From an intercepted [`Capture`] to a reconstruction: rebuild the attacker's own copy of the
 //! model from the capture (so nothing the scoring relies on is ever mutated), take the labels
-//! the scenario exposes or recover them, and run the inversion.
+//! the scenario exposes or recover them, and run the chosen attacker ([`AttackKind`]). Every
+//! attacker goes through this one path and returns the same [`Reconstruction`], so scoring,
+//! matching and pictures never depend on which one ran.
 
+use crate::dlg::DlgConfig;
 use crate::error::{AttackError, Result};
 use crate::inversion::{reconstruct, InversionConfig, Reconstruction, Target};
+use crate::kind::AttackKind;
 use crate::labels::recover_labels;
+use crate::{analytic, dlg};
 use candle_core::{DType, Device, Tensor};
 use synfed_models::{LocalSteps, Model};
 use synfed_wire::{Capture, UpdateKind};
@@ -12,7 +17,13 @@ use synfed_wire::{Capture, UpdateKind};
 /// How to attack a capture.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct AttackConfig {
+    /// Which attacker runs (default: Inverting Gradients).
+    pub attack: AttackKind,
+    /// Inverting Gradients' settings; `analytic` reports its result's gradient distance with
+    /// their `distance` and `weighting`.
     pub inversion: InversionConfig,
+    /// DLG's settings.
+    pub dlg: DlgConfig,
     /// Use the labels stored in the capture when it exposes them (otherwise always recover).
     pub use_exposed_labels: bool,
 }
@@ -36,13 +47,16 @@ pub fn pixel_bounds(mean: &[f32], std: &[f32]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Attacks a capture. `on_iteration(trial, iteration, objective)` reports progress.
+/// Attacks a capture with `config.attack`. `on_iteration(trial, iteration, objective)` reports
+/// progress (never called by `analytic`, which does not iterate).
 ///
 /// FedSGD: the candidates' gradient is matched to the observed one, for a batch of
 /// `batch_size` images. FedAvg: the client's `local_steps` SGD steps of `local_lr` on batches of
 /// `batch_size` are replayed on `examples` candidate images and matched to the observed
 /// difference (Geiping et al.'s FedAvg setting); without exposed labels they are recovered
-/// from the difference, which points against the summed gradient.
+/// from the difference, which points against the summed gradient. `analytic` reads only the
+/// first layer's update, which is a weighted sum of the images in both settings; `dlg` matches
+/// the replayed difference as Inverting Gradients does.
 pub fn attack_capture(
     capture: &Capture,
     config: &AttackConfig,
@@ -91,7 +105,16 @@ pub fn attack_capture(
         bounds: pixel_bounds(&meta.normalization.mean, &meta.normalization.std),
     };
     let shape = [images, input.channels, input.height, input.width];
-    let reconstruction = reconstruct(&target, shape, &config.inversion, on_iteration)?;
+    let reconstruction = match config.attack {
+        AttackKind::Ig => reconstruct(&target, shape, &config.inversion, on_iteration)?,
+        AttackKind::Analytic => analytic::reconstruct(
+            &target,
+            shape,
+            config.inversion.distance,
+            config.inversion.weighting,
+        )?,
+        AttackKind::Dlg => dlg::reconstruct(&target, shape, &config.dlg, on_iteration)?,
+    };
     Ok(Attack {
         model,
         labels,

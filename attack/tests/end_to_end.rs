@@ -51,6 +51,7 @@ fn untrained_mlp_reveals_a_real_mnist_digit_and_its_label() {
             ..Default::default()
         },
         use_exposed_labels: false,
+        ..Default::default()
     };
     let attack = attack_capture(&cap, &config, &Device::Cpu, |_, _, _| {}).unwrap();
     assert!(attack.labels_recovered);
@@ -220,6 +221,7 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
             ..Default::default()
         },
         use_exposed_labels: true,
+        ..Default::default()
     };
     let attack = attack_capture(&cap, &config, &Device::Cpu, |_, _, _| {}).unwrap();
     assert!(!attack.labels_recovered);

@@ -1,5 +1,6 @@
-//! `synfed attack`: Geiping et al.'s gradient inversion of one client update, scored against the
-//! truth.
+//! `synfed attack`: a gradient-inversion attack on one client update, scored against the truth —
+//! Geiping et al.'s Inverting Gradients (`--attack ig`, the default), the closed form from a fully
+//! connected first layer (`--attack analytic`) or Zhu et al.'s DLG (`--attack dlg`).
 //!
 //! Two forms:
 //! - `--capture CAP --escrow TRUTH`: attack an update intercepted by a federation's tap;
@@ -19,6 +20,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::path::PathBuf;
+use synfed_attack::AttackKind;
 use synfed_data::{DatasetName, Splits};
 use synfed_lab::{AttackOptions, AttackOutcome};
 use synfed_models::{train_epoch, Arch, InputShape, Model, ModelSpec};
@@ -182,7 +184,11 @@ fn attack(
     device: &Device,
 ) -> Result<AttackOutcome> {
     let o = &args.options;
-    let bar = progress::bar((o.iterations * o.restarts.max(1)) as u64, "iterations");
+    let iterations = match o.attack {
+        AttackKind::Analytic => 0,
+        AttackKind::Ig | AttackKind::Dlg => o.iterations * o.restarts.max(1),
+    };
+    let bar = progress::bar(iterations as u64, "iterations");
     let outcome = synfed_lab::attack_and_write(
         o,
         capture,

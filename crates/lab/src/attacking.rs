@@ -1,6 +1,7 @@
 //! One gradient-inversion attack as synfed runs it, from a capture to files a researcher can
 //! read: the one implementation behind `synfed attack`, every attack of `synfed simulate` and
-//! `synfed compare`.
+//! `synfed compare`. The attacker is chosen by [`AttackOptions::attack`] (`ig`, `analytic`,
+//! `dlg`: [`synfed_attack::AttackKind`]); outputs are the same for all three.
 //!
 //! [`capture_batch`] plays a FedSGD client on a chosen batch and writes what a server's tap
 //! would intercept (the capture) and what only the scorer may read (the escrow);
@@ -17,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
+use synfed_attack::dlg::DlgConfig;
 use synfed_attack::inversion::{InversionConfig, TraceRow};
 use synfed_attack::objective::{Distance, LayerWeighting};
 use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::{score, Scores};
-use synfed_attack::{save_grid, save_image, Image};
+use synfed_attack::{save_grid, save_image, AttackKind, Image};
 use synfed_data::{Dataset, Normalization};
 use synfed_models::Model;
 use synfed_synapse::Mode;
@@ -31,25 +33,35 @@ use synfed_wire::{Capture, CaptureMeta, Escrow, EscrowMeta};
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttackOptions {
+    /// The attacker: ig (Geiping et al.'s Inverting Gradients), analytic (closed form from a
+    /// fully connected first layer; no iterations) or dlg (Zhu et al.'s Deep Leakage from
+    /// Gradients, L2 + L-BFGS).
+    #[arg(long, default_value = "ig")]
+    #[serde(with = "as_text")]
+    pub attack: AttackKind,
+    /// Iterations of ig (Adam steps) or dlg (L-BFGS iterations; the reference's budget is 300).
     #[arg(long, default_value_t = 4800)]
     pub iterations: usize,
-    /// Trials from different initial noise; the one with the lowest gradient distance wins.
+    /// Trials from different initial noise (ig, dlg); the lowest gradient distance wins.
     #[arg(long, default_value_t = 1)]
     pub restarts: usize,
-    /// Weight of total variation.
+    /// Weight of total variation (ig).
     #[arg(long, default_value_t = 1e-4)]
     pub tv: f64,
-    /// Adam learning rate on the images.
+    /// Adam learning rate on the images (ig).
     #[arg(long, default_value_t = 0.1)]
     pub lr: f64,
-    /// cosine (Geiping et al.) or l2 (DLG).
+    /// Distance of ig's objective, cosine (Geiping et al.) or l2; dlg always uses l2.
     #[arg(long, default_value = "cosine")]
     #[serde(with = "as_text")]
     pub distance: Distance,
-    /// equal, linear or exp weighting of the layers in the objective.
+    /// equal, linear or exp weighting of the layers in ig's objective.
     #[arg(long, default_value = "equal")]
     #[serde(with = "as_text")]
     pub weighting: LayerWeighting,
+    /// Curvature pairs L-BFGS remembers (dlg; the reference's torch.optim.LBFGS: 100).
+    #[arg(long, default_value_t = 100)]
+    pub lbfgs_history: usize,
     /// Seed of the attack's initial noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -59,12 +71,14 @@ impl Default for AttackOptions {
     fn default() -> Self {
         let reference = InversionConfig::default();
         Self {
+            attack: AttackKind::default(),
             iterations: reference.iterations,
             restarts: reference.restarts,
             tv: reference.tv,
             lr: reference.lr,
             distance: reference.distance,
             weighting: reference.weighting,
+            lbfgs_history: DlgConfig::default().history,
             seed: 1,
         }
     }
@@ -94,6 +108,7 @@ mod as_text {
 impl AttackOptions {
     fn config(&self) -> AttackConfig {
         AttackConfig {
+            attack: self.attack,
             inversion: InversionConfig {
                 iterations: self.iterations,
                 restarts: self.restarts,
@@ -103,6 +118,12 @@ impl AttackOptions {
                 weighting: self.weighting,
                 seed: self.seed,
                 ..InversionConfig::default()
+            },
+            dlg: DlgConfig {
+                iterations: self.iterations,
+                history: self.lbfgs_history,
+                restarts: self.restarts,
+                seed: self.seed,
             },
             use_exposed_labels: true,
         }
@@ -125,6 +146,8 @@ struct Metrics<'a, C: Serialize> {
     command: String,
     /// The caller's description of the attack (its command-line arguments, a cell).
     args: &'a C,
+    /// The attacker (`ig`, `analytic`, `dlg`).
+    attack: AttackKind,
     options: &'a AttackOptions,
     #[serde(flatten)]
     scores: &'a Scores,
@@ -135,7 +158,10 @@ struct Metrics<'a, C: Serialize> {
     assignment: Vec<usize>,
     /// BatchNorm statistics the client computed with (and the attacker replays).
     mode: Mode,
+    /// Iterations the best trial ran (0 for `analytic`; `dlg` may stop early on its
+    /// tolerances).
     iterations: usize,
+    /// Trials run.
     restarts: usize,
     /// Final gradient distance of each trial; the best is the lowest.
     trials: Vec<f64>,
@@ -189,6 +215,7 @@ pub fn attack_and_write(
     let metrics = Metrics {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         args,
+        attack: options.attack,
         options,
         scores: &scores,
         labels: attack.labels.clone(),
@@ -196,8 +223,13 @@ pub fn attack_and_write(
         labels_recovered: attack.labels_recovered,
         assignment: scores.images.iter().map(|i| i.reconstruction).collect(),
         mode: meta.mode,
-        iterations: options.iterations,
-        restarts: options.restarts.max(1),
+        iterations: attack
+            .reconstruction
+            .trace
+            .iter()
+            .filter(|r| r.trial == attack.reconstruction.best)
+            .count(),
+        restarts: attack.reconstruction.trials.len(),
         trials: attack
             .reconstruction
             .trials
@@ -217,7 +249,8 @@ pub fn attack_and_write(
     write_trace(&out.join("trace.csv"), &attack.reconstruction.trace)?;
     write_pictures(out, &scores, &best.images, &escrow.images, meta)?;
     tracing::info!(
-        "PSNR {:.2} dB, SSIM {:.3}, MSE {:.5}, normalised MSE {:.4}, label accuracy {:.0}%{} in {seconds:.1} s; results in {}",
+        "{}: PSNR {:.2} dB, SSIM {:.3}, MSE {:.5}, normalised MSE {:.4}, label accuracy {:.0}%{} in {seconds:.1} s; results in {}",
+        options.attack,
         scores.psnr,
         scores.ssim,
         scores.mse,
