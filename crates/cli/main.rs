@@ -5,11 +5,8 @@
 
 mod attack;
 mod compare;
-mod compare_report;
-mod compare_stats;
 mod device;
 mod join;
-mod paper_table3;
 mod progress;
 mod serde_text;
 mod serve;

@@ -16,7 +16,8 @@ use crate::serve::summary_line;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use synfed_data::Partition;
 use synfed_lab::Fleet;
@@ -85,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let started = Instant::now();
-    let summary = federate(config.clone(), &fleet, true, &device)?;
+    let summary = federate(config.clone(), &fleet, &device)?;
     let federation_s = started.elapsed().as_secs_f64();
     tracing::info!("federation done in {federation_s:.1} s");
     if !summary.complete {
@@ -202,57 +203,34 @@ fn client_tokens(config: &RunConfig) -> Result<Option<Tokens>> {
 }
 
 /// Runs the server and the clients of `fleet` in this process to the end of the run
-/// ([`synfed_lab::simulate`]), with a progress bar over rounds when `progress`; Ctrl-C stops
-/// both. Also used by `synfed compare`, one federation per comparison cell.
-pub fn federate(
-    config: RunConfig,
-    fleet: &Fleet,
-    progress: bool,
-    device: &Device,
-) -> Result<RunSummary> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // a GPU's context current on every thread that may use or drop its tensors
-        .on_thread_start(synfed_synapse::cuda_context::bind_registered_or_warn)
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let watcher = tokio::spawn(watch_rounds(
-            config.out.join("rounds.csv"),
-            config.rounds,
-            progress,
-        ));
-        let ctrl_c = async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("Ctrl-C: stopping the run");
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let simulated = synfed_lab::simulate(
-            config,
-            |config, url| fleet.client_configs(config, url),
-            device,
-            ctrl_c,
-        )
-        .await;
-        watcher.abort();
-        Ok(simulated?.summary)
+/// ([`synfed_lab::simulation::federate`]), with a progress bar over rounds; Ctrl-C stops both.
+fn federate(config: RunConfig, fleet: &Fleet, device: &Device) -> Result<RunSummary> {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!("Ctrl-C: stopping the run");
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let (rounds_csv, rounds) = (config.out.join("rounds.csv"), config.rounds);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| watch_rounds(&rounds_csv, rounds, &done));
+        let summary = synfed_lab::simulation::federate(config, fleet, device, ctrl_c);
+        done.store(true, Ordering::Relaxed);
+        Ok(summary?)
     })
 }
 
-/// A progress bar over rounds, fed by the server's `rounds.csv`.
-async fn watch_rounds(path: PathBuf, rounds: u64, visible: bool) {
+/// A progress bar over rounds, fed by the server's `rounds.csv`, until `done`.
+fn watch_rounds(path: &Path, rounds: u64, done: &AtomicBool) {
     let bar = progress::bar(rounds, "rounds");
-    if !visible {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     bar.set_message("federating");
     let mut shown = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
         // a line being appended reads as malformed: skip this poll
-        let Ok(records) = read_rounds(&path) else {
+        let Ok(records) = read_rounds(path) else {
             continue;
         };
         if records.len() != shown {

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 /// Errors of an experiment.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("binding a loopback port for the simulated server: {0}")]
     Bind(#[source] std::io::Error),
     #[error("the server stopped: {0}")]

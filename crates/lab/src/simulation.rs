@@ -6,7 +6,8 @@
 //! `synfed compare`, the end-to-end tests and the federation benchmark — so that what the
 //! tests check is what the commands run. A client that fails stops the whole run (its error
 //! is the run's); when the server has finished, clients still polling are told to leave and
-//! given [`DRAIN`] to do so.
+//! given [`DRAIN`] to do so. [`federate`] is the same on a runtime of its own, for callers
+//! that are not async (the commands, a comparison's cells).
 
 use crate::error::{LabError, Result};
 use candle_core::Device;
@@ -171,6 +172,34 @@ pub async fn simulate(
     Ok(Simulated {
         summary,
         clients: reports.into_iter().map(|(_, report)| report).collect(),
+    })
+}
+
+/// Runs the federation of `config` with the clients of `fleet` to its end, blocking, on a tokio
+/// runtime of its own whose every thread has a GPU's driver context current (see
+/// `synfed_synapse::cuda_context`); `shutdown` completing stops the run early (the summary
+/// then says it is not complete). [`simulate`] for callers outside a runtime.
+pub fn federate(
+    config: RunConfig,
+    fleet: &Fleet,
+    device: &Device,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunSummary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // a GPU's context current on every thread that may use or drop its tensors
+        .on_thread_start(synfed_synapse::cuda_context::bind_registered_or_warn)
+        .build()
+        .map_err(LabError::Runtime)?;
+    runtime.block_on(async {
+        let simulated = simulate(
+            config,
+            |config, url| fleet.client_configs(config, url),
+            device,
+            shutdown,
+        )
+        .await?;
+        Ok(simulated.summary)
     })
 }
 

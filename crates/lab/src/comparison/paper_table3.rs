@@ -9,8 +9,9 @@
 //! text's "fuzzy learning rates alone do not improve the MSE without training", and the II and
 //! I+II rows give ResNet20 the same two values (59.07, 62.21).
 
-use crate::compare::{CellResult, CompareConfig};
-use crate::compare_report::Located;
+use super::cell_result::CellResult;
+use super::collect::Located;
+use super::config::CompareConfig;
 use std::fmt::Write as _;
 use synfed_models::Arch;
 use synfed_synapse::MethodSet;

@@ -1,0 +1,335 @@
+//! What a comparison compares and how each of its cells runs, as the user writes it (TOML)
+//! and as its output folder keeps it (`compare.toml`, so that a rerun, a shard and a merge can
+//! tell whether a folder holds the same comparison).
+//!
+//! The serialised form is a contract with every finished folder: fields are only ever added,
+//! with defaults, so that old `compare.toml` files still parse.
+
+use super::error::{ComparisonError, Result};
+use crate::attacking::AttackOptions;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use synfed_data::Partition;
+use synfed_defence::Defence;
+use synfed_models::Arch;
+use synfed_server::Algorithm;
+use synfed_synapse::{Hyper, MethodSet};
+
+/// The file holding the effective configuration of an output folder.
+pub const CONFIG_FILE: &str = "compare.toml";
+
+/// What a comparison measures.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Gradient-inversion attacks on federations: what a server's tap sees of real clients.
+    #[default]
+    Privacy,
+    /// Gradient-inversion attacks on centrally built (and trained) models, on fixed
+    /// consecutive held-out batches: the paper's Table 3 protocol.
+    Inversion,
+    /// Centralized k-fold training per method set (paper Tables 1–2).
+    Learning,
+}
+
+/// One model of the grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub arch: Arch,
+    /// Base width (absent: the published size).
+    #[serde(default)]
+    pub width: Option<usize>,
+}
+
+impl ModelEntry {
+    /// `mlp-w64` / `resnet20`.
+    pub fn slug(&self) -> String {
+        match self.width {
+            Some(w) => format!("{}-w{w}", self.arch),
+            None => self.arch.to_string(),
+        }
+    }
+}
+
+/// The comparison: what is compared and how each cell is run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompareConfig {
+    /// `privacy` (federations), `inversion` (the paper's Table 3 protocol) or `learning`;
+    /// `--kind` overrides it.
+    pub kind: Kind,
+    /// Seed of every cell (model initialisation, partition, batches, attacker).
+    pub seed: u64,
+    /// Data set (`demo-mnist`, `demo-cifar10`, or `mnist`/`cifar10`/`cifar100` from `data_dir`).
+    pub data: String,
+    pub data_dir: Option<PathBuf>,
+    /// `--kind inversion`: use only the data set's test split, its first `held_out` images as
+    /// the test split (attacked and tested on) and the rest as the training split (for data
+    /// sets whose training split is not at hand, as CIFAR-100's here).
+    pub held_out: Option<usize>,
+    /// Evaluate on at most this many test images.
+    pub eval_limit: usize,
+    /// Clients per federation (at least `batches`).
+    pub clients: usize,
+    /// How the training split is cut among the clients.
+    pub split: Partition,
+    /// `fedsgd` (the attack's setting) or `fedavg`.
+    pub algorithm: Algorithm,
+    /// Rounds of training before the "trained" attacks (0: untrained only).
+    pub rounds: u64,
+    /// K: attacked batches per model state (the updates of clients 0 … K−1).
+    pub batches: usize,
+    /// Learning rate and batch size of the federation.
+    pub lr: f64,
+    pub batch_size: usize,
+    /// Which BatchNorm statistics the clients compute their updates with: `train` (batch
+    /// statistics) or `eval` (running statistics, the reference attack's protocol); the run's
+    /// `training.bn_mode`.
+    pub bn_mode: synfed_synapse::BnMode,
+    /// Iterations and restarts of each attack.
+    pub attack_iterations: usize,
+    pub attack_restarts: usize,
+    /// Method sets compared (default: all eight, in the paper's order).
+    pub methods: Vec<MethodSet>,
+    /// Defences (`dp:C=…,sigma=…`, `prune:p=…`), each run with every set of `defended`.
+    pub defences: Vec<String>,
+    /// Method sets the defences are combined with.
+    pub defended: Vec<MethodSet>,
+    /// LR-matched controls: the baseline (`none`) at lr × each factor (× Γ is always added
+    /// when a compared set splits weights).
+    pub lr_factors: Vec<f64>,
+    /// Width-matched control: the baseline with width / Γ (as many distinct units as the split
+    /// model has); models without an explicit width are skipped.
+    pub width_matched: bool,
+    /// τ, d_re, Γ of the mechanisms.
+    pub tau: f64,
+    pub d_re: f64,
+    pub gamma: usize,
+    pub models: Vec<ModelEntry>,
+    /// `--kind inversion`: centralized epochs (lr `learning.lr` × the variant's factor, batch
+    /// `learning.batch_size`) before the trained attacks; 0: untrained only.
+    pub pretrain_epochs: usize,
+    /// `--kind inversion`: the captures expose the batch's labels (the reference attack is
+    /// given them); otherwise the attacker recovers them.
+    pub expose_labels: bool,
+    /// `--kind inversion`: put the paper's Table 3 values beside synfed's in the report.
+    pub paper_table3: bool,
+    /// `--kind learning`: folds, epochs, lr and batch size of centralized training.
+    pub learning: LearningConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningConfig {
+    pub folds: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub patience: usize,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        Self {
+            folds: 3,
+            epochs: 5,
+            lr: 0.01,
+            batch_size: 50,
+            patience: 5,
+        }
+    }
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        let hyper = Hyper::default();
+        Self {
+            kind: Kind::Privacy,
+            seed: 1,
+            data: "demo-mnist".into(),
+            data_dir: None,
+            held_out: None,
+            eval_limit: 400,
+            clients: 4,
+            split: Partition::Iid,
+            algorithm: Algorithm::FedSgd,
+            rounds: 10,
+            batches: 4,
+            lr: 0.1,
+            batch_size: 4,
+            bn_mode: synfed_synapse::BnMode::Train,
+            attack_iterations: 300,
+            attack_restarts: 1,
+            methods: MethodSet::paper_order().to_vec(),
+            defences: Vec::new(),
+            defended: vec![MethodSet::NONE],
+            lr_factors: vec![0.5],
+            width_matched: true,
+            tau: hyper.tau,
+            d_re: hyper.d_re,
+            gamma: hyper.gamma,
+            models: vec![ModelEntry {
+                arch: Arch::Mlp,
+                width: Some(64),
+            }],
+            pretrain_epochs: 0,
+            expose_labels: false,
+            paper_table3: false,
+            learning: LearningConfig::default(),
+        }
+    }
+}
+
+impl CompareConfig {
+    /// Checks what a user can get wrong before anything runs.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |why: String| Err(ComparisonError::Invalid(why));
+        if self.models.is_empty() || self.methods.is_empty() {
+            return invalid("the comparison needs at least one model and one method set".into());
+        }
+        if self.batches == 0 || (self.kind != Kind::Inversion && self.batches > self.clients) {
+            return invalid(format!(
+                "batches (K = {}) must be between 1 and clients ({})",
+                self.batches, self.clients
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite())
+            || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite()))
+        {
+            return invalid("lr and lr_factors must be positive".into());
+        }
+        if self.attack_iterations == 0 {
+            return invalid("attack_iterations must be at least 1".into());
+        }
+        for d in &self.defences {
+            parse_defence(d)?;
+        }
+        if self.kind != Kind::Inversion
+            && (self.held_out.is_some() || self.pretrain_epochs > 0 || self.expose_labels)
+        {
+            return invalid(format!(
+                "held_out, pretrain_epochs and expose_labels belong to kind = \"inversion\" \
+                 (this comparison is {:?})",
+                self.kind
+            ));
+        }
+        if self.kind == Kind::Inversion && !self.defences.is_empty() {
+            return invalid("kind = \"inversion\" attacks centrally built models: defences apply to federations (kind = \"privacy\")".into());
+        }
+        Ok(())
+    }
+
+    /// The model states attacked: untrained, and trained when there is training.
+    pub fn states(&self) -> Vec<&'static str> {
+        let trained = match self.kind {
+            Kind::Inversion => self.pretrain_epochs > 0,
+            _ => self.rounds > 0,
+        };
+        if trained {
+            vec!["untrained", "trained"]
+        } else {
+            vec!["untrained"]
+        }
+    }
+
+    /// The data set's name.
+    pub fn dataset(&self) -> Result<synfed_data::DatasetName> {
+        self.data.parse().map_err(|e| ComparisonError::Data {
+            context: "data".into(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The data set's splits as the comparison uses them (carved by `held_out`).
+    pub fn splits(&self) -> Result<synfed_data::Splits> {
+        let name = self.dataset()?;
+        let data = |context: String| {
+            move |e| ComparisonError::Data {
+                context,
+                source: Box::new(e),
+            }
+        };
+        let splits = match self.held_out {
+            Some(n) => {
+                let whole = name
+                    .load_test(self.data_dir.as_deref())
+                    .map_err(data(format!("loading the test split of {name}")))?;
+                synfed_data::Splits::held_out(&whole, n)
+                    .map_err(data(format!("holding out {n} images of {name}")))?
+            }
+            None => name
+                .load(self.data_dir.as_deref())
+                .map_err(data(format!("loading {name}")))?,
+        };
+        Ok(splits)
+    }
+
+    /// Size of the data set's training split (for the DP accountant's sampling rate).
+    pub fn train_examples(&self) -> Result<usize> {
+        Ok(self.splits()?.train.len())
+    }
+
+    /// How every attack of the comparison runs: the reference settings with the comparison's
+    /// iterations, restarts and seed.
+    pub fn attack_options(&self) -> AttackOptions {
+        AttackOptions {
+            iterations: self.attack_iterations,
+            restarts: self.attack_restarts,
+            seed: self.seed,
+            ..AttackOptions::default()
+        }
+    }
+
+    /// Writes the configuration into `out` as [`CONFIG_FILE`], creating the folder; a folder
+    /// that already holds another comparison is refused (a rerun of the same one continues it).
+    pub fn save(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| ComparisonError::io("creating", out, e))?;
+        let saved = out.join(CONFIG_FILE);
+        let text = toml::to_string(self).map_err(ComparisonError::SaveConfig)?;
+        if saved.exists() {
+            let before = std::fs::read_to_string(&saved)
+                .map_err(|e| ComparisonError::io("reading", &saved, e))?;
+            if before != text {
+                return Err(ComparisonError::AnotherComparison {
+                    out: out.to_path_buf(),
+                    saved,
+                });
+            }
+        }
+        std::fs::write(&saved, &text).map_err(|e| ComparisonError::io("writing", &saved, e))
+    }
+
+    /// The configuration saved in the output folder `dir`, and its text.
+    pub fn read_saved(dir: &Path) -> Result<(CompareConfig, String)> {
+        let path = dir.join(CONFIG_FILE);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| ComparisonError::io("reading", &path, e))?;
+        let config = toml::from_str(&text).map_err(|e| ComparisonError::parse(&path, e))?;
+        Ok((config, text))
+    }
+}
+
+/// A defence's specification, checked.
+pub(super) fn parse_defence(defence: &str) -> Result<Defence> {
+    defence
+        .parse::<Defence>()
+        .map_err(|source| ComparisonError::Defence {
+            defence: defence.into(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_compares_the_eight_sets_and_parses_back() {
+        let c = CompareConfig::default();
+        assert_eq!(c.methods.len(), 8);
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<CompareConfig>(&text).unwrap(), c);
+        assert!(toml::from_str::<CompareConfig>("batchez = 3").is_err());
+    }
+}

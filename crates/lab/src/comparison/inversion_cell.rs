@@ -1,0 +1,111 @@
+//! A cell of a `--kind inversion` comparison, one model state: the paper's Table 3 protocol
+//! ([`CentralizedInversion`]). The model is built from the comparison's seed with the
+//! variant's methods and width, trained centrally for the trained state (the trained model is
+//! kept through a restart of the cell), and K consecutive held-out batches are captured and
+//! attacked.
+
+use super::cell_result::{finished_or_prepare, AttackRecord, CellResult};
+use super::config::CompareConfig;
+use super::error::{ComparisonError, Result};
+use super::grid::Cell;
+use super::progress::ComparisonProgress;
+use crate::centralized_inversion::{CentralizedInversion, Pretraining};
+use candle_core::Device;
+use std::path::Path;
+use std::time::Instant;
+use synfed_synapse::Hyper;
+
+/// Runs one state of a cell (or reads it if it is finished) into its folder under `out`.
+pub(super) fn run(
+    c: &CompareConfig,
+    cell: &Cell,
+    out: &Path,
+    device: &Device,
+    splits: &synfed_data::Splits,
+    progress: &dyn ComparisonProgress,
+) -> Result<CellResult> {
+    let dir = cell.dir(out);
+    if let Some(done) = finished_or_prepare(&dir, &["trained.safetensors"])? {
+        return Ok(done);
+    }
+    let state = cell.state.unwrap_or("untrained");
+    let started = Instant::now();
+    let shape = splits.train.shape();
+    let mut spec = synfed_models::ModelSpec::new(
+        cell.model.arch,
+        synfed_models::InputShape::new(shape.channels, shape.height, shape.width),
+        splits.train.num_classes(),
+        cell.variant.methods,
+        c.seed,
+    );
+    spec.hyper = Hyper {
+        tau: c.tau,
+        d_re: c.d_re,
+        gamma: c.gamma,
+    };
+    spec.width = cell
+        .model
+        .width
+        .map(|w| (w / cell.variant.width_divisor).max(1));
+    let study = CentralizedInversion {
+        spec: spec.clone(),
+        pretraining: (state == "trained").then(|| Pretraining {
+            epochs: c.pretrain_epochs,
+            // the variant's factor of the comparison's lr, applied to training's
+            lr: c.learning.lr * cell.variant.lr / c.lr,
+            batch_size: c.learning.batch_size,
+        }),
+        batches: c.batches,
+        batch_size: c.batch_size,
+        mode: c.bn_mode.mode(),
+        expose_labels: c.expose_labels,
+        attack: c.attack_options(),
+    };
+    let work = progress.cell_work(
+        cell,
+        (c.batches * c.attack_iterations * c.attack_restarts.max(1)) as u64,
+        "iterations",
+    );
+    tracing::info!(
+        "cell {} / {} / {state}",
+        cell.model.slug(),
+        cell.variant.label
+    );
+    let result = study
+        .run(
+            splits,
+            &dir,
+            device,
+            |epoch, loss| {
+                work.epoch(epoch, loss);
+                tracing::info!("epoch {epoch}: train loss {loss:.4}");
+            },
+            |_, _, _, _| work.step(),
+        )
+        .map_err(|e| ComparisonError::State {
+            model: cell.model.slug(),
+            variant: cell.variant.label.clone(),
+            state: state.into(),
+            source: Box::new(e),
+        })?;
+    drop(work);
+    let attacks = result
+        .attacks
+        .iter()
+        .map(|a| AttackRecord::of(state, a.name.clone(), &a.outcome))
+        .collect();
+    let result = CellResult {
+        model: cell.model.clone(),
+        variant: cell.variant.clone(),
+        width: spec.width,
+        attacks,
+        test_accuracy: (state == "trained").then_some(result.test_accuracy),
+        untrained_accuracy: (state == "untrained").then_some(result.test_accuracy),
+        accuracy_curve: Vec::new(),
+        same_as: None,
+        training_seconds: Some(result.training_seconds),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    result.finish(&dir)?;
+    Ok(result)
+}

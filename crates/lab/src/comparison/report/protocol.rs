@@ -1,0 +1,67 @@
+//! The paragraph of the report that says how its cells were computed: the protocol of the
+//! paper's Table 3 (`--kind inversion`) or the federations' (privacy), with every setting a
+//! reader needs to rerun it.
+
+use crate::comparison::config::{CompareConfig, Kind};
+
+/// The paragraph that says how the cells were computed.
+pub fn protocol(config: &CompareConfig) -> String {
+    let values = format!(
+        "Values: mean ± 95 % confidence half-width over the K = {} attacked batches \\n         (Student's t); the paired tests below say which differences are real. Bold: the most \\n         private value per column where it differs significantly from `none`.",
+        config.batches
+    );
+    match config.kind {
+        Kind::Inversion => {
+            let data = match config.held_out {
+                Some(n) => format!(
+                    "the test split of `{}` only: its images 0 … {} are held out (attacked and \\n                     tested on, never trained on), the rest is the training split",
+                    config.data,
+                    n - 1
+                ),
+                None => format!("`{}`", config.data),
+            };
+            let trained = if config.pretrain_epochs > 0 {
+                format!(
+                    "and after {} epochs of centralized training (SGD with the variant's \\n                     mechanisms, lr {} × the variant's factor, batch {}; **trained**)",
+                    config.pretrain_epochs, config.learning.lr, config.learning.batch_size
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "Protocol of the paper's Table 3 (no federation): data {data}. Each model is \\n                 built from seed {} with the variant's methods and attacked freshly \\n                 initialised (**untrained**) {trained}: the FedSGD gradient of each of K = {} \\n                 consecutive held-out batches of {} images (images 0 … {}) is computed with \\n                 BatchNorm in `{}` mode (`eval` = running statistics, the reference attack's \\n                 protocol; `train` = batch statistics, what federated clients compute), labels \\n                 {}, and inverted ({} iterations, {} restart(s), the reference settings). \\n                 Untrained rows that differ from an earlier row only by I, II or the \
+                 learning rate reuse that row's attacks: before the first step their model, \
+                 gradient and attack are bit-identical (I and II act on optimizer steps). \
+                 {values}\n\n",
+                config.seed,
+                config.batches,
+                config.batch_size,
+                config.batches * config.batch_size - 1,
+                config.bn_mode,
+                if config.expose_labels {
+                    "given to the attacker"
+                } else {
+                    "recovered by the attacker"
+                },
+                config.attack_iterations,
+                config.attack_restarts,
+            )
+        }
+        _ => format!(
+            "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every \\n             cell (model initialisation, partition, batches, attacker). Each cell is a \\n             federation whose tap captures clients 0 … {} in round 1 (**untrained**) and, \\n             after {} rounds, in round {} (**trained**); clients compute with BatchNorm in \\n             `{}` mode; every capture is attacked ({} iterations, {} restart(s)) and scored \\n             against the client's true batch. {values}\n\n",
+            config.data,
+            config.clients,
+            config.split,
+            config.algorithm,
+            config.lr,
+            config.batch_size,
+            config.seed,
+            config.batches - 1,
+            config.rounds,
+            config.rounds + 1,
+            config.bn_mode,
+            config.attack_iterations,
+            config.attack_restarts,
+        ),
+    }
+}
