@@ -388,6 +388,8 @@ fn the_inversion_comparison_attacks_held_out_batches_before_and_after_training()
     ] {
         assert!(report.contains(part), "{part}\n{report}");
     }
+    // the report's prose is prose: no escaped line breaks from a source string
+    assert!(!report.contains("\\n"), "{report}");
     let metrics = cells.join("III/trained/attack/batch-1/metrics.json");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(metrics).unwrap()).unwrap();

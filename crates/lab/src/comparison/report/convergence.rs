@@ -43,7 +43,9 @@ pub fn convergence(cells: &[Located]) -> String {
     }
     let _ = writeln!(
         md,
-        "An attack counts as not converged when its objective still fell by more than {:.0} % \\n         over its last quarter of iterations (median of the last 5 % against the 5 % before \\n         that quarter).\n",
+        "An attack counts as not converged when its objective still fell by more than {:.0} % \
+         over its last quarter of iterations (median of the last 5 % against the 5 % before \
+         that quarter).\n",
         100.0 * synfed_attack::inversion::STILL_FALLING
     );
     if lines.is_empty() {

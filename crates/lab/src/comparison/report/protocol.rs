@@ -7,14 +7,17 @@ use crate::comparison::config::{CompareConfig, Kind};
 /// The paragraph that says how the cells were computed.
 pub fn protocol(config: &CompareConfig) -> String {
     let values = format!(
-        "Values: mean ± 95 % confidence half-width over the K = {} attacked batches \\n         (Student's t); the paired tests below say which differences are real. Bold: the most \\n         private value per column where it differs significantly from `none`.",
+        "Values: mean ± 95 % confidence half-width over the K = {} attacked batches \
+         (Student's t); the paired tests below say which differences are real. Bold: the most \
+         private value per column where it differs significantly from `none`.",
         config.batches
     );
     match config.kind {
         Kind::Inversion => {
             let data = match config.held_out {
                 Some(n) => format!(
-                    "the test split of `{}` only: its images 0 … {} are held out (attacked and \\n                     tested on, never trained on), the rest is the training split",
+                    "the test split of `{}` only: its images 0 … {} are held out (attacked and \
+                     tested on, never trained on), the rest is the training split",
                     config.data,
                     n - 1
                 ),
@@ -22,14 +25,22 @@ pub fn protocol(config: &CompareConfig) -> String {
             };
             let trained = if config.pretrain_epochs > 0 {
                 format!(
-                    "and after {} epochs of centralized training (SGD with the variant's \\n                     mechanisms, lr {} × the variant's factor, batch {}; **trained**)",
+                    "and after {} epochs of centralized training (SGD with the variant's \
+                     mechanisms, lr {} × the variant's factor, batch {}; **trained**)",
                     config.pretrain_epochs, config.learning.lr, config.learning.batch_size
                 )
             } else {
                 String::new()
             };
             format!(
-                "Protocol of the paper's Table 3 (no federation): data {data}. Each model is \\n                 built from seed {} with the variant's methods and attacked freshly \\n                 initialised (**untrained**) {trained}: the FedSGD gradient of each of K = {} \\n                 consecutive held-out batches of {} images (images 0 … {}) is computed with \\n                 BatchNorm in `{}` mode (`eval` = running statistics, the reference attack's \\n                 protocol; `train` = batch statistics, what federated clients compute), labels \\n                 {}, and inverted ({} iterations, {} restart(s), the reference settings). \\n                 Untrained rows that differ from an earlier row only by I, II or the \
+                "Protocol of the paper's Table 3 (no federation): data {data}. Each model is \
+                 built from seed {} with the variant's methods and attacked freshly \
+                 initialised (**untrained**) {trained}: the FedSGD gradient of each of K = {} \
+                 consecutive held-out batches of {} images (images 0 … {}) is computed with \
+                 BatchNorm in `{}` mode (`eval` = running statistics, the reference attack's \
+                 protocol; `train` = batch statistics, what federated clients compute), labels \
+                 {}, and inverted ({} iterations, {} restart(s), the reference settings). \
+                 Untrained rows that differ from an earlier row only by I, II or the \
                  learning rate reuse that row's attacks: before the first step their model, \
                  gradient and attack are bit-identical (I and II act on optimizer steps). \
                  {values}\n\n",
@@ -48,7 +59,12 @@ pub fn protocol(config: &CompareConfig) -> String {
             )
         }
         _ => format!(
-            "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every \\n             cell (model initialisation, partition, batches, attacker). Each cell is a \\n             federation whose tap captures clients 0 … {} in round 1 (**untrained**) and, \\n             after {} rounds, in round {} (**trained**); clients compute with BatchNorm in \\n             `{}` mode; every capture is attacked ({} iterations, {} restart(s)) and scored \\n             against the client's true batch. {values}\n\n",
+            "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every \
+             cell (model initialisation, partition, batches, attacker). Each cell is a \
+             federation whose tap captures clients 0 … {} in round 1 (**untrained**) and, \
+             after {} rounds, in round {} (**trained**); clients compute with BatchNorm in \
+             `{}` mode; every capture is attacked ({} iterations, {} restart(s)) and scored \
+             against the client's true batch. {values}\n\n",
             config.data,
             config.clients,
             config.split,
