@@ -55,6 +55,7 @@ pub struct RunConfig {
     pub timing: TimingConfig,
     pub tap: TapConfig,
     pub security: SecurityConfig,
+    pub aggregation: AggregationConfig,
 }
 
 impl Default for RunConfig {
@@ -72,6 +73,7 @@ impl Default for RunConfig {
             timing: TimingConfig::default(),
             tap: TapConfig::default(),
             security: SecurityConfig::default(),
+            aggregation: AggregationConfig::default(),
         }
     }
 }
@@ -280,6 +282,230 @@ pub struct SecurityConfig {
     pub client_ca: Option<PathBuf>,
 }
 
+/// How the server combines a round's updates into one step (see [`crate::aggregation`]).
+///
+/// Serialized as its kebab-case name; `norm-bound` is not a rule but
+/// [`AggregationConfig::norm_bound`], which combines with every rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Rule {
+    /// The example-weighted mean Σ nₖ·uₖ / Σ nₖ, streamed in canonical order (no update is
+    /// kept). One client can move it anywhere.
+    #[default]
+    Mean,
+    /// The coordinate-wise median (the mean of the two middle values for an even count).
+    Median,
+    /// Per coordinate, the mean of what is left after dropping the ⌊β·n⌋ largest and the
+    /// ⌊β·n⌋ smallest values (β = [`AggregationConfig::trim`]).
+    TrimmedMean,
+    /// The one update with the smallest Krum score (Blanchard et al. 2017): the sum of its
+    /// squared distances to its n − f − 2 nearest neighbours.
+    Krum,
+    /// The example-weighted mean of the m updates with the smallest Krum scores.
+    MultiKrum,
+}
+
+impl Rule {
+    /// Every rule, in the order the documentation lists them.
+    pub const ALL: [Rule; 5] = [
+        Rule::Mean,
+        Rule::Median,
+        Rule::TrimmedMean,
+        Rule::Krum,
+        Rule::MultiKrum,
+    ];
+
+    /// The rule's name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Mean => "mean",
+            Rule::Median => "median",
+            Rule::TrimmedMean => "trimmed-mean",
+            Rule::Krum => "krum",
+            Rule::MultiKrum => "multi-krum",
+        }
+    }
+
+    /// Whether the rule needs every update of the round at once (all but the streamed mean).
+    pub fn keeps_updates(self) -> bool {
+        self != Rule::Mean
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        if let Some(rule) = Rule::ALL.into_iter().find(|r| r.name() == text) {
+            return Ok(rule);
+        }
+        let hint = if text == "norm-bound" {
+            " (norm bounding is `aggregation.norm_bound = C`, beside any rule)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "aggregation.rule `{text}` is not one of mean, median, trimmed-mean, krum, multi-krum{hint}"
+        ))
+    }
+}
+
+impl TryFrom<String> for Rule {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<Rule> for String {
+    fn from(rule: Rule) -> String {
+        rule.name().to_string()
+    }
+}
+
+/// How a round's updates become one step, and how much of the server's memory that may take.
+///
+/// A client's example weight is bounded whatever the rule (see
+/// [`crate::aggregation::weight`]); the rules other than `mean` keep the round's updates until
+/// it closes, as f64: n clients × P parameters × 8 bytes, which must fit `memory_budget_mib`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregationConfig {
+    /// `mean` (default), `median`, `trimmed-mean`, `krum` or `multi-krum`.
+    pub rule: Rule,
+    /// trimmed-mean: β, the fraction of the largest and of the smallest values dropped per
+    /// coordinate, in [0, 0.5) (⌊β·n⌋ each side: with 5 updates, β = 0.2 drops one each side).
+    pub trim: f64,
+    /// krum, multi-krum: f, the number of Byzantine clients a round tolerates; a round's
+    /// aggregate needs at least 2f + 3 updates, so `sampling.min_updates` must be that large.
+    pub byzantine: usize,
+    /// multi-krum: m, how many of the best-scored updates are averaged (absent: n − f of the
+    /// round's n updates). At most `sampling.min_updates` − f.
+    pub select: Option<usize>,
+    /// C: every update is scaled down to L2 norm at most C (over all its tensors) before the
+    /// rule; with `mean`, the norm-bounded mean. Absent: updates are taken as sent.
+    pub norm_bound: Option<f64>,
+    /// MiB the kept updates of one round may take (rules other than `mean`): a run whose
+    /// `min_clients` does not fit is refused at start, and a client whose registration would
+    /// make a round's sample too large is refused (`RESOURCE_EXHAUSTED`).
+    pub memory_budget_mib: u64,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            rule: Rule::Mean,
+            trim: 0.1,
+            byzantine: 1,
+            select: None,
+            norm_bound: None,
+            memory_budget_mib: 1024,
+        }
+    }
+}
+
+impl AggregationConfig {
+    /// Largest `memory_budget_mib` accepted (1 TiB; the budget in bytes must not overflow).
+    pub const MAX_BUDGET_MIB: u64 = 1 << 20;
+
+    /// The fewest updates a round needs for the rule to be defined (krum: 2f + 3).
+    pub fn min_updates(&self) -> usize {
+        match self.rule {
+            Rule::Krum | Rule::MultiKrum => self.byzantine.saturating_mul(2).saturating_add(3),
+            _ => 1,
+        }
+    }
+
+    /// The budget in bytes.
+    pub fn budget_bytes(&self) -> u64 {
+        self.memory_budget_mib.min(Self::MAX_BUDGET_MIB) << 20
+    }
+
+    /// The fields that determine results, as JSON, or `None` for the plain mean (what every
+    /// run did before the option existed, so that its checkpoint still resumes).
+    pub fn fingerprint(&self) -> Option<serde_json::Value> {
+        if self.rule == Rule::Mean && self.norm_bound.is_none() {
+            return None;
+        }
+        let mut value = serde_json::json!({ "rule": self.rule.name() });
+        let fields = value.as_object_mut()?;
+        if let Some(c) = self.norm_bound {
+            fields.insert("norm_bound".into(), c.into());
+        }
+        match self.rule {
+            Rule::TrimmedMean => {
+                fields.insert("trim".into(), self.trim.into());
+            }
+            Rule::Krum => {
+                fields.insert("byzantine".into(), self.byzantine.into());
+            }
+            Rule::MultiKrum => {
+                fields.insert("byzantine".into(), self.byzantine.into());
+                fields.insert("select".into(), self.select.into());
+            }
+            Rule::Mean | Rule::Median => {}
+        }
+        Some(value)
+    }
+
+    /// Checks the ranges that serde cannot, against the run's `sampling`.
+    fn validate(&self, sampling: &SamplingConfig) -> std::result::Result<(), String> {
+        if !(self.trim.is_finite() && (0.0..0.5).contains(&self.trim)) {
+            return Err(format!(
+                "aggregation.trim must be in [0, 0.5), got {}",
+                self.trim
+            ));
+        }
+        if let Some(c) = self.norm_bound {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!(
+                    "aggregation.norm_bound must be a positive number, got {c}"
+                ));
+            }
+        }
+        if !(1..=Self::MAX_BUDGET_MIB).contains(&self.memory_budget_mib) {
+            return Err(format!(
+                "aggregation.memory_budget_mib must be between 1 and {}, got {}",
+                Self::MAX_BUDGET_MIB,
+                self.memory_budget_mib
+            ));
+        }
+        let needed = self.min_updates();
+        if sampling.min_updates < needed {
+            return Err(format!(
+                "aggregation.byzantine = {}: {} needs at least 2f + 3 = {needed} updates per \
+                 round; set sampling.min_updates (and min_clients) to at least {needed}, got {}",
+                self.byzantine, self.rule, sampling.min_updates
+            ));
+        }
+        match (self.rule, self.select) {
+            (Rule::MultiKrum, Some(m)) => {
+                let most = sampling.min_updates - self.byzantine;
+                if m == 0 || m > most {
+                    return Err(format!(
+                        "aggregation.select must be between 1 and sampling.min_updates − \
+                         byzantine ({most}), got {m}"
+                    ));
+                }
+            }
+            (_, None) => {}
+            (rule, Some(_)) => {
+                return Err(format!(
+                    "aggregation.select applies to multi-krum only (the rule is {rule})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl RunConfig {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -378,6 +604,9 @@ impl RunConfig {
         }
         if self.security.client_ca.is_some() && self.security.tls_cert.is_none() {
             return bad("security.client_ca (mutual TLS) needs tls_cert and tls_key".into());
+        }
+        if let Err(reason) = self.aggregation.validate(&self.sampling) {
+            return bad(reason);
         }
         self.model
             .hyper()
@@ -494,6 +723,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bn_mode"), "{err}");
+    }
+
+    #[test]
+    fn aggregation_defaults_to_the_mean_parses_every_rule_and_round_trips() {
+        let config = RunConfig::default();
+        assert_eq!(config.aggregation.rule, Rule::Mean);
+        assert_eq!(config.aggregation.norm_bound, None);
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("[aggregation]"), "{text}");
+        assert!(text.contains("rule = \"mean\""), "{text}");
+        for rule in Rule::ALL {
+            let min = if matches!(rule, Rule::Krum | Rule::MultiKrum) {
+                "[sampling]\nmin_clients = 5\nmin_updates = 5\n"
+            } else {
+                ""
+            };
+            let config = RunConfig::from_toml(&format!(
+                "{min}[aggregation]\nrule = \"{rule}\"\nnorm_bound = 2.5\n"
+            ))
+            .unwrap();
+            assert_eq!(config.aggregation.rule, rule);
+            assert_eq!(config.aggregation.norm_bound, Some(2.5));
+            assert_eq!(
+                RunConfig::from_toml(&config.to_toml().unwrap()).unwrap(),
+                config
+            );
+        }
+        let config = RunConfig::from_toml(
+            "[sampling]\nmin_clients = 6\nmin_updates = 6\n[aggregation]\nrule = \"multi-krum\"\nbyzantine = 1\nselect = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.aggregation.select, Some(5));
+        assert_eq!(config.aggregation.min_updates(), 5);
+    }
+
+    #[test]
+    fn aggregation_ranges_are_checked_and_errors_name_the_field() {
+        let err = |text: &str| RunConfig::from_toml(text).unwrap_err().to_string();
+        let e = err("[aggregation]\nrule = \"geometric-median\"");
+        assert!(e.contains("aggregation.rule `geometric-median`"), "{e}");
+        let e = err("[aggregation]\nrule = \"norm-bound\"");
+        assert!(e.contains("aggregation.norm_bound"), "{e}");
+        for trim in ["-0.1", "0.5", "0.7", "nan"] {
+            let e = err(&format!(
+                "[aggregation]\nrule = \"trimmed-mean\"\ntrim = {trim}"
+            ));
+            assert!(e.contains("aggregation.trim"), "{trim}: {e}");
+        }
+        assert!(RunConfig::from_toml("[aggregation]\nrule = \"trimmed-mean\"\ntrim = 0.0").is_ok());
+        for c in ["0.0", "-1.0", "inf"] {
+            let e = err(&format!("[aggregation]\nnorm_bound = {c}"));
+            assert!(e.contains("aggregation.norm_bound"), "{c}: {e}");
+        }
+        for budget in ["0", "1048577"] {
+            let e = err(&format!("[aggregation]\nmemory_budget_mib = {budget}"));
+            assert!(e.contains("aggregation.memory_budget_mib"), "{budget}: {e}");
+        }
+        // krum with f = 1 needs rounds of at least 5 updates
+        let e = err("[sampling]\nmin_clients = 4\nmin_updates = 4\n[aggregation]\nrule = \"krum\"");
+        assert!(e.contains("aggregation.byzantine"), "{e}");
+        assert!(e.contains("sampling.min_updates"), "{e}");
+        let e = err("[sampling]\nmin_clients = 9\nmin_updates = 9\n[aggregation]\nrule = \"krum\"\nbyzantine = 4");
+        assert!(e.contains("2f + 3 = 11"), "{e}");
+        let e = err(&format!(
+            "[sampling]\nmin_clients = 9\nmin_updates = 9\n[aggregation]\nrule = \"krum\"\nbyzantine = {}",
+            i64::MAX
+        ));
+        assert!(e.contains("aggregation.byzantine"), "{e}");
+        let e = err("[sampling]\nmin_clients = 5\nmin_updates = 5\n[aggregation]\nrule = \"multi-krum\"\nselect = 5");
+        assert!(e.contains("aggregation.select"), "{e}");
+        let e = err("[sampling]\nmin_clients = 5\nmin_updates = 5\n[aggregation]\nrule = \"multi-krum\"\nselect = 0");
+        assert!(e.contains("aggregation.select"), "{e}");
+        let e = err("[aggregation]\nrule = \"median\"\nselect = 2");
+        assert!(e.contains("multi-krum only"), "{e}");
+        let e = err("[aggregation]\nrulez = \"median\"");
+        assert!(e.contains("rulez"), "{e}");
     }
 
     #[test]

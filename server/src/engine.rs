@@ -4,7 +4,7 @@
 //! Everything heavy (aggregation, the optimizer step, evaluation, writing captures and
 //! checkpoints) runs on blocking threads, so the gRPC handlers stay responsive meanwhile.
 
-use crate::aggregate::OrderedSum;
+use crate::aggregation::{weight, Collector};
 use crate::config::{secs, Algorithm, RunConfig};
 use crate::error::{Result, ServerError};
 use crate::run_files::{RoundRecord, RunFiles, RunState};
@@ -188,11 +188,15 @@ impl Engine {
         self.shared.notify();
         info!(round, sampled = sampled.len(), "round open");
 
-        let mut sum = Some(OrderedSum::new(
+        // the robust rules' kept updates are checked against their budget here, before any
+        // update arrives (registration already refuses clients beyond it)
+        let mut sum = Some(Collector::new(
+            &c.aggregation,
             sampled.clone(),
+            &self.shared.layout,
             &self.files.spool(),
             256 << 20,
-        ));
+        )?);
         let mut loss = LossMean::default();
         let mut changed = self.shared.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
@@ -249,12 +253,16 @@ impl Engine {
         }
 
         let sum = sum.ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
-        let aggregate = blocking(move || sum.finish()).await?;
-        let updates = aggregate.as_ref().map_or(0, |a| a.contributors.len());
-        let examples = aggregate.as_ref().map_or(0.0, |a| a.weight) as u64;
+        let min_updates = c.sampling.min_updates;
+        let closed = blocking(move || sum.finish(min_updates)).await?;
+        let updates = closed.contributors.len();
+        let examples = closed.weight as u64;
+        if let Some(selected) = &closed.selected {
+            info!(round, rule = %c.aggregation.rule, ?selected, "selected updates");
+        }
         let mut rejuvenated = 0;
-        match aggregate {
-            Some(aggregate) if updates >= c.sampling.min_updates => {
+        match closed.aggregate {
+            Some(aggregate) => {
                 let (model, optimizer, names) = (
                     Arc::clone(&self.model),
                     Arc::clone(&self.optimizer),
@@ -269,14 +277,14 @@ impl Engine {
                     let mut optimizer = optimizer
                         .lock()
                         .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?;
-                    apply(&model, &mut optimizer, algorithm, &names, aggregate.mean)
+                    apply(&model, &mut optimizer, algorithm, &names, aggregate)
                 })
                 .await?;
             }
-            _ => warn!(
+            None => warn!(
                 round,
                 updates,
-                needed = c.sampling.min_updates,
+                needed = c.sampling.min_updates.max(c.aggregation.min_updates()),
                 "too few updates: model unchanged"
             ),
         }
@@ -383,10 +391,10 @@ impl Engine {
         &mut self,
         submission: Submission,
         round: u64,
-        sum: OrderedSum,
+        sum: Collector,
         global: &Arc<Vec<(String, Tensor)>>,
         loss: &mut LossMean,
-    ) -> Result<OrderedSum> {
+    ) -> Result<Collector> {
         let receiving = {
             let state = self.shared.lock();
             matches!(&state.phase, Phase::Open(open) if open.round == submission.round
@@ -429,6 +437,8 @@ impl Engine {
                 .collect()
         };
         let names: Vec<String> = self.shared.layout.iter().map(|l| l.name.clone()).collect();
+        // the claim (checked against the registration) capped by what the task asked for
+        let weight = weight::example_weight(examples, weight::task_bound(self.config())) as f64;
         let who = client.clone();
         let (sum, captured) = blocking(move || {
             let captured = match tap {
@@ -456,12 +466,12 @@ impl Engine {
                 None => None,
             };
             let mut sum = sum;
-            sum.offer(&who, update, examples as f64)?;
+            sum.offer(&who, update, weight)?;
             Ok((sum, captured))
         })
         .await?;
         self.captures.extend(captured);
-        loss.add(train_loss, examples as f64);
+        loss.add(train_loss, weight);
         self.shared.resolve_accepted(round, &client);
         let _ = reply.send(Ok(()));
         Ok(sum)
@@ -558,7 +568,9 @@ impl LossMean {
 /// The configuration fields that determine a run's results, as canonical JSON.
 ///
 /// `training.bn_mode` is left out while it is the default (`train`, what every run did before
-/// the option existed), so that a checkpoint written before it still resumes.
+/// the option existed), so that a checkpoint written before it still resumes; likewise
+/// `aggregation` while it is the plain mean without a norm bound, and its memory budget always
+/// (it decides whether a run may start, not what it computes).
 pub fn fingerprint(config: &RunConfig) -> String {
     let mut value = serde_json::json!({
         "seed": config.seed,
@@ -568,6 +580,12 @@ pub fn fingerprint(config: &RunConfig) -> String {
         "training": config.training,
         "sampling": config.sampling,
     });
+    // only a robust rule or a norm bound is named (runs before the option resume)
+    if let (Some(aggregation), Some(fields)) =
+        (config.aggregation.fingerprint(), value.as_object_mut())
+    {
+        fields.insert("aggregation".into(), aggregation);
+    }
     if config.training.bn_mode == synfed_synapse::BnMode::Train {
         if let Some(training) = value
             .get_mut("training")
@@ -604,5 +622,36 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&fingerprint(&eval)).unwrap();
         assert_eq!(value["training"]["bn_mode"], "eval");
         assert_ne!(fingerprint(&eval), fingerprint(&train));
+    }
+
+    #[test]
+    fn the_fingerprint_names_aggregation_only_when_it_is_not_the_plain_mean() {
+        let plain = RunConfig::default();
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&plain)).unwrap();
+        assert!(value.get("aggregation").is_none(), "{value}");
+        let mut budget = plain.clone();
+        budget.aggregation.memory_budget_mib = 7;
+        budget.aggregation.trim = 0.3;
+        assert_eq!(fingerprint(&budget), fingerprint(&plain));
+
+        let mut median = plain.clone();
+        median.aggregation.rule = crate::config::Rule::Median;
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&median)).unwrap();
+        assert_eq!(
+            value["aggregation"],
+            serde_json::json!({ "rule": "median" })
+        );
+        let mut trimmed = plain.clone();
+        trimmed.aggregation.rule = crate::config::Rule::TrimmedMean;
+        trimmed.aggregation.trim = 0.2;
+        trimmed.aggregation.norm_bound = Some(3.0);
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&trimmed)).unwrap();
+        assert_eq!(
+            value["aggregation"],
+            serde_json::json!({ "rule": "trimmed-mean", "trim": 0.2, "norm_bound": 3.0 })
+        );
+        let mut bounded = plain.clone();
+        bounded.aggregation.norm_bound = Some(3.0);
+        assert_ne!(fingerprint(&bounded), fingerprint(&plain));
     }
 }

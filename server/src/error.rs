@@ -28,6 +28,8 @@ pub enum ServerError {
     Candle(#[from] candle_core::Error),
     #[error("capture: {0}")]
     Wire(#[from] synfed_wire::WireError),
+    #[error("aggregation: {0}")]
+    Aggregation(#[from] crate::aggregation::AggregationError),
     #[error("encoding the model: {0}")]
     Encode(#[from] synfed_wire::chunks::EncodeError),
     #[error("cannot resume: {0}")]

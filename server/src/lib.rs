@@ -22,6 +22,7 @@
 //! future; it returns when the run is over or the future completes.
 
 pub mod aggregate;
+pub mod aggregation;
 pub mod config;
 mod engine;
 pub mod error;
@@ -32,7 +33,7 @@ mod service;
 mod state;
 pub mod tokens;
 
-pub use config::{Algorithm, RunConfig};
+pub use config::{AggregationConfig, Algorithm, Rule, RunConfig};
 pub use engine::{fingerprint, RunSummary};
 pub use error::{Result, ServerError};
 pub use run_files::{read_rounds, RoundRecord, RunFiles};
@@ -40,7 +41,7 @@ pub use tokens::Tokens;
 
 use engine::Engine;
 use service::Service;
-use state::Shared;
+use state::{Limits, Shared};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -175,6 +176,14 @@ pub async fn run(
         .iter()
         .map(|(name, t)| TensorLayout::of(name.clone(), t))
         .collect();
+    // the robust rules keep a round's updates: at least min_clients of them must fit
+    let parameters = aggregation::flat::value_count(&layout);
+    aggregation::check_budget(&config.aggregation, config.sampling.min_clients, parameters)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    let limits = Limits {
+        train_examples: splits.train.len() as u64,
+        round_capacity: aggregation::capacity(&config.aggregation, parameters),
+    };
     let spec_json =
         serde_json::to_string(model.spec()).map_err(|e| ServerError::Internal(e.to_string()))?;
     let test_len = splits.test.len();
@@ -183,7 +192,7 @@ pub async fn run(
 
     let (submit, submissions) = tokio::sync::mpsc::channel(64);
     let shared = Arc::new(Shared::new(
-        config, run_id, spec_json, tokens, layout, submit,
+        config, run_id, spec_json, tokens, layout, limits, submit,
     ));
     let service = FederationServer::new(Service {
         shared: Arc::clone(&shared),

@@ -5,6 +5,11 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// How many of `n` registered clients a round samples: `max(min, ⌈fraction·n⌉)`, at most n.
+pub fn sample_size(n: usize, fraction: f64, min: usize) -> usize {
+    ((fraction * n as f64).ceil() as usize).max(min).min(n)
+}
+
 /// Samples `max(min, ⌈fraction·n⌉)` (at most n) of `registered`, seeded by (seed, round).
 ///
 /// `registered` is sorted first, so the choice depends only on the set of clients, never on
@@ -21,7 +26,7 @@ pub fn sample_clients(
     pool.sort();
     pool.dedup();
     let n = pool.len();
-    let want = ((fraction * n as f64).ceil() as usize).max(min).min(n);
+    let want = sample_size(n, fraction, min);
     let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, Purpose::Sampling, round, ""));
     let mut chosen: Vec<String> = sample(&mut rng, n, want)
         .into_iter()

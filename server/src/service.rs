@@ -11,11 +11,13 @@
 //! | other run, round not open, unknown task, update already refused | `FAILED_PRECONDITION` |
 //! | second update for the same task | `ALREADY_EXISTS` |
 //! | after the round's deadline | `DEADLINE_EXCEEDED` |
-//! | malformed header, bad example count, non-finite loss, unknown/duplicate/missing tensor, wrong dtype/shape/length, non-finite values | `INVALID_ARGUMENT` |
-//! | chunk larger than 4 MiB | `RESOURCE_EXHAUSTED` |
+//! | malformed header, bad example count (0, more than the training split at registration, more than registered in an update), non-finite loss, unknown/duplicate/missing tensor, wrong dtype/shape/length, non-finite values | `INVALID_ARGUMENT` |
+//! | chunk larger than 4 MiB; a registration that would make a round sample more clients than the aggregation's memory budget holds | `RESOURCE_EXHAUSTED` |
 //! | chunk offset gap/overlap/overrun | `OUT_OF_RANGE` |
 //! | checksum mismatch | `DATA_LOSS` |
 
+use crate::aggregation::weight;
+use crate::sampling::sample_size;
 use crate::state::{ClientEntry, Phase, Shared, Slot, Submission};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -193,14 +195,32 @@ impl Federation for Service {
                 "client names are 1–{MAX_NAME_LEN} characters of A–Z a–z 0–9 . _ - (not starting with .)"
             )));
         }
-        if req.num_examples == 0 {
-            return Err(Status::invalid_argument(
-                "a client needs at least one example",
-            ));
+        if let Err(reason) =
+            weight::check_registration(req.num_examples, self.shared.limits.train_examples)
+        {
+            return Err(Status::invalid_argument(reason));
         }
         {
             let mut state = self.shared.lock();
             let rejoin = state.clients.contains_key(&name);
+            if let Some(capacity) = self.shared.limits.round_capacity {
+                // the round's kept updates must fit the budget: refuse the client that would
+                // make a round sample more than it holds
+                let active = 1 + state
+                    .clients
+                    .iter()
+                    .filter(|(other, c)| c.active && **other != name)
+                    .count();
+                let s = &self.shared.config.sampling;
+                let sampled = sample_size(active, s.fraction, s.min_clients);
+                if sampled > capacity {
+                    return Err(Status::resource_exhausted(format!(
+                        "the server keeps at most {capacity} updates per round \
+                         (aggregation.memory_budget_mib); with `{name}` a round would sample \
+                         {sampled}"
+                    )));
+                }
+            }
             state.clients.insert(
                 name.clone(),
                 ClientEntry {
@@ -350,22 +370,20 @@ impl Federation for Service {
                     "round {round} is past its deadline"
                 )));
             }
-            let problem = if header.num_examples == 0 || header.num_examples > examples {
-                Some(format!(
-                    "num_examples {} is not between 1 and the {examples} examples registered",
-                    header.num_examples
-                ))
-            } else if header.tensor_count as usize != self.shared.layout.len() {
-                Some(format!(
-                    "the header announces {} tensors, the model has {}",
-                    header.tensor_count,
-                    self.shared.layout.len()
-                ))
-            } else if !header.train_loss.is_finite() {
-                Some(format!("train_loss {} is not finite", header.train_loss))
-            } else {
-                None
-            };
+            let problem =
+                if let Err(reason) = weight::check_update_claim(header.num_examples, examples) {
+                    Some(reason)
+                } else if header.tensor_count as usize != self.shared.layout.len() {
+                    Some(format!(
+                        "the header announces {} tensors, the model has {}",
+                        header.tensor_count,
+                        self.shared.layout.len()
+                    ))
+                } else if !header.train_loss.is_finite() {
+                    Some(format!("train_loss {} is not finite", header.train_loss))
+                } else {
+                    None
+                };
             if let Some(problem) = problem {
                 *slot = Slot::Refused(problem.clone());
                 drop(state);

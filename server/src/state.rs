@@ -78,6 +78,15 @@ pub(crate) struct Submission {
     pub reply: oneshot::Sender<Result<(), Status>>,
 }
 
+/// Bounds on what clients may claim, fixed when the run starts.
+pub(crate) struct Limits {
+    /// Examples in the data set's training split: no client can hold more.
+    pub train_examples: u64,
+    /// The most clients a round may sample, when the aggregation rule keeps the round's
+    /// updates (`aggregation.memory_budget_mib`); `None` for the streamed mean.
+    pub round_capacity: Option<usize>,
+}
+
 /// What the handlers and the engine share.
 pub(crate) struct Shared {
     pub config: RunConfig,
@@ -87,6 +96,7 @@ pub(crate) struct Shared {
     /// Every tensor of the model (parameters and buffers), in parameter-store order: the layout
     /// of the global model and of every update.
     pub layout: Vec<TensorLayout>,
+    pub limits: Limits,
     state: Mutex<State>,
     /// Bumped on every change a long-poll or the engine may be waiting for.
     changed: watch::Sender<u64>,
@@ -102,6 +112,7 @@ impl Shared {
         spec_json: String,
         tokens: Option<Tokens>,
         layout: Vec<TensorLayout>,
+        limits: Limits,
         submissions: mpsc::Sender<Submission>,
     ) -> Self {
         Self {
@@ -110,6 +121,7 @@ impl Shared {
             spec_json,
             tokens,
             layout,
+            limits,
             state: Mutex::new(State {
                 clients: BTreeMap::new(),
                 phase: Phase::Between,

@@ -349,13 +349,16 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
     assert_eq!(round.updates, 3);
 
     // The same local training by hand, from the same global model, then the weighted mean.
+    // A client's weight is its claim (its share) capped by what the task asked for: batch
+    // size × local steps = 24 examples.
     let spec = config.model_spec(InputShape::new(1, 28, 28), 10);
     let splits = synfed_data::load("demo-mnist", None).unwrap();
     let shares =
         synfed_data::partition(splits.train.labels(), 3, &synfed_data::Partition::Iid, 7).unwrap();
+    let weight = |share: &[usize]| share.len().min(8 * 3) as f64;
     assert_eq!(
-        round.examples as usize,
-        shares.iter().map(Vec::len).sum::<usize>()
+        round.examples as f64,
+        shares.iter().map(|s| weight(s)).sum::<f64>()
     );
     let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
     let mut expected: Vec<Tensor> = global
@@ -367,7 +370,7 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
     let total = round.examples as f64;
     for (k, share) in shares.into_iter().enumerate() {
         let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-        let n = share.len() as f64;
+        let (n, w) = (share.len() as f64, weight(&share));
         let data = LocalData {
             train: splits.train.clone(),
             normalization: splits.normalization.clone(),
@@ -392,7 +395,7 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
         .unwrap();
         assert_eq!(work.examples as f64, n);
         for (e, (_, delta)) in expected.iter_mut().zip(&work.update) {
-            *e = (&*e + (delta * (n / total)).unwrap()).unwrap();
+            *e = (&*e + (delta * (w / total)).unwrap()).unwrap();
         }
     }
     let federated = checkpoint::load(
