@@ -142,14 +142,5 @@ pub fn reconstruct(
             distance: minimum.value,
         });
     }
-    let best = trials
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.distance.total_cmp(&b.1.distance))
-        .map_or(0, |(i, _)| i);
-    Ok(Reconstruction {
-        trials,
-        best,
-        trace,
-    })
+    Ok(Reconstruction::from_trials(trials, trace))
 }

@@ -121,6 +121,21 @@ pub struct Reconstruction {
 pub const STILL_FALLING: f64 = 0.01;
 
 impl Reconstruction {
+    /// The trials and their trace, the best being the one with the lowest gradient distance
+    /// (the first of equals).
+    pub fn from_trials(trials: Vec<Trial>, trace: Vec<TraceRow>) -> Self {
+        let best = trials
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.distance.total_cmp(&b.1.distance))
+            .map_or(0, |(i, _)| i);
+        Self {
+            trials,
+            best,
+            trace,
+        }
+    }
+
     /// The best trial.
     pub fn best(&self) -> &Trial {
         &self.trials[self.best]
@@ -254,16 +269,7 @@ pub fn reconstruct(
             distance: distance.to_dtype(DType::F64)?.to_scalar()?,
         });
     }
-    let best = trials
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.distance.total_cmp(&b.1.distance))
-        .map_or(0, |(i, _)| i);
-    Ok(Reconstruction {
-        trials,
-        best,
-        trace,
-    })
+    Ok(Reconstruction::from_trials(trials, trace))
 }
 
 /// The objective at images `x` and its exact gradient with respect to them: one iteration's

@@ -15,12 +15,10 @@ use synfed_report::{
 /// The PSNR-by-variant chart (bootstrap 95 % interval whiskers) and the privacy–utility chart;
 /// returns their markdown.
 pub fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<String> {
-    let mut variants: Vec<String> = Vec::new();
-    for l in cells {
-        if !variants.contains(&l.result.variant.label) {
-            variants.push(l.result.variant.label.clone());
-        }
-    }
+    let variants: Vec<String> = super::measures::variant_labels(cells)
+        .into_iter()
+        .map(String::from)
+        .collect();
     let mut series = Vec::new();
     for m in &config.models {
         for state in config.states() {

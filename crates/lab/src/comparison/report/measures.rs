@@ -4,6 +4,7 @@
 //! interval of a mean, from the comparison's seed so that the files are reproducible.
 
 use crate::comparison::cell_result::CellResult;
+use crate::comparison::collect::Located;
 use crate::statistics::{bootstrap_mean_interval, Interval};
 
 /// Resamples of the bootstrap intervals in the result files.
@@ -43,4 +44,15 @@ pub fn psnr_values(cell: &CellResult, state: &str) -> Vec<f64> {
 /// chart report ([`BOOTSTRAP_RESAMPLES`] resamples from the comparison's seed).
 pub fn bootstrap95(values: &[f64], seed: u64) -> Option<Interval> {
     bootstrap_mean_interval(values, 0.95, BOOTSTRAP_RESAMPLES, seed)
+}
+
+/// The variants' labels in the order their cells first appear (the tables' row order).
+pub fn variant_labels(cells: &[Located]) -> Vec<&str> {
+    let mut labels: Vec<&str> = Vec::new();
+    for l in cells {
+        if !labels.contains(&l.result.variant.label.as_str()) {
+            labels.push(&l.result.variant.label);
+        }
+    }
+    labels
 }

@@ -87,12 +87,7 @@ fn attack_table(
         .iter()
         .flat_map(|m| config.states().into_iter().map(move |s| (m.clone(), s)))
         .collect();
-    let mut variants: Vec<&str> = Vec::new();
-    for l in cells {
-        if !variants.contains(&l.result.variant.label.as_str()) {
-            variants.push(&l.result.variant.label);
-        }
-    }
+    let variants = super::measures::variant_labels(cells);
     let value = |variant: &str, (model, state): &(String, &str)| {
         cells
             .iter()

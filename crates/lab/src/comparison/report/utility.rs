@@ -26,13 +26,7 @@ pub fn after_rounds(config: &CompareConfig, cells: &[Located], train_examples: u
         md.push_str("---:|");
     }
     md.push_str("---:|\n");
-    let mut seen: Vec<&str> = Vec::new();
-    for l in cells {
-        let v = l.result.variant.label.as_str();
-        if seen.contains(&v) {
-            continue;
-        }
-        seen.push(v);
+    for v in super::measures::variant_labels(cells) {
         let _ = write!(md, "| {v} |");
         for m in &config.models {
             let acc = cells
@@ -46,7 +40,10 @@ pub fn after_rounds(config: &CompareConfig, cells: &[Located], train_examples: u
                 None => md.push_str(" — |"),
             }
         }
-        let defence = &l.result.variant.defence;
+        let defence = cells
+            .iter()
+            .find(|x| x.result.variant.label == v)
+            .map_or("none", |x| x.result.variant.defence.as_str());
         match epsilon_of(config, defence, train_examples) {
             Some(eps) => {
                 let _ = writeln!(md, " {eps:.2} |");
@@ -75,13 +72,7 @@ pub fn held_out_accuracy(config: &CompareConfig, cells: &[Located]) -> String {
         md.push_str("---:|");
     }
     md.push_str("---:|\n");
-    let mut seen: Vec<&str> = Vec::new();
-    for l in cells {
-        let v = l.result.variant.label.as_str();
-        if seen.contains(&v) {
-            continue;
-        }
-        seen.push(v);
+    for v in super::measures::variant_labels(cells) {
         let _ = write!(md, "| {v} |");
         let mut training = 0.0;
         for m in &config.models {
