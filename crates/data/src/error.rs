@@ -42,6 +42,16 @@ pub enum DataError {
         source: io::Error,
     },
 
+    /// A gzip file inflates past the size its format declares (a decompression bomb, or a
+    /// header that understates the content).
+    #[error("{}: inflates past {limit} bytes, the most its format allows", .file.display())]
+    InflatesTooFar {
+        /// The file.
+        file: PathBuf,
+        /// The declared (or format-wide) bound on the inflated size.
+        limit: u64,
+    },
+
     /// The leading magic number does not identify the expected format.
     #[error("{}: bad magic number {found:#010x}, expected {expected:#010x} ({format})", .file.display())]
     BadMagic {

@@ -7,6 +7,13 @@
 //! suffix is neither required nor trusted. Inflation goes straight into a buffer sized from the
 //! gzip trailer, so a 30 MB batch decodes without reallocation; the several files of a data
 //! set are decoded on parallel threads.
+//!
+//! Inflation is bounded by what the format itself declares, so a small hostile file (a
+//! "gzip bomb") cannot exhaust memory: an IDX file may inflate to at most its header plus the
+//! product of the dimensions that header declares, and anything else (CIFAR's headerless
+//! records) to at most [`MAX_RECORD_FILE`] bytes, a little above the largest official file.
+//! Content past the bound is an [`DataError::InflatesTooFar`] error, detected after reading
+//! one byte more than the bound and never after buffering the rest.
 
 use std::borrow::Cow;
 use std::fs;
@@ -23,6 +30,19 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Largest capacity we pre-allocate from an (untrusted) gzip size trailer.
 const MAX_SIZE_HINT: usize = 256 << 20;
+
+/// Largest inflated size of a headerless record file (CIFAR): 60,000 records of the longest
+/// record (CIFAR-100, 3,074 bytes). The largest official file (CIFAR-100 `train.bin`, 50,000
+/// records) is 153,700,000 bytes.
+pub(crate) const MAX_RECORD_FILE: u64 = 60_000 * 3_074;
+
+/// Largest inflated size of any IDX file, whatever its header claims: MNIST's largest file
+/// (training images, 47,040,016 bytes) fits more than ten times over.
+pub(crate) const MAX_IDX_FILE: u64 = 512 << 20;
+
+/// Bytes of inflated prefix examined to find the format's declared size: an IDX header with
+/// up to three dimensions.
+const PREFIX: usize = 16;
 
 /// Whether `bytes` starts with the gzip magic.
 pub(crate) fn is_gzip(bytes: &[u8]) -> bool {
@@ -73,16 +93,62 @@ pub(crate) fn decode<'a>(bytes: &'a [u8], file: &Path) -> Result<Cow<'a, [u8]>> 
     }
 }
 
-/// Inflates a (possibly multi-member) gzip stream held in memory.
+/// Inflates a (possibly multi-member) gzip stream held in memory, never past the size its
+/// content's format declares (see the module docs).
 pub(crate) fn gunzip(bytes: &[u8], file: &Path) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(size_hint(bytes));
-    MultiGzDecoder::new(bytes)
+    let gzip_error = |source| DataError::Gzip {
+        file: file.to_path_buf(),
+        source,
+    };
+    let mut decoder = MultiGzDecoder::new(bytes);
+    let mut out = Vec::new();
+    (&mut decoder)
+        .take(PREFIX as u64)
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
+        .map_err(gzip_error)?;
+    let limit = declared_limit(&out);
+    let capacity = (size_hint(bytes) as u64).min(limit) as usize;
+    out.try_reserve_exact(capacity.saturating_sub(out.len()))
+        .map_err(|_| DataError::InflatesTooFar {
             file: file.to_path_buf(),
-            source,
+            limit,
         })?;
+    (&mut decoder)
+        .take((limit + 1).saturating_sub(out.len() as u64))
+        .read_to_end(&mut out)
+        .map_err(gzip_error)?;
+    if out.len() as u64 > limit {
+        return Err(DataError::InflatesTooFar {
+            file: file.to_path_buf(),
+            limit,
+        });
+    }
     Ok(out)
+}
+
+/// The most bytes a file starting with `prefix` (its first [`PREFIX`] inflated bytes) may
+/// inflate to: header plus declared body for an IDX file of unsigned bytes (magic
+/// `00 00 08 n`, `n` = 1..=3 dimensions), capped at [`MAX_IDX_FILE`]; [`MAX_RECORD_FILE`]
+/// for anything else.
+fn declared_limit(prefix: &[u8]) -> u64 {
+    match prefix {
+        [0, 0, 0x08, dims @ 1..=3, rest @ ..] => {
+            let dims = usize::from(*dims);
+            let header = 4 + 4 * dims as u64;
+            let declared = rest
+                .chunks_exact(4)
+                .take(dims)
+                .map(|word| u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]])))
+                .try_fold(1u64, u64::checked_mul);
+            match declared {
+                // A header cut short inflates to at most its prefix; the reader reports it.
+                _ if rest.len() < 4 * dims => prefix.len() as u64,
+                Some(body) => header.saturating_add(body).min(MAX_IDX_FILE),
+                None => MAX_IDX_FILE,
+            }
+        }
+        _ => MAX_RECORD_FILE,
+    }
 }
 
 /// The uncompressed size recorded in the last member's trailer (ISIZE, little-endian,
@@ -195,6 +261,69 @@ mod tests {
         assert_eq!(size_hint(&[1, 2, 3]), 0);
         assert_eq!(size_hint(&gzip(&[0u8; 1234])), 1234);
         assert_eq!(size_hint(&[0xff; 8]), MAX_SIZE_HINT);
+    }
+
+    #[test]
+    fn declared_limit_follows_the_idx_header() {
+        // 3 images of 28×28: 16-byte header + 2,352 pixels.
+        assert_eq!(
+            declared_limit(&crate::testutil::idx_images(3)[..16]),
+            16 + 3 * 784
+        );
+        // 5 labels: 8-byte header + 5 bytes.
+        assert_eq!(
+            declared_limit(&crate::testutil::idx_labels(&[1; 5])[..13]),
+            13
+        );
+        // Dimensions whose product overflows, or is absurd, are capped.
+        let huge = [
+            0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 9,
+        ];
+        assert_eq!(declared_limit(&huge), MAX_IDX_FILE);
+        // Not IDX: the record-file bound.
+        assert_eq!(declared_limit(b"\x06cifar record"), MAX_RECORD_FILE);
+        // An IDX header cut short may not inflate past what is there.
+        assert_eq!(declared_limit(&[0, 0, 8, 3, 0, 0]), 6);
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_declared_size() {
+        // An IDX image header declaring 2 images, followed by far more pixels than that:
+        // the content past 16 + 2 × 784 bytes is refused, not buffered.
+        let mut data = crate::testutil::idx_images(2);
+        data.extend(std::iter::repeat_n(0u8, 4 << 20));
+        let packed = gzip(&data);
+        assert!(
+            packed.len() < 64 << 10,
+            "the bomb is small: {}",
+            packed.len()
+        );
+        let err = gunzip(&packed, Path::new("bomb.gz")).unwrap_err();
+        assert!(
+            matches!(err, DataError::InflatesTooFar { limit, .. } if limit == 16 + 2 * 784),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("bomb.gz: "), "{err}");
+        // Exactly the declared size still reads (and is then checked by the IDX reader).
+        let exact = crate::testutil::idx_images(2);
+        assert_eq!(gunzip(&gzip(&exact), Path::new("ok.gz")).unwrap(), exact);
+    }
+
+    #[test]
+    fn record_file_bomb_stops_at_the_record_bound() {
+        // 200 MB of zeros (no header: a CIFAR-like record file) packs to ~200 KB and is refused
+        // after MAX_RECORD_FILE + 1 bytes.
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..200 {
+            std::io::Write::write_all(&mut enc, &block).unwrap();
+        }
+        let packed = enc.finish().unwrap();
+        let err = gunzip(&packed, Path::new("records.gz")).unwrap_err();
+        assert!(
+            matches!(err, DataError::InflatesTooFar { limit, .. } if limit == MAX_RECORD_FILE),
+            "{err}"
+        );
     }
 
     #[test]
