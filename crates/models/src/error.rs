@@ -25,6 +25,13 @@ pub enum ModelError {
         input: crate::spec::InputShape,
         reason: String,
     },
+    #[error("{arch}: {field} is {value}, more than the budget of {max}")]
+    OverBudget {
+        arch: crate::arch::Arch,
+        field: String,
+        value: u64,
+        max: u64,
+    },
     #[error("batch of shape {got:?} does not match the model's input {want}")]
     BatchShape {
         got: Vec<usize>,

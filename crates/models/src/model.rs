@@ -37,6 +37,7 @@ impl Model {
                 reason: reason.into(),
             });
         }
+        spec.check_budget()?;
         let mut b = Builder::new(spec.seed, spec.methods, spec.hyper, dtype, device)?;
         let net: Box<dyn Network> = match spec.arch {
             Arch::Mlp => Box::new(mlp::Mlp::new(&mut b, spec)?),
