@@ -47,6 +47,10 @@ pub const MAX_CLASSES: usize = 100_000;
 pub const MAX_INPUT_ELEMS: usize = 16 * 1024 * 1024;
 /// Largest splitting Γ a capture's spec may have (Γ multiplies every synaptic weight).
 pub const MAX_GAMMA: usize = 64;
+/// Most local SGD steps a FedAvg capture may declare (an attacker unrolls every one of them).
+pub const MAX_LOCAL_STEPS: usize = 100_000;
+/// Largest batch size a capture may declare (the attacker optimises one image per example).
+pub const MAX_BATCH_SIZE: usize = 65_536;
 
 const KIND: FileKind = FileKind::Capture;
 
@@ -310,7 +314,9 @@ fn check_spec_size(spec: &ModelSpec) -> std::result::Result<(), Problem> {
             spec.hyper.gamma
         ));
     }
-    Ok(())
+    // The model's own parameter and input budget, from the spec alone.
+    spec.check_budget()
+        .map_err(|e| Problem::SpecTooLarge(e.to_string()))
 }
 
 /// The consistency of the metadata on its own (no tensors, no model built).
@@ -326,6 +332,12 @@ fn check_meta(meta: &CaptureMeta) -> std::result::Result<(), Problem> {
     if meta.batch_size == 0 {
         return Err(Problem::BadMeta("`batch_size` is 0".into()));
     }
+    if meta.batch_size > MAX_BATCH_SIZE {
+        return Err(Problem::BadMeta(format!(
+            "`batch_size` is {}, more than {MAX_BATCH_SIZE}",
+            meta.batch_size
+        )));
+    }
     match meta.kind {
         UpdateKind::FedAvg => {
             let steps = meta
@@ -334,6 +346,11 @@ fn check_meta(meta: &CaptureMeta) -> std::result::Result<(), Problem> {
             let lr = meta.local_lr.ok_or(Problem::FedAvgWithout("local_lr"))?;
             if steps == 0 {
                 return Err(Problem::BadMeta("`local_steps` is 0".into()));
+            }
+            if steps > MAX_LOCAL_STEPS {
+                return Err(Problem::BadMeta(format!(
+                    "`local_steps` is {steps}, more than {MAX_LOCAL_STEPS}"
+                )));
             }
             if !(lr.is_finite() && lr > 0.0) {
                 return Err(Problem::BadMeta(format!(

@@ -707,6 +707,32 @@ fn rejects_huge_specs_before_building_them() {
 }
 
 #[test]
+fn rejects_specs_over_the_model_budget() {
+    // Within the capture's own caps (input ≤ 16 Mi values, width ≤ 4096) but an MLP of
+    // 4096·4096 inputs × 1000 hidden units: 16.8 G parameters, refused before building.
+    let (problem, message) = reject_header(|h| {
+        h["spec"]["input"] = json!({"channels": 1, "height": 4096, "width": 4096})
+    });
+    assert!(matches!(problem, Problem::SpecTooLarge(_)), "{message}");
+    assert!(message.contains("input"), "{message}");
+}
+
+#[test]
+fn rejects_unbounded_local_steps_and_batch_sizes() {
+    let (_, _, capture) = setup();
+    let (tensors, mut header) = parts(&capture);
+    header["kind"] = json!("fedavg");
+    header["local_lr"] = json!(0.1);
+    header["local_steps"] = json!(1_000_000_000_000_000u64);
+    let (problem, message) = reject(&assemble(&tensors, &header));
+    assert!(matches!(problem, Problem::BadMeta(_)), "{message}");
+    assert!(message.contains("local_steps"), "{message}");
+    let (problem, message) = reject_header(|h| h["batch_size"] = json!(1u64 << 40));
+    assert!(matches!(problem, Problem::BadMeta(_)), "{message}");
+    assert!(message.contains("batch_size"), "{message}");
+}
+
+#[test]
 fn errors_of_files_name_the_file() {
     let (_, _, capture) = setup();
     let (mut tensors, header) = parts(&capture);
