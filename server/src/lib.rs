@@ -55,6 +55,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
+/// Concurrent HTTP/2 streams one connection may hold open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+
 /// The seed of the server's optimizer (rejuvenation after FedSGD steps) in a run of `seed`.
 pub fn optimizer_seed(seed: u64) -> u64 {
     seeds::derive(seed, seeds::Purpose::Optimizer, 0, "")
@@ -200,7 +203,11 @@ pub async fn run(
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let mut builder = Server::builder();
+    // One connection cannot open more than a handful of concurrent streams: an honest client
+    // has at most one push and one poll in flight.
+    let mut builder = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }

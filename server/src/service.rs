@@ -322,6 +322,11 @@ impl Federation for Service {
         request: Request<Streaming<UpdateMessage>>,
     ) -> Result<Response<PushUpdateReply>, Status> {
         let metadata = request.metadata().clone();
+        // Authenticate before any upload byte is pulled: a caller without a valid token never
+        // gets the server to buffer its message.
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.authenticate(&metadata)?;
+        }
         let mut stream = request.into_inner();
         let first = stream
             .message()

@@ -1,0 +1,48 @@
+//! Limits the server enforces before it does work for a peer (issue 17, item 2, network side),
+//! exercised by a raw gRPC client playing the attacker against an in-process server on port 0.
+
+use std::time::Duration;
+use synfed_server::RunConfig;
+use synfed_wire::proto::federation_client::FederationClient;
+use synfed_wire::proto::UpdateMessage;
+use tonic::codegen::tokio_stream;
+use tonic::Code;
+
+const TOKENS: &str = "[clients]\nclient-0 = \"token-of-client-zero\"\n";
+
+/// A push without a token is refused before its first message is read: the upload stream here
+/// never yields a message, so a server that pulled a message before checking the token would
+/// wait on it forever instead of answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let mut config = RunConfig {
+        out: dir.path().join("run"),
+        rounds: 1,
+        ..RunConfig::default()
+    };
+    config.model.width = Some(16);
+    config.data.eval_limit = Some(100);
+    config.sampling.min_clients = 1;
+    config.timing.wait_for_clients_s = 60.0;
+    config.security.tokens = Some(tokens);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ));
+
+    let mut api = FederationClient::connect(url).await.unwrap();
+    let silent = tokio_stream::pending::<UpdateMessage>();
+    let status = tokio::time::timeout(Duration::from_secs(10), api.push_update(silent))
+        .await
+        .expect("the server waited for upload bytes before checking the token")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status}");
+    server.abort();
+}
