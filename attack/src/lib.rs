@@ -31,6 +31,7 @@
 
 pub mod analytic;
 pub mod assignment;
+pub mod bn_prior;
 pub mod dlg;
 pub mod error;
 pub mod inversion;
