@@ -26,6 +26,7 @@ pub mod aggregation;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod peer_text;
 pub mod run_files;
 pub mod sampling;
 pub mod seeds;

@@ -17,6 +17,7 @@
 //! | checksum mismatch | `DATA_LOSS` |
 
 use crate::aggregation::weight;
+use crate::peer_text::peer_text;
 use crate::sampling::sample_size;
 use crate::state::{ClientEntry, Phase, Shared, Slot, Submission};
 use std::pin::Pin;
@@ -71,7 +72,8 @@ impl Service {
                 Ok(())
             }
             _ => Err(Status::not_found(format!(
-                "unknown client `{client}`: register first"
+                "unknown client `{}`: register first",
+                peer_text(client)
             ))),
         }
     }
@@ -81,7 +83,8 @@ impl Service {
             Ok(())
         } else {
             Err(Status::failed_precondition(format!(
-                "message for run `{run_id}`; this server runs `{}`",
+                "message for run `{}`; this server runs `{}`",
+                peer_text(run_id),
                 self.shared.run_id
             )))
         }
@@ -113,7 +116,7 @@ impl Service {
         if task.task_id != self.shared.task_id(open.round, client) {
             return Err(Status::failed_precondition(format!(
                 "unknown task `{}`",
-                task.task_id
+                peer_text(&task.task_id)
             )));
         }
         Ok(open.round)
@@ -495,7 +498,7 @@ impl Federation for Service {
                 .resolve(round, &req.client_id, Slot::Dropped("left the run"));
         }
         self.shared.notify();
-        info!(client = %req.client_id, reason = %req.reason, "client left");
+        info!(client = %req.client_id, reason = %peer_text(&req.reason), "client left");
         Ok(Response::new(LeaveReply {}))
     }
 }
