@@ -10,16 +10,17 @@ use tonic::Code;
 
 const TOKENS: &str = "[clients]\nclient-0 = \"token-of-client-zero\"\n";
 
-/// A push without a token is refused before its first message is read: the upload stream here
-/// never yields a message, so a server that pulled a message before checking the token would
-/// wait on it forever instead of answering.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(&tokens, TOKENS).unwrap();
+/// A one-round width-16 MLP run on port 0 that waits a minute for clients, with `tokens` if
+/// given; returns its URL and the server task.
+async fn start_server(
+    dir: &std::path::Path,
+    tokens: Option<std::path::PathBuf>,
+) -> (
+    String,
+    tokio::task::JoinHandle<synfed_server::Result<synfed_server::RunSummary>>,
+) {
     let mut config = RunConfig {
-        out: dir.path().join("run"),
+        out: dir.join("run"),
         rounds: 1,
         ..RunConfig::default()
     };
@@ -27,7 +28,7 @@ async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
     config.data.eval_limit = Some(100);
     config.sampling.min_clients = 1;
     config.timing.wait_for_clients_s = 60.0;
-    config.security.tokens = Some(tokens);
+    config.security.tokens = tokens;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(synfed_server::run(
@@ -36,6 +37,18 @@ async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
         false,
         std::future::pending(),
     ));
+    (url, server)
+}
+
+/// A push without a token is refused before its first message is read: the upload stream here
+/// never yields a message, so a server that pulled a message before checking the token would
+/// wait on it forever instead of answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let (url, server) = start_server(dir.path(), Some(tokens)).await;
 
     let mut api = FederationClient::connect(url).await.unwrap();
     let silent = tokio_stream::pending::<UpdateMessage>();
@@ -53,23 +66,7 @@ async fn a_push_without_a_token_is_refused_before_any_upload_byte_is_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_client_name_is_echoed_bounded_and_escaped() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = RunConfig {
-        out: dir.path().join("run"),
-        rounds: 1,
-        ..RunConfig::default()
-    };
-    config.model.width = Some(16);
-    config.data.eval_limit = Some(100);
-    config.sampling.min_clients = 1;
-    config.timing.wait_for_clients_s = 60.0;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
+    let (url, server) = start_server(dir.path(), None).await;
 
     let mut api = FederationClient::connect(url).await.unwrap();
     let name = format!("\u{1b}[2J\nforged{}", "x".repeat(1_000_000));
