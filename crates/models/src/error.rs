@@ -41,6 +41,8 @@ pub enum ModelError {
     NoGradient(String),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: String, problem: String },
+    #[error("update: {0}")]
+    UpdateLayout(String),
 }
 
 /// Result alias of the model zoo.

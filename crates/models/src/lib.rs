@@ -4,6 +4,9 @@
 //! A [`ModelSpec`] is the identity of a model: from it (and nothing else) any party of a
 //! federation rebuilds the exact same parameters, fuzzy factors included.
 //!
+//! An [`Update`] is what a client sends back: one tensor per model tensor, each with its
+//! parameter's role.
+//!
 //! [`MethodSet`]: synfed_synapse::MethodSet
 
 pub mod alexnet;
@@ -22,6 +25,7 @@ pub mod resnet;
 pub mod spec;
 pub mod training;
 pub mod unroll;
+pub mod update;
 
 pub use arch::Arch;
 pub use error::{ModelError, Result};
@@ -31,3 +35,4 @@ pub use network::Network;
 pub use spec::{InputShape, ModelSpec};
 pub use training::{evaluate, train_epoch, train_epoch_in, EpochStats, Evaluation};
 pub use unroll::{unrolled_update, LocalSteps};
+pub use update::{Update, UpdateEntry};
