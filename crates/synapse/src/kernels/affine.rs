@@ -8,13 +8,12 @@
 //! channel — so gradients of gradients stay exact.
 
 use super::backward::needs_gradient;
-use super::buffer::par_build;
 use super::channel::channel_sum;
-use super::items_per_task;
-use super::storage::{by_dtype, contiguous, Operand};
-use super::uses_kernels;
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use super::cpu::buffer::par_build;
+use super::cpu::{items_per_task, Scalar};
+use super::custom_op::{apply, values, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// `x · a + b` per channel of `x` `[N, C, H, W]`, with `a` and `b` of length C.
 pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -26,34 +25,26 @@ pub fn channel_affine(x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             dims.1
         );
     }
-    if !uses_kernels(x) {
-        let x = x.broadcast_mul(&a.reshape((1, ca, 1, 1))?)?;
-        return x.broadcast_add(&b.reshape((1, cb, 1, 1))?);
-    }
-    x.contiguous()?
-        .apply_op3(&a.contiguous()?, &b.contiguous()?, ChannelAffine(dims))
+    compute(
+        x,
+        || apply(ChannelAffine(dims), [x, a, b]),
+        || {
+            let x = x.broadcast_mul(&a.reshape((1, ca, 1, 1))?)?;
+            x.broadcast_add(&b.reshape((1, cb, 1, 1))?)
+        },
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
 struct ChannelAffine((usize, usize, usize, usize));
 
-impl ChannelAffine {
-    #[allow(clippy::too_many_arguments)]
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (x, a, b) = (
-            contiguous::<T>(s1, l1, name)?,
-            contiguous::<T>(s2, l2, name)?,
-            contiguous::<T>(s3, l3, name)?,
-        );
+impl CpuKernel<3> for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "synfed-channel-affine"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+        let [x, a, b] = values(&inputs)?;
         let (n, c, h, w) = self.0;
         let plane = h * w;
         let y = par_build(n * c * plane, plane, items_per_task(plane), |i, dst| {
@@ -62,35 +53,15 @@ impl ChannelAffine {
                 *d = v * scale + shift;
             }
         });
-        Ok((T::wrap(y), Shape::from(self.0)))
-    }
-}
-
-impl CustomOp3 for ChannelAffine {
-    fn name(&self) -> &'static str {
-        "synfed-channel-affine"
+        Ok((y, Shape::from(self.0)))
     }
 
-    fn cpu_fwd(
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
+        [x, a, b]: [&Tensor; 3],
         _res: &Tensor,
         u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 3]> {
         // an argument that is neither a variable nor computed from one (the ones of a
         // centring) needs no gradient
         let dx = needs_gradient(x)
@@ -100,7 +71,7 @@ impl CustomOp3 for ChannelAffine {
             .then(|| channel_sum(&(x * u)?))
             .transpose()?;
         let db = needs_gradient(b).then(|| channel_sum(u)).transpose()?;
-        Ok((dx, da, db))
+        Ok([dx, da, db])
     }
 }
 

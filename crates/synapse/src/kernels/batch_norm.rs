@@ -19,17 +19,15 @@
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
 use super::batch_norm_grad::{batch_norm_input_grad, batch_norm_scale_grad};
-use super::buffer::par_build;
 use super::channel::channel_sum;
-use super::gemm::Element;
-use super::lanes::{self, lane_sums};
+use super::cpu::buffer::par_build;
+use super::cpu::gemm::Element;
+use super::cpu::lanes::{self, lane_sums};
+use super::cpu::{items_per_task, per_channel, Scalar};
+use super::custom_op::{apply, constant, read, values, CpuKernel, CpuRead, Input};
+use super::dispatch::compute;
 use super::relu::relu_mask;
-use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
-use super::uses_kernels;
-use super::{items_per_task, per_channel};
-use candle_core::backend::BackendStorage;
-use candle_core::op::BackpropOp;
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
 /// The batch statistics a normalisation used: per-channel mean and biased variance `[C]`
@@ -78,24 +76,37 @@ fn normalize(
     if n * h * w == 0 {
         bail!("batch norm: no values per channel in {:?}", x.dims());
     }
-    if !uses_kernels(x) {
-        let (y, mean, var) = composed(x, gamma, beta, eps)?;
-        let stats = BatchStats {
-            mean: mean.detach(),
-            var: var.detach(),
-        };
-        let y = if relu { y.relu()? } else { y };
-        return Ok((y, stats));
-    }
+    compute(
+        x,
+        || normalize_on_kernels(x, gamma, beta, eps, relu),
+        || {
+            let (y, mean, var) = composed(x, gamma, beta, eps)?;
+            let stats = BatchStats {
+                mean: mean.detach(),
+                var: var.detach(),
+            };
+            let y = if relu { y.relu()? } else { y };
+            Ok((y, stats))
+        },
+    )
+}
+
+/// The normalisation as one [`BatchNorm`] op, the statistics as it reported them.
+fn normalize_on_kernels(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchStats)> {
+    let c = gamma.dims1()?;
     let report: Report = Arc::new(Mutex::new(None));
     let op = BatchNorm {
         eps,
         relu,
         report: report.clone(),
     };
-    let y = x
-        .contiguous()?
-        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let y = apply(op, [x, gamma, beta])?;
     let stats = reported(&report)?;
     let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
     Ok((
@@ -144,24 +155,15 @@ struct BatchNorm {
     report: Report,
 }
 
-impl BatchNorm {
-    #[allow(clippy::too_many_arguments)]
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = "batch norm";
-        let (x, gamma, beta) = (
-            contiguous::<T>(s1, l1, name)?,
-            contiguous::<T>(s2, l2, name)?,
-            contiguous::<T>(s3, l3, name)?,
-        );
-        let (n, c, h, w) = l1.shape().dims4()?;
+impl CpuKernel<3> for BatchNorm {
+    fn name(&self) -> &'static str {
+        "synfed-batch-norm"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+        let [x, gamma, beta] = values(&inputs)?;
+        let shape = inputs[0].shape();
+        let (n, c, h, w) = shape.dims4()?;
         let plane = h * w;
         let eps = T::from_f64(self.eps);
         let stats = batch_stats(x, (n, c, plane));
@@ -182,7 +184,37 @@ impl BatchNorm {
         *self.report.lock().map_err(|_| {
             candle_core::Error::Msg("batch norm: statistics lock poisoned".into())
         })? = Some(report);
-        Ok((T::wrap(y), l1.shape().clone()))
+        Ok((y, shape.clone()))
+    }
+
+    fn backward(
+        &self,
+        [x, gamma, _beta]: [&Tensor; 3],
+        res: &Tensor,
+        u: &Tensor,
+    ) -> Result<[Option<Tensor>; 3]> {
+        if gradients_are_final() {
+            let fused = FusedBackward {
+                op: self,
+                need_x: needs_gradient(x),
+            };
+            let (dx, d_gamma, d_beta) = read(&fused, [x, gamma, res, u])?;
+            return Ok([dx, Some(d_gamma), Some(d_beta)]);
+        }
+        // ReLU's gradient first: the output is positive exactly where the normalised value is
+        let u = if self.relu {
+            relu_mask(u, res)?
+        } else {
+            u.clone()
+        };
+        // ∂γ and ∂x as their own ops: a few nodes for a second backward pass to differentiate
+        // instead of a dozen
+        let d_beta = channel_sum(&u)?;
+        let d_gamma = batch_norm_scale_grad(x, &u, self.eps)?;
+        let dx = needs_gradient(x)
+            .then(|| batch_norm_input_grad(x, gamma, &u, self.eps))
+            .transpose()?;
+        Ok([dx, Some(d_gamma), Some(d_beta)])
     }
 }
 
@@ -217,97 +249,36 @@ fn sqrt<T: Element>(v: T) -> T {
     T::from_f64(v.to_f64().sqrt())
 }
 
-impl CustomOp3 for BatchNorm {
-    fn name(&self) -> &'static str {
-        "synfed-batch-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        _beta: &Tensor,
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if gradients_are_final() {
-            let (dx, d_gamma, d_beta) = self.final_gradients(x, gamma, res, u)?;
-            return Ok((dx, Some(d_gamma), Some(d_beta)));
-        }
-        // ReLU's gradient first: the output is positive exactly where the normalised value is
-        let u = if self.relu {
-            relu_mask(u, res)?
-        } else {
-            u.clone()
-        };
-        // ∂γ and ∂x as their own ops: a few nodes for a second backward pass to differentiate
-        // instead of a dozen
-        let d_beta = channel_sum(&u)?;
-        let d_gamma = batch_norm_scale_grad(x, &u, self.eps)?;
-        let dx = needs_gradient(x)
-            .then(|| batch_norm_input_grad(x, gamma, &u, self.eps))
-            .transpose()?;
-        Ok((dx, Some(d_gamma), Some(d_beta)))
-    }
+/// BatchNorm's backward pass as one kernel whose results are constants (no graph), for
+/// gradients that are final: (∂x when x needs one, ∂γ, ∂β) from (x, γ, the op's result, u).
+struct FusedBackward<'a> {
+    op: &'a BatchNorm,
+    need_x: bool,
 }
 
-impl BatchNorm {
-    /// The backward pass as one fused kernel whose results are constants (no graph): (∂x when
-    /// x needs one, ∂γ, ∂β).
-    fn final_gradients(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-        let need_x = needs_gradient(x);
-        let name = "batch norm gradient";
-        with_cpu_storage([x, gamma, res, u], name, |operands| {
-            by_dtype!(
-                operands[0].0.dtype(),
-                name,
-                self.fused_backward(operands, need_x)
-            )
-        })
+impl CpuRead<4> for FusedBackward<'_> {
+    type Output = (Option<Tensor>, Tensor, Tensor);
+
+    fn name(&self) -> &'static str {
+        "batch norm gradient"
     }
 
     /// With u′ = u (masked by the output's sign after ReLU), per channel Σu′ = ∂β,
     /// Σu′(x − μ)·r = ∂γ, and ∂x = γr·(u′ − Σu′/m − (x − μ)·r²·Σu′(x − μ)/m).
-    fn fused_backward<T: Operand>(
-        &self,
-        [(xs, xl), (gs, gl), (rs, rl), (us, ul)]: [(&CpuStorage, &Layout); 4],
-        need_x: bool,
-    ) -> Result<(Option<Tensor>, Tensor, Tensor)> {
-        let name = "batch norm gradient";
-        let (x, gamma, res, u) = (
-            contiguous::<T>(xs, xl, name)?,
-            contiguous::<T>(gs, gl, name)?,
-            contiguous::<T>(rs, rl, name)?,
-            contiguous::<T>(us, ul, name)?,
-        );
-        let (n, c, h, w) = xl.shape().dims4()?;
+    fn read<T: Scalar>(&self, inputs: [Input<'_, T>; 4]) -> Result<Self::Output> {
+        let name = self.name();
+        let [x, gamma, res, u] = values(&inputs)?;
+        let x_shape = inputs[0].shape();
+        let (n, c, h, w) = x_shape.dims4()?;
+        let (eps, relu) = (self.op.eps, self.op.relu);
         let plane = h * w;
         if u.len() != x.len() || res.len() != x.len() || gamma.len() != c {
-            bail!("{name}: operands do not match the input {:?}", xl.shape());
+            bail!("{name}: operands do not match the input {:?}", x_shape);
         }
-        let stats = reported(&self.report)?;
+        let stats = reported(&self.op.report)?;
         if stats.len() != c {
             bail!("{name}: statistics for {} channels, not {c}", stats.len());
         }
-        let relu = self.relu;
         // u′ of one plane, read lazily: the mask and the gradient side by side
         let masked = move |start: usize| {
             let (u, res) = (&u[start..][..plane], &res[start..][..plane]);
@@ -334,22 +305,22 @@ impl BatchNorm {
                 su += s;
                 sux += sx;
             }
-            let r = 1.0 / (stats[ch].1 + self.eps).sqrt();
+            let r = 1.0 / (stats[ch].1 + eps).sqrt();
             (T::from_f64(gamma[ch].to_f64() * r), su, sux)
         });
         let d_beta: Vec<T> = sums.iter().map(|s| s.1).collect();
         let d_gamma: Vec<T> = sums
             .iter()
             .zip(&stats)
-            .map(|(s, st)| T::from_f64(s.2.to_f64() / (st.1 + self.eps).sqrt()))
+            .map(|(s, st)| T::from_f64(s.2.to_f64() / (st.1 + eps).sqrt()))
             .collect();
-        let dx = need_x.then(|| {
+        let dx = self.need_x.then(|| {
             par_build(x.len(), plane, items_per_task(plane), |i, dst| {
                 let ch = i % c;
                 let (gr, su, sux) = sums[ch];
                 let (mean, var) = stats[ch];
                 let shift = T::from_f64(gr.to_f64() * su.to_f64() / m);
-                let slope = T::from_f64(gr.to_f64() * sux.to_f64() / ((var + self.eps) * m));
+                let slope = T::from_f64(gr.to_f64() * sux.to_f64() / ((var + eps) * m));
                 let mean = T::from_f64(mean);
                 let start = i * plane;
                 for ((d, g), &v) in dst.iter_mut().zip(masked(start)).zip(&x[start..]) {
@@ -357,11 +328,8 @@ impl BatchNorm {
                 }
             })
         });
-        let constant = |v: Vec<T>, shape: Shape| {
-            Tensor::from_storage(Storage::Cpu(T::wrap(v)), shape, BackpropOp::none(), false)
-        };
         Ok((
-            dx.map(|dx| constant(dx, xl.shape().clone())),
+            dx.map(|dx| constant(dx, x_shape.clone())),
             constant(d_gamma, Shape::from(c)),
             constant(d_beta, Shape::from(c)),
         ))

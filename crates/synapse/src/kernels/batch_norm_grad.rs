@@ -18,16 +18,14 @@
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
 use super::batch_norm::{batch_norm, batch_stats};
-use super::buffer::par_build;
 use super::channel::channel_sum;
-use super::gemm::Element;
-use super::lanes::lane_sums;
-use super::storage::{by_dtype, contiguous, with_cpu_storage, Operand};
-use super::uses_kernels;
-use super::{items_per_task, per_channel};
-use candle_core::backend::BackendStorage;
-use candle_core::op::BackpropOp;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use super::cpu::buffer::par_build;
+use super::cpu::gemm::Element;
+use super::cpu::lanes::lane_sums;
+use super::cpu::{items_per_task, per_channel, Scalar};
+use super::custom_op::{apply, constant, read, values, CpuKernel, CpuRead, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// `∂x` of BatchNorm with batch statistics, `γr·(u − mean(u) − x̂·mean(u ⊙ x̂))`, for the input
 /// `x` `[N, C, H, W]`, scale `γ` `[C]` and upstream gradient `u` (shaped like `x`).
@@ -42,11 +40,11 @@ pub fn batch_norm_input_grad(x: &Tensor, gamma: &Tensor, u: &Tensor, eps: f64) -
         );
     }
     require_values(x, "batch norm input gradient")?;
-    if !uses_kernels(x) {
-        return composed(x, gamma, u, eps);
-    }
-    x.contiguous()?
-        .apply_op3(&gamma.contiguous()?, &u.contiguous()?, InputGrad { eps })
+    compute(
+        x,
+        || apply(InputGrad { eps }, [x, gamma, u]),
+        || composed(x, gamma, u, eps),
+    )
 }
 
 /// `∂γ` of BatchNorm with batch statistics, `Σ u ⊙ x̂` per channel (`[C]`), for the input `x`
@@ -67,11 +65,11 @@ pub fn batch_norm_scale_grad(x: &Tensor, u: &Tensor, eps: f64) -> Result<Tensor>
         );
     }
     require_values(x, "batch norm scale gradient")?;
-    if !uses_kernels(x) {
-        return channel_sum(&(u * normalized(x, eps)?.0)?);
-    }
-    x.contiguous()?
-        .apply_op2(&u.contiguous()?, ScaleGrad { eps })
+    compute(
+        x,
+        || apply(ScaleGrad { eps }, [x, u]),
+        || channel_sum(&(u * normalized(x, eps)?.0)?),
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,59 +77,36 @@ struct ScaleGrad {
     eps: f64,
 }
 
-impl ScaleGrad {
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = "batch norm scale gradient";
-        let (x, u) = (
-            contiguous::<T>(s1, l1, name)?,
-            contiguous::<T>(s2, l2, name)?,
-        );
-        let (n, c, h, w) = l1.shape().dims4()?;
+impl CpuKernel<2> for ScaleGrad {
+    fn name(&self) -> &'static str {
+        "synfed-batch-norm-scale-grad"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let [x, u] = values(&inputs)?;
+        let (n, c, h, w) = inputs[0].shape().dims4()?;
         let per_channel_values = (n * h * w) as f64;
         // Σ u ⊙ x̂ = m·mean(u ⊙ x̂)
         let sums = moments(x, u, None, (n, c, h * w), self.eps)
             .iter()
             .map(|k| T::from_f64(k.a * per_channel_values))
             .collect();
-        Ok((T::wrap(sums), Shape::from(c)))
-    }
-}
-
-impl CustomOp2 for ScaleGrad {
-    fn name(&self) -> &'static str {
-        "synfed-batch-norm-scale-grad"
+        Ok((sums, Shape::from(c)))
     }
 
-    fn cpu_fwd(
+    fn backward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
+        [x, u]: [&Tensor; 2],
         _res: &Tensor,
         v: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let dx = needs_gradient(x)
             .then(|| batch_norm_input_grad(x, v, u, self.eps))
             .transpose()?;
         let du = needs_gradient(u)
             .then(|| Ok::<_, candle_core::Error>(batch_norm(x, v, &v.zeros_like()?, self.eps)?.0))
             .transpose()?;
-        Ok((dx, du))
+        Ok([dx, du])
     }
 }
 
@@ -231,24 +206,15 @@ fn moments<T: Element>(
     })
 }
 
-impl InputGrad {
-    #[allow(clippy::too_many_arguments)]
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = "batch norm input gradient";
-        let (x, gamma, u) = (
-            contiguous::<T>(s1, l1, name)?,
-            contiguous::<T>(s2, l2, name)?,
-            contiguous::<T>(s3, l3, name)?,
-        );
-        let (n, c, h, w) = l1.shape().dims4()?;
+impl CpuKernel<3> for InputGrad {
+    fn name(&self) -> &'static str {
+        "synfed-batch-norm-input-grad"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+        let [x, gamma, u] = values(&inputs)?;
+        let shape = inputs[0].shape();
+        let (n, c, h, w) = shape.dims4()?;
         let plane = h * w;
         let moments = moments(x, u, None, (n, c, plane), self.eps);
         // γr·(u − ū − (x − μ)·r·a)
@@ -262,26 +228,58 @@ impl InputGrad {
                 *d = scale * (ui - k.u_mean) - slope * (xi - k.mean);
             }
         });
-        Ok((T::wrap(dx), l1.shape().clone()))
+        Ok((dx, shape.clone()))
     }
 
-    /// The derivatives in x and γ as constants, by one fused kernel.
-    fn fused_derivatives<T: Operand>(
+    fn backward(
         &self,
-        [(xs, xl), (gs, gl), (us, ul), (vs, vl)]: [(&CpuStorage, &Layout); 4],
-        need_x: bool,
-    ) -> Result<(Option<Tensor>, Tensor)> {
-        let name = "batch norm input gradient";
-        let (x, gamma, u, v) = (
-            contiguous::<T>(xs, xl, name)?,
-            contiguous::<T>(gs, gl, name)?,
-            contiguous::<T>(us, ul, name)?,
-            contiguous::<T>(vs, vl, name)?,
-        );
-        let (n, c, h, w) = xl.shape().dims4()?;
+        [x, gamma, u]: [&Tensor; 3],
+        _res: &Tensor,
+        v: &Tensor,
+    ) -> Result<[Option<Tensor>; 3]> {
+        let need_x = needs_gradient(x);
+        // linear in u with a symmetric operator: the op itself
+        let du = needs_gradient(u)
+            .then(|| batch_norm_input_grad(x, gamma, v, self.eps))
+            .transpose()?;
+        if !(need_x || needs_gradient(gamma)) {
+            return Ok([None, None, du]);
+        }
+        let (dx, d_gamma) = if gradients_are_final() {
+            let fused = FusedDerivatives {
+                eps: self.eps,
+                need_x,
+            };
+            read(&fused, [x, gamma, u, v])?
+        } else {
+            self.composed_derivatives(x, gamma, u, v, need_x)?
+        };
+        Ok([dx, Some(d_gamma), du])
+    }
+}
+
+/// The derivatives of the input gradient in x and γ as constants, by one fused kernel, for
+/// gradients that are final: (∂x when x needs one, ∂γ) from (x, γ, u, the upstream v).
+struct FusedDerivatives {
+    eps: f64,
+    need_x: bool,
+}
+
+impl CpuRead<4> for FusedDerivatives {
+    type Output = (Option<Tensor>, Tensor);
+
+    fn name(&self) -> &'static str {
+        "batch norm input gradient"
+    }
+
+    fn read<T: Scalar>(&self, inputs: [Input<'_, T>; 4]) -> Result<Self::Output> {
+        let name = self.name();
+        let [x, gamma, u, v] = values(&inputs)?;
+        let x_shape = inputs[0].shape();
+        let (n, c, h, w) = x_shape.dims4()?;
         let plane = h * w;
         if u.len() != x.len() || v.len() != x.len() || gamma.len() != c {
-            bail!("{name}: operands do not match the input {:?}", xl.shape());
+            bail!("{name}: operands do not match the input {x_shape:?}");
         }
         let moments = moments(x, u, Some(v), (n, c, plane), self.eps);
         let m = (n * plane) as f64;
@@ -291,7 +289,7 @@ impl InputGrad {
             .map(|k| T::from_f64(k.r * m * (covariance(k) - k.a * k.b)))
             .collect();
         // γr²·((3ab − c)·(x − μ)·r − b·(u − ū) − a·(v − v̄))
-        let dx = need_x.then(|| {
+        let dx = self.need_x.then(|| {
             par_build(x.len(), plane, items_per_task(plane), |i, dst| {
                 let ch = i % c;
                 let k = moments[ch];
@@ -305,20 +303,14 @@ impl InputGrad {
                 }
             })
         });
-        let constant = |data: Vec<T>, shape: Shape| {
-            Tensor::from_storage(
-                Storage::Cpu(T::wrap(data)),
-                shape,
-                BackpropOp::none(),
-                false,
-            )
-        };
         Ok((
-            dx.map(|dx| constant(dx, xl.shape().clone())),
+            dx.map(|dx| constant(dx, x_shape.clone())),
             constant(d_gamma, Shape::from(c)),
         ))
     }
+}
 
+impl InputGrad {
     /// The derivatives in x and γ composed of differentiable ops.
     fn composed_derivatives(
         &self,
@@ -349,55 +341,6 @@ impl InputGrad {
             None
         };
         Ok((dx, d_gamma))
-    }
-}
-
-impl CustomOp3 for InputGrad {
-    fn name(&self) -> &'static str {
-        "synfed-batch-norm-input-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gamma: &Tensor,
-        u: &Tensor,
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let need_x = needs_gradient(x);
-        // linear in u with a symmetric operator: the op itself
-        let du = needs_gradient(u)
-            .then(|| batch_norm_input_grad(x, gamma, v, self.eps))
-            .transpose()?;
-        if !(need_x || needs_gradient(gamma)) {
-            return Ok((None, None, du));
-        }
-        let (dx, d_gamma) = if gradients_are_final() {
-            let name = "batch norm input gradient";
-            with_cpu_storage([x, gamma, u, v], name, |operands| {
-                by_dtype!(
-                    operands[0].0.dtype(),
-                    name,
-                    self.fused_derivatives(operands, need_x)
-                )
-            })?
-        } else {
-            self.composed_derivatives(x, gamma, u, v, need_x)?
-        };
-        Ok((dx, Some(d_gamma), du))
     }
 }
 

@@ -9,20 +9,16 @@
 //! any order of differentiation stays on them. Each channel is summed in a fixed order whatever
 //! the number of threads.
 
-use super::buffer::par_build;
-use super::lanes;
-use super::storage::{by_dtype, contiguous, Operand};
-use super::{items_per_task, per_channel, uses_kernels};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use super::cpu::buffer::par_build;
+use super::cpu::{items_per_task, lanes, per_channel, Scalar};
+use super::custom_op::{apply, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// `[N, C, H, W] → [C]`: the sum of each channel over images and positions.
 pub fn channel_sum(x: &Tensor) -> Result<Tensor> {
     let dims = x.dims4()?;
-    if !uses_kernels(x) {
-        return x.sum((0, 2, 3));
-    }
-    x.contiguous()?.apply_op1(ChannelOp::Sum(dims))
+    compute(x, || apply(ChannelOp::Sum(dims), [x]), || x.sum((0, 2, 3)))
 }
 
 /// `[C] → [N, C, H, W]`: every position of channel c holds `v[c]` (materialised).
@@ -31,10 +27,11 @@ pub fn channel_broadcast(v: &Tensor, dims: (usize, usize, usize, usize)) -> Resu
     if c != dims.1 {
         bail!("channel broadcast: {c} values for {} channels", dims.1);
     }
-    if !uses_kernels(v) {
-        return v.reshape((1, c, 1, 1))?.broadcast_as(dims)?.contiguous();
-    }
-    v.contiguous()?.apply_op1(ChannelOp::Broadcast(dims))
+    compute(
+        v,
+        || apply(ChannelOp::Broadcast(dims), [v]),
+        || v.reshape((1, c, 1, 1))?.broadcast_as(dims)?.contiguous(),
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -43,9 +40,16 @@ enum ChannelOp {
     Broadcast((usize, usize, usize, usize)),
 }
 
-impl ChannelOp {
-    fn run<T: Operand>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous::<T>(s, l, self.name())?;
+impl CpuKernel<1> for ChannelOp {
+    fn name(&self) -> &'static str {
+        match self {
+            ChannelOp::Sum(_) => "synfed-channel-sum",
+            ChannelOp::Broadcast(_) => "synfed-channel-broadcast",
+        }
+    }
+
+    fn forward<T: Scalar>(&self, [src]: [Input<'_, T>; 1]) -> Result<(Vec<T>, Shape)> {
+        let src = src.values()?;
         match *self {
             ChannelOp::Sum((n, c, h, w)) => {
                 let plane = h * w;
@@ -56,37 +60,24 @@ impl ChannelOp {
                     }
                     total
                 });
-                Ok((T::wrap(sums), Shape::from(c)))
+                Ok((sums, Shape::from(c)))
             }
             ChannelOp::Broadcast((n, c, h, w)) => {
                 let plane = h * w;
                 let out = par_build(n * c * plane, plane, items_per_task(plane), |i, p| {
                     p.fill(src[i % c])
                 });
-                Ok((T::wrap(out), Shape::from((n, c, h, w))))
+                Ok((out, Shape::from((n, c, h, w))))
             }
         }
     }
-}
-
-impl CustomOp1 for ChannelOp {
-    fn name(&self) -> &'static str {
-        match self {
-            ChannelOp::Sum(_) => "synfed-channel-sum",
-            ChannelOp::Broadcast(_) => "synfed-channel-broadcast",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s.dtype(), self.name(), self.run(s, l))
-    }
 
     /// ⟨sum(x), u⟩ = ⟨x, broadcast(u)⟩: each op's gradient is the other.
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(match *self {
+    fn backward(&self, _: [&Tensor; 1], _res: &Tensor, u: &Tensor) -> Result<[Option<Tensor>; 1]> {
+        Ok([Some(match *self {
             ChannelOp::Sum(dims) => channel_broadcast(u, dims)?,
             ChannelOp::Broadcast(_) => channel_sum(u)?,
-        }))
+        })])
     }
 }
 

@@ -9,35 +9,21 @@
 //! * input grad    `∂xᵢ = fold(Wᵀ · gᵢ)`          `[K, O] · [O, P]`
 //! * weight grad   `∂Wᵀ = Σᵢ col(xᵢ) · gᵢᵀ`       `[K, P] · [P, O]`, summed in image order
 //!
-//! (K = C·kh·kw taps, P output positions per image.) Each image is one task — unfold, product,
-//! fold — and the images run in parallel, reading and writing the tensors' own `[N, C, P]`
-//! layout (no rearranging of the batch into one side-by-side matrix), each product on one
-//! thread; a single image's product uses all threads. The three are one bilinear form seen
+//! (K = C·kh·kw taps, P output positions per image.) The three are one bilinear form seen
 //! from each of its arguments, ⟨conv(x, W), g⟩ = ⟨x, input_grad(g, W)⟩ = ⟨W, weight_grad(x, g)⟩,
 //! so the derivative of each with respect to either argument is one of the others — that
-//! closure is what keeps the attack's gradient-of-a-gradient exact. `gemm` splits products
-//! over the output, never the inner dimension, and per-image products each run on one thread,
-//! so results do not depend on the number of threads. Wide 3×3 "same" convolutions (stride 1,
-//! padding 1, ≥ 128 channels in and out: ConvNet's) compute all three by Winograd's
-//! F(2×2, 3×3) instead ([`winograd`]), the same linear maps with 2.25× fewer multiply-adds;
-//! narrower 3×3 "same" convolutions (ResNet's 16–64 channels) compute their forward pass and
-//! input gradient by the same algorithm fused strip by strip into register tiles
-//! (`fused_winograd`), and their weight gradient directly, with register tiles over
-//! zero-padded planes and no unfolding (`direct`).
+//! closure is what keeps the attack's gradient-of-a-gradient exact. 3×3 "same" convolutions
+//! compute the same linear maps by Winograd's F(2×2, 3×3) or register-tiled direct kernels;
+//! which algorithm computes a product is the CPU side's choice (`cpu::convolution`).
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
-use super::buffer::per_image;
-use super::direct::{self, Direct};
-use super::fused_winograd;
-use super::gemm::{matmul_new_on, matmul_write, Element, Matrix};
-use super::im2col::{col2im_into, im2col, ConvGeometry};
-use super::storage::{by_dtype, contiguous, Operand};
-use super::uses_kernels;
-use super::winograd;
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use std::sync::{Arc, OnceLock};
+use super::cpu::convolution::{self as cpu, Transformed};
+use super::cpu::im2col::ConvGeometry;
+use super::cpu::Scalar;
+use super::custom_op::{apply, values, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// Stride and zero padding of a square-stepped convolution (dilation 1, one group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,50 +35,6 @@ pub struct ConvParams {
 /// Cross-correlation of `x` `[N, C, H, W]` with `weight` `[O, C, kh, kw]` → `[N, O, Ho, Wo]`,
 /// PyTorch's `conv2d` without bias.
 pub fn conv2d(x: &Tensor, weight: &Tensor, p: ConvParams) -> Result<Tensor> {
-    conv2d_on(Engine::of(x), x, weight, p)
-}
-
-/// The gradient of [`conv2d`] with respect to its input, for the upstream gradient `g`
-/// `[N, O, Ho, Wo]`, an input of spatial size `input_hw`.
-pub fn conv2d_input_grad(
-    g: &Tensor,
-    weight: &Tensor,
-    input_hw: (usize, usize),
-    p: ConvParams,
-) -> Result<Tensor> {
-    conv2d_input_grad_on(Engine::of(g), g, weight, input_hw, p)
-}
-
-/// The gradient of [`conv2d`] with respect to its `[O, C, kh, kw]` kernel, for the input `x`
-/// and the upstream gradient `g`.
-pub fn conv2d_weight_grad(
-    x: &Tensor,
-    g: &Tensor,
-    kernel_hw: (usize, usize),
-    p: ConvParams,
-) -> Result<Tensor> {
-    conv2d_weight_grad_on(Engine::of(x), x, g, kernel_hw, p)
-}
-
-/// Who computes: these kernels (f32/f64 on the CPU) or candle's own ops (any other device or
-/// dtype — the CUDA path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Engine {
-    Kernels,
-    Candle,
-}
-
-impl Engine {
-    fn of(t: &Tensor) -> Self {
-        if uses_kernels(t) {
-            Engine::Kernels
-        } else {
-            Engine::Candle
-        }
-    }
-}
-
-fn conv2d_on(engine: Engine, x: &Tensor, weight: &Tensor, p: ConvParams) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (o, wc, kh, kw) = weight.dims4()?;
     if c != wc {
@@ -102,14 +44,16 @@ fn conv2d_on(engine: Engine, x: &Tensor, weight: &Tensor, p: ConvParams) -> Resu
         );
     }
     let geometry = geometry(p, n, c, o, (h, w), (kh, kw))?;
-    if engine == Engine::Candle {
-        return x.conv2d(weight, p.padding, p.stride, 1, 1);
-    }
-    product(x, weight, Conv::Forward(geometry, Transformed::default()))
+    compute(
+        x,
+        || product(x, weight, Conv::Forward(geometry, Transformed::default())),
+        || candle_conv2d(x, weight, p),
+    )
 }
 
-fn conv2d_input_grad_on(
-    engine: Engine,
+/// The gradient of [`conv2d`] with respect to its input, for the upstream gradient `g`
+/// `[N, O, Ho, Wo]`, an input of spatial size `input_hw`.
+pub fn conv2d_input_grad(
     g: &Tensor,
     weight: &Tensor,
     input_hw: (usize, usize),
@@ -125,21 +69,16 @@ fn conv2d_input_grad_on(
             weight.dims()
         );
     }
-    if engine == Engine::Candle {
-        let (h, w) = input_hw;
-        // The transposed convolution yields (g − 1)·s + k − 2p rows; rows a stride dropped at
-        // the end still receive gradient, which candle's output padding computes.
-        let out_h = (gh - 1) * p.stride + kh - 2 * p.padding;
-        let out_w = (gw - 1) * p.stride + kw - 2 * p.padding;
-        let extra = (h - out_h).max(w - out_w);
-        let dx = g.conv_transpose2d(weight, p.padding, extra, p.stride, 1)?;
-        return dx.narrow(2, 0, h)?.narrow(3, 0, w);
-    }
-    product(g, weight, Conv::InputGrad(geometry, Transformed::default()))
+    compute(
+        g,
+        || product(g, weight, Conv::InputGrad(geometry, Transformed::default())),
+        || candle_conv2d_input_grad(g, weight, input_hw, p),
+    )
 }
 
-fn conv2d_weight_grad_on(
-    engine: Engine,
+/// The gradient of [`conv2d`] with respect to its `[O, C, kh, kw]` kernel, for the input `x`
+/// and the upstream gradient `g`.
+pub fn conv2d_weight_grad(
     x: &Tensor,
     g: &Tensor,
     kernel_hw: (usize, usize),
@@ -155,17 +94,50 @@ fn conv2d_weight_grad_on(
             x.dims()
         );
     }
-    if engine == Engine::Candle {
-        // ∂W[o, c] = Σₙ x[n, c] ⋆ g[n, o]: a convolution with batch and channels swapped
-        let (kh, kw) = kernel_hw;
-        let dw = x
-            .transpose(0, 1)?
-            .contiguous()?
-            .conv2d(&g.transpose(0, 1)?.contiguous()?, p.padding, 1, p.stride, 1)?
-            .transpose(0, 1)?;
-        return dw.narrow(2, 0, kh)?.narrow(3, 0, kw)?.contiguous();
-    }
-    product(x, g, Conv::WeightGrad(geometry))
+    compute(
+        x,
+        || product(x, g, Conv::WeightGrad(geometry)),
+        || candle_conv2d_weight_grad(x, g, kernel_hw, p),
+    )
+}
+
+/// [`conv2d`] by candle's convolution (operands already checked).
+fn candle_conv2d(x: &Tensor, weight: &Tensor, p: ConvParams) -> Result<Tensor> {
+    x.conv2d(weight, p.padding, p.stride, 1, 1)
+}
+
+/// [`conv2d_input_grad`] by candle's transposed convolution (operands already checked).
+fn candle_conv2d_input_grad(
+    g: &Tensor,
+    weight: &Tensor,
+    (h, w): (usize, usize),
+    p: ConvParams,
+) -> Result<Tensor> {
+    let (_, _, gh, gw) = g.dims4()?;
+    let (_, _, kh, kw) = weight.dims4()?;
+    // The transposed convolution yields (g − 1)·s + k − 2p rows; rows a stride dropped at the
+    // end still receive gradient, which candle's output padding computes.
+    let out_h = (gh - 1) * p.stride + kh - 2 * p.padding;
+    let out_w = (gw - 1) * p.stride + kw - 2 * p.padding;
+    let extra = (h - out_h).max(w - out_w);
+    let dx = g.conv_transpose2d(weight, p.padding, extra, p.stride, 1)?;
+    dx.narrow(2, 0, h)?.narrow(3, 0, w)
+}
+
+/// [`conv2d_weight_grad`] by candle's convolution (operands already checked): ∂W[o, c] =
+/// Σₙ x[n, c] ⋆ g[n, o], a convolution with batch and channels swapped.
+fn candle_conv2d_weight_grad(
+    x: &Tensor,
+    g: &Tensor,
+    (kh, kw): (usize, usize),
+    p: ConvParams,
+) -> Result<Tensor> {
+    let dw = x
+        .transpose(0, 1)?
+        .contiguous()?
+        .conv2d(&g.transpose(0, 1)?.contiguous()?, p.padding, 1, p.stride, 1)?
+        .transpose(0, 1)?;
+    dw.narrow(2, 0, kh)?.narrow(3, 0, kw)?.contiguous()
 }
 
 fn geometry(
@@ -204,7 +176,7 @@ fn geometry(
 
 /// One of the ops on contiguous operands.
 fn product(a: &Tensor, b: &Tensor, op: Conv) -> Result<Tensor> {
-    a.contiguous()?.apply_op2(&b.contiguous()?, op)
+    apply(op, [a, b])
 }
 
 /// The three ops; each carries the full geometry so that its backward pass can build the
@@ -220,158 +192,15 @@ enum Conv {
     WeightGrad(ConvGeometry),
 }
 
-/// A kernel's Winograd transform ([`winograd::transform_kernel`]), computed by the first op
-/// that needs it. In an attack iteration a wide layer's kernel W enters four products — the
-/// forward pass, the input gradient and both again in the gradient of the gradient — and
-/// the upstream gradient u that the weight gradient's backward pass uses as a kernel enters
-/// two; each transform reads the kernel and writes 16/9 of its size, which was a tenth of a
-/// ConvNet iteration when every product transformed its kernel afresh. The ops that share a
-/// transform share the very kernel tensor (an operand of both), so it cannot be stale.
-#[derive(Clone, Debug, Default)]
-struct Transformed(Arc<OnceLock<CpuStorage>>);
-
-impl Transformed {
-    /// The transform of `w` (`[O, C, 3, 3]`), computed now unless already kept.
-    fn of<T: Operand>(&self, w: &[T], o: usize, c: usize, op: &str) -> Result<&[T]> {
-        if self.0.get().is_none() {
-            // only one op computes (an op's forward runs once), so a lost race is impossible;
-            // were it to happen, the kept transform is the same values
-            let _ = self.0.set(T::wrap(winograd::transform_kernel(w, o, c)?));
-        }
-        let len = winograd::transformed_len(o, c);
-        let Some(storage) = self.0.get() else {
-            bail!("{op}: the kernel's transform was not kept");
-        };
-        match T::slice(storage, &Layout::contiguous(len), op)?.get(..len) {
-            Some(u) => Ok(u),
-            None => bail!("{op}: the kept kernel transform is not {len} values"),
-        }
-    }
-}
-
 impl Conv {
     fn geometry(&self) -> ConvGeometry {
         match self {
             Conv::Forward(g, _) | Conv::InputGrad(g, _) | Conv::WeightGrad(g) => *g,
         }
     }
-
-    fn run<T: Operand + Direct>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let a = contiguous::<T>(s1, l1, name)?;
-        let b = contiguous::<T>(s2, l2, name)?;
-        let g = self.geometry();
-        let (k, p, o, n) = (g.taps(), g.positions(), g.out_channels, g.batch);
-        let one = ConvGeometry { batch: 1, ..g };
-        let image_len = g.in_channels * g.in_h * g.in_w;
-        match self {
-            Conv::Forward(_, kernel) if winograd::applies(&g) => {
-                let u = kernel.of(b, o, g.in_channels, name)?;
-                let y = winograd::conv3x3(a, u, &g)?;
-                Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
-            }
-            Conv::InputGrad(_, kernel) if winograd::applies(&g) => {
-                let u = kernel.of(b, o, g.in_channels, name)?;
-                let dx = winograd::conv3x3_input_grad(a, u, &g)?;
-                let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
-                Ok((T::wrap(dx), shape))
-            }
-            Conv::WeightGrad(_) if winograd::applies(&g) => {
-                let dw = winograd::conv3x3_weight_grad(a, b, &g)?;
-                let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
-                Ok((T::wrap(dw), shape))
-            }
-            Conv::Forward(_, kernel) if fused_winograd::applies(&g) => {
-                let u = kernel.of(b, o, g.in_channels, name)?;
-                let y = fused_winograd::conv3x3(a, u, &g)?;
-                Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
-            }
-            Conv::InputGrad(_, kernel) if fused_winograd::applies(&g) => {
-                let u = kernel.of(b, o, g.in_channels, name)?;
-                let dx = fused_winograd::conv3x3_input_grad(a, u, &g)?;
-                let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
-                Ok((T::wrap(dx), shape))
-            }
-            Conv::WeightGrad(_) if direct::applies(&g) => {
-                let dw = direct::conv3x3_weight_grad(a, b, &g)?;
-                let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
-                Ok((T::wrap(dw), shape))
-            }
-            Conv::Forward(..) => {
-                let weight = Matrix::row_major(b, o, k)?;
-                let y = per_image(n, o * p, |i, dst, threads| {
-                    let col = im2col(block(a, i, image_len), &one, threads);
-                    matmul_write(dst, weight, Matrix::row_major(&col, k, p)?, threads)
-                })?;
-                Ok((T::wrap(y), Shape::from((n, o, g.out_h(), g.out_w()))))
-            }
-            Conv::InputGrad(..) => {
-                let weight_t = Matrix::row_major(b, o, k)?.t();
-                let dx = per_image(n, image_len, |i, dst, threads| {
-                    let dcol = matmul_new_on(
-                        weight_t,
-                        Matrix::row_major(block(a, i, o * p), o, p)?,
-                        threads,
-                    )?;
-                    Ok(col2im_into(&dcol, &one, dst, threads))
-                })?;
-                let shape = Shape::from((n, g.in_channels, g.in_h, g.in_w));
-                Ok((T::wrap(dx), shape))
-            }
-            Conv::WeightGrad(_) => {
-                // each image's ∂Wᵀ, `[K, O]`: col(xᵢ) · gᵢᵀ (this orientation is 1.2–3× faster
-                // than gᵢ · col(xᵢ)ᵀ on ResNet20's shapes, and `gemm` splits its K rows well
-                // over threads when one image has them all); summed over the images, then
-                // transposed once
-                let parts = per_image(n, k * o, |i, dst, threads| {
-                    let col = im2col(block(a, i, image_len), &one, threads);
-                    let col = Matrix::row_major(&col, k, p)?;
-                    let g_t = Matrix::row_major(block(b, i, o * p), o, p)?.t();
-                    matmul_write(dst, col, g_t, threads)
-                })?;
-                let dw = transpose(&sum_images(&parts, n), k, o);
-                let shape = Shape::from((o, g.in_channels, g.kernel_h, g.kernel_w));
-                Ok((T::wrap(dw), shape))
-            }
-        }
-    }
 }
 
-/// Image `i` of a batch whose images are `len` elements each.
-fn block<T>(data: &[T], i: usize, len: usize) -> &[T] {
-    &data[i * len..][..len]
-}
-
-/// `[rows, cols]` → `[cols, rows]`.
-fn transpose<T: Element>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    (0..cols * rows)
-        .map(|v| m[(v % rows) * cols + v / rows])
-        .collect()
-}
-
-/// `Σᵢ partᵢ` for `n` equal parts back to back, summed in image order (the same for any number
-/// of threads).
-fn sum_images<T: Element>(parts: &[T], n: usize) -> Vec<T> {
-    if n <= 1 {
-        return parts.to_vec();
-    }
-    let len = parts.len() / n;
-    let mut total = parts[..len].to_vec();
-    for part in parts.chunks_exact(len.max(1)).skip(1).take(n - 1) {
-        for (t, &v) in total.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
-    total
-}
-
-impl CustomOp2 for Conv {
+impl CpuKernel<2> for Conv {
     fn name(&self) -> &'static str {
         match self {
             Conv::Forward(..) => "synfed-conv2d",
@@ -380,27 +209,36 @@ impl CustomOp2 for Conv {
         }
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let [a, b] = values(&inputs)?;
+        let g = self.geometry();
+        let (n, c, o) = (g.batch, g.in_channels, g.out_channels);
+        Ok(match self {
+            Conv::Forward(_, kernel) => (
+                cpu::forward(a, b, &g, kernel, self.name())?,
+                Shape::from((n, o, g.out_h(), g.out_w())),
+            ),
+            Conv::InputGrad(_, kernel) => (
+                cpu::input_grad(a, b, &g, kernel, self.name())?,
+                Shape::from((n, c, g.in_h, g.in_w)),
+            ),
+            Conv::WeightGrad(_) => (
+                cpu::weight_grad(a, b, &g)?,
+                Shape::from((o, c, g.kernel_h, g.kernel_w)),
+            ),
+        })
     }
 
     /// With upstream gradient `u` (shaped like the op's result):
     /// y = conv(x, W):      ∂x = input_grad(u, W),  ∂W = weight_grad(x, u)
     /// ∂x = input_grad(g, W): ∂g = conv(u, W),      ∂W = weight_grad(u, g)
     /// ∂W = weight_grad(x, g): ∂x = input_grad(g, u), ∂g = conv(x, u)
-    fn bwd(
+    fn backward(
         &self,
-        a: &Tensor,
-        b: &Tensor,
+        [a, b]: [&Tensor; 2],
         _res: &Tensor,
         u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let g = self.geometry();
         let p = ConvParams {
             stride: g.stride,
@@ -429,7 +267,7 @@ impl CustomOp2 for Conv {
                 )
             }
         };
-        Ok((da.transpose()?, db.transpose()?))
+        Ok([da.transpose()?, db.transpose()?])
     }
 }
 
@@ -471,8 +309,8 @@ mod tests {
     fn forward_matches_candles_convolution() {
         for (xd, wd, p) in cases() {
             let (x, w) = (seeded(&xd, 1), seeded(&wd, 2));
-            let ours = conv2d_on(Engine::Kernels, &x, &w, p).unwrap();
-            let theirs = conv2d_on(Engine::Candle, &x, &w, p).unwrap();
+            let ours = conv2d(&x, &w, p).unwrap();
+            let theirs = candle_conv2d(&x, &w, p).unwrap();
             assert!(max_diff(&ours, &theirs) < 1e-12, "{xd:?} {wd:?} {p:?}");
             let f32s = conv2d(
                 &x.to_dtype(DType::F32).unwrap(),
@@ -496,11 +334,11 @@ mod tests {
             let g = seeded(y.dims(), 5);
             let hw = (xd[2], xd[3]);
             let kernel = (wd[2], wd[3]);
-            let dx = conv2d_input_grad_on(Engine::Kernels, &g, &w, hw, p).unwrap();
-            let dx_ref = conv2d_input_grad_on(Engine::Candle, &g, &w, hw, p).unwrap();
+            let dx = conv2d_input_grad(&g, &w, hw, p).unwrap();
+            let dx_ref = candle_conv2d_input_grad(&g, &w, hw, p).unwrap();
             assert!(max_diff(&dx, &dx_ref) < 1e-12, "∂x {xd:?} {wd:?} {p:?}");
-            let dw = conv2d_weight_grad_on(Engine::Kernels, &x, &g, kernel, p).unwrap();
-            let dw_ref = conv2d_weight_grad_on(Engine::Candle, &x, &g, kernel, p).unwrap();
+            let dw = conv2d_weight_grad(&x, &g, kernel, p).unwrap();
+            let dw_ref = candle_conv2d_weight_grad(&x, &g, kernel, p).unwrap();
             assert!(max_diff(&dw, &dw_ref) < 1e-12, "∂W {xd:?} {wd:?} {p:?}");
         }
     }
@@ -591,7 +429,7 @@ mod tests {
             let c = seeded(conv2d(&x, &w, p).unwrap().dims(), 13);
             let (s, hx, hw) = second_order(&x, &w, &c, p);
             let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
-            let l = (conv2d_on(Engine::Candle, xv.as_tensor(), wv.as_tensor(), p)
+            let l = (candle_conv2d(xv.as_tensor(), wv.as_tensor(), p)
                 .unwrap()
                 .tanh()
                 .unwrap()

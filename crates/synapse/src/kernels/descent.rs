@@ -6,11 +6,11 @@
 //! weights instead, computing exactly what the composed ops compute (same operations in the same
 //! order, so the same bits); elsewhere it falls back to the composed ops.
 
-use super::storage::Operand;
-use super::uses_kernels;
-use super::worth_splitting;
+use super::cpu::storage::{by_dtype, contiguous, Operand};
+use super::cpu::worth_splitting;
+use super::dispatch::compute;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
+use candle_core::{bail, CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
 
 /// Elements per parallel task (large enough that scheduling is negligible).
@@ -27,19 +27,29 @@ pub fn descend(var: &Var, grad: &Tensor, factors: Option<&Tensor>, lr: f64) -> R
             factors.map(Tensor::dims)
         );
     }
-    let in_place = uses_kernels(w) && w.is_contiguous();
-    if !in_place {
+    let composed = || {
         let grad = match factors {
             Some(f) => grad.mul(f)?,
             None => grad.clone(),
         };
-        return var.set(&var.sub(&(grad * lr)?)?);
-    }
-    let grad = grad.contiguous()?;
-    match factors {
-        None => w.inplace_op2(&grad, &Descend { lr }),
-        Some(f) => w.inplace_op3(&grad, &f.contiguous()?, &Descend { lr }),
-    }
+        var.set(&var.sub(&(grad * lr)?)?)
+    };
+    compute(
+        w,
+        || {
+            // a weight viewed with strides (never one of synfed's parameters) is not written
+            // in place
+            if !w.is_contiguous() {
+                return composed();
+            }
+            let grad = grad.contiguous()?;
+            match factors {
+                None => w.inplace_op2(&grad, &Descend { lr }),
+                Some(f) => w.inplace_op3(&grad, &f.contiguous()?, &Descend { lr }),
+            }
+        },
+        &composed,
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,18 +114,12 @@ impl InplaceOp2 for Descend {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        match s1.dtype() {
-            DType::F32 => {
-                let g = super::storage::contiguous::<f32>(s2, l2, InplaceOp2::name(self))?;
-                self.plain(weights::<f32>(s1, l1)?, g);
-            }
-            DType::F64 => {
-                let g = super::storage::contiguous::<f64>(s2, l2, InplaceOp2::name(self))?;
-                self.plain(weights::<f64>(s1, l1)?, g);
-            }
-            dtype => bail!("descent: unsupported dtype {dtype:?}"),
-        }
-        Ok(())
+        let name = InplaceOp2::name(self);
+        by_dtype!(s1.dtype(), name, T => {
+            let g = contiguous::<T>(s2, l2, name)?;
+            self.plain(weights::<T>(s1, l1)?, g);
+            Ok(())
+        })
     }
 }
 
@@ -134,20 +138,11 @@ impl InplaceOp3 for Descend {
         l3: &Layout,
     ) -> Result<()> {
         let name = InplaceOp3::name(self);
-        match s1.dtype() {
-            DType::F32 => {
-                let g = super::storage::contiguous::<f32>(s2, l2, name)?;
-                let f = super::storage::contiguous::<f32>(s3, l3, name)?;
-                self.scaled(weights::<f32>(s1, l1)?, g, f);
-            }
-            DType::F64 => {
-                let g = super::storage::contiguous::<f64>(s2, l2, name)?;
-                let f = super::storage::contiguous::<f64>(s3, l3, name)?;
-                self.scaled(weights::<f64>(s1, l1)?, g, f);
-            }
-            dtype => bail!("descent: unsupported dtype {dtype:?}"),
-        }
-        Ok(())
+        by_dtype!(s1.dtype(), name, T => {
+            let (g, f) = (contiguous::<T>(s2, l2, name)?, contiguous::<T>(s3, l3, name)?);
+            self.scaled(weights::<T>(s1, l1)?, g, f);
+            Ok(())
+        })
     }
 }
 

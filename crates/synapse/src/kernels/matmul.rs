@@ -9,10 +9,11 @@
 //! product is again a [`matmul`], so the attack's second-order gradients stay exact.
 
 use super::backward::needs_gradient;
-use super::gemm::{matmul_new, Matrix};
-use super::storage::{by_dtype, Operand};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use super::cpu::gemm::{matmul_new, Matrix};
+use super::cpu::Scalar;
+use super::custom_op::{apply, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// `op(a) · op(b)` for 2-D tensors, where `op` transposes when its flag is set.
 ///
@@ -32,16 +33,17 @@ pub fn matmul(a: &Tensor, transpose_a: bool, b: &Tensor, transpose_b: bool) -> R
             if transpose_b { "ᵀ" } else { "" }
         );
     }
-    if !a.device().is_cpu() || !matches!(a.dtype(), DType::F32 | DType::F64) {
-        let a = if transpose_a { a.t()? } else { a.clone() };
-        let b = if transpose_b { b.t()? } else { b.clone() };
-        return a.matmul(&b);
-    }
-    a.apply_op2(
-        b,
-        MatMul {
-            transpose_a,
-            transpose_b,
+    let op = MatMul {
+        transpose_a,
+        transpose_b,
+    };
+    compute(
+        a,
+        || apply(op, [a, b]),
+        || {
+            let a = if transpose_a { a.t()? } else { a.clone() };
+            let b = if transpose_b { b.t()? } else { b.clone() };
+            a.matmul(&b)
         },
     )
 }
@@ -53,63 +55,37 @@ struct MatMul {
     transpose_b: bool,
 }
 
-impl MatMul {
-    fn view<'a, T: Operand>(
-        storage: &'a CpuStorage,
-        layout: &Layout,
-        transpose: bool,
-    ) -> Result<Matrix<'a, T>> {
-        let (rows, cols) = layout.shape().dims2()?;
-        let stride = layout.stride();
-        let m = Matrix::new(
-            T::slice(storage, layout, "matmul")?,
-            rows,
-            cols,
-            stride[0],
-            stride[1],
-        )?;
-        Ok(if transpose { m.t() } else { m })
-    }
-
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a = Self::view::<T>(s1, l1, self.transpose_a)?;
-        let b = Self::view::<T>(s2, l2, self.transpose_b)?;
-        let (m, n) = (a.rows(), b.cols());
-        let out = matmul_new(a, b)?;
-        Ok((T::wrap(out), Shape::from((m, n))))
-    }
+/// An operand as a `gemm` matrix on its own strides, transposed when `transpose` is set.
+fn view<'a, T: Scalar>(input: &Input<'a, T>, transpose: bool) -> Result<Matrix<'a, T>> {
+    let (data, layout) = input.strided()?;
+    let (rows, cols) = layout.shape().dims2()?;
+    let stride = layout.stride();
+    let m = Matrix::new(data, rows, cols, stride[0], stride[1])?;
+    Ok(if transpose { m.t() } else { m })
 }
 
-impl CustomOp2 for MatMul {
+impl CpuKernel<2> for MatMul {
+    const READS_STRIDES: bool = true;
+
     fn name(&self) -> &'static str {
         "synfed-matmul"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+    fn forward<T: Scalar>(&self, [a, b]: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let a = view(&a, self.transpose_a)?;
+        let b = view(&b, self.transpose_b)?;
+        let (m, n) = (a.rows(), b.cols());
+        Ok((matmul_new(a, b)?, Shape::from((m, n))))
     }
 
     /// For C = op(A)·op(B) with upstream gradient G:
     /// A·B → (G·Bᵀ, Aᵀ·G); A·Bᵀ → (G·B, Gᵀ·A); Aᵀ·B → (B·Gᵀ, A·G); Aᵀ·Bᵀ → (Bᵀ·Gᵀ, Gᵀ·Aᵀ).
-    fn bwd(
+    fn backward(
         &self,
-        a: &Tensor,
-        b: &Tensor,
+        [a, b]: [&Tensor; 2],
         _res: &Tensor,
         g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         // an operand that is neither a variable nor computed from one, or is declared
         // constant, needs no gradient
         let da = match (needs_gradient(a), self.transpose_a, self.transpose_b) {
@@ -126,7 +102,7 @@ impl CustomOp2 for MatMul {
             (true, true, false) => Some(matmul(a, false, g, false)?),
             (true, true, true) => Some(matmul(g, true, a, true)?),
         };
-        Ok((da, db))
+        Ok([da, db])
     }
 }
 

@@ -6,36 +6,41 @@
 //! same CPU. These kernels replace them with `gemm` products on the operands' own strides
 //! ([`matmul`], [`convolution`]; 3×3 convolutions directly or by Winograd's algorithm),
 //! per-channel reductions and maps that avoid candle's slow multi-dimension sums ([`channel`],
-//! [`affine`]; their sums in independent lanes, `lanes`), BatchNorm (with or without the ReLU
+//! [`affine`]; their sums in independent lanes), BatchNorm (with or without the ReLU
 //! after it), its input gradient, ReLU and the residual add + ReLU as single ops
 //! ([`batch_norm`], [`batch_norm_grad`], [`relu`]) and an in-place update ([`descent`]);
 //! [`backward`] lets a backward pass skip gradients nobody asked for, or not build the graph of
 //! gradients nobody differentiates again (then BatchNorm's gradients come from fused kernels).
-//! Outputs are written in parallel without a serial zeroing pass first (`buffer`).
+//! Outputs are written in parallel without a serial zeroing pass first.
 //!
 //! Each kernel is a candle custom op whose backward pass is written with the kernels again, so
 //! gradients of gradients (the gradient-inversion attack) stay exact; each is checked against
-//! candle's own ops and f64 finite differences, to second order. Every function falls back to
-//! candle's ops off the CPU, so `--features cuda` runs on candle's CUDA kernels.
+//! candle's own ops and f64 finite differences, to second order.
+//!
+//! The layout separates what a caller sees from how the CPU computes it:
+//!
+//! * the public ops (the files beside this one) are device-independent: each checks its
+//!   operands, states how it is differentiated, and names two ways to compute it — its CPU
+//!   kernel or candle's own ops — between which `dispatch` alone chooses (f32/f64 on the CPU:
+//!   the kernel; anything else, e.g. `--features cuda`: candle's CUDA kernels);
+//! * `custom_op` turns a kernel (a typed forward pass and a backward pass over arrays) into
+//!   candle's `CustomOp1/2/3`, so no op repeats candle's storage, layout and dtype plumbing;
+//! * `cpu` holds the numerics on slices, private to this module: `gemm` products, unfolding,
+//!   Winograd and direct 3×3 convolutions, lane sums, parallel output buffers.
 
 pub mod affine;
 pub mod backward;
 pub mod batch_norm;
 pub mod batch_norm_grad;
-mod buffer;
 pub mod channel;
 pub mod convolution;
+mod cpu;
+mod custom_op;
 pub mod descent;
-mod direct;
-mod fused_winograd;
-pub mod gemm;
-pub mod im2col;
-mod lanes;
+mod dispatch;
 pub mod matmul;
 pub mod relu;
 pub mod similarity;
-mod storage;
-mod winograd;
 
 pub use affine::{channel_affine, channel_center};
 pub use backward::{backward_final, backward_final_with_constants, backward_with_constants};
@@ -47,51 +52,6 @@ pub use descent::descend;
 pub use matmul::matmul;
 pub use relu::{add_relu, relu, relu_mask};
 pub use similarity::{axpby, dot_and_squares};
-
-/// Elements below which splitting work between threads costs more than it saves. With the
-/// computation on a rayon worker ([`crate::worker`]) a split is a push onto that worker's deque
-/// for the other to steal, cheaper than the hand-over from outside the pool, for which 16 K was
-/// best; 4 K measured best there (ResNet20 step and attacks; 2 K and 8 K no better).
-const TASK_ELEMENTS: usize = 1 << 12;
-
-/// How many items of `item_len` elements one parallel task should take at least, so that small
-/// tensors (ResNet's last stage has 64-element planes) do not become thousands of tiny tasks.
-pub(crate) fn items_per_task(item_len: usize) -> usize {
-    (TASK_ELEMENTS / item_len.max(1)).max(1)
-}
-
-/// Whether `t` is computed by these kernels (f32/f64 on the CPU) rather than by candle's own
-/// ops (any other device or dtype — the CUDA path).
-pub(crate) fn uses_kernels(t: &candle_core::Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-}
-
-/// Whether work over `elements` values is worth handing to the thread pool. At most one task's
-/// worth runs on the calling thread: handing it over would still wake a worker (and, from
-/// outside the pool, put the caller to sleep until it is done), which costs more than the work
-/// (a batch-1 attack iteration is hundreds of such small ops).
-pub(crate) fn worth_splitting(elements: usize) -> bool {
-    elements > TASK_ELEMENTS
-}
-
-/// `f(channel)` for every channel, each reading `per_channel` values, in parallel when that is
-/// worth it; results in channel order.
-pub(crate) fn per_channel<R: Send>(
-    channels: usize,
-    per_channel: usize,
-    f: impl Fn(usize) -> R + Sync + Send,
-) -> Vec<R> {
-    use rayon::prelude::*;
-    if worth_splitting(channels * per_channel) {
-        (0..channels)
-            .into_par_iter()
-            .with_min_len(items_per_task(per_channel))
-            .map(f)
-            .collect()
-    } else {
-        (0..channels).map(f).collect()
-    }
-}
 
 #[cfg(test)]
 mod test_support;

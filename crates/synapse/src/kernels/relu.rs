@@ -12,18 +12,15 @@
 //! for both summands is the upstream gradient masked by the output's sign.
 
 use super::backward::needs_gradient;
-use super::buffer::par_build;
-use super::storage::{by_dtype, contiguous, Operand};
-use super::{items_per_task, uses_kernels};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use super::cpu::buffer::par_build;
+use super::cpu::{items_per_task, Scalar};
+use super::custom_op::{apply, values, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !uses_kernels(x) {
-        return x.relu();
-    }
-    x.contiguous()?.apply_op1(Relu)
+    compute(x, || apply(Relu, [x]), || x.relu())
 }
 
 /// `u ⊙ [x > 0]`: the gradient of [`relu`] at `x` for the upstream gradient `u`.
@@ -35,10 +32,11 @@ pub fn relu_mask(u: &Tensor, x: &Tensor) -> Result<Tensor> {
             x.dims()
         );
     }
-    if !uses_kernels(u) {
-        return u.mul(&x.gt(0.0)?.to_dtype(u.dtype())?);
-    }
-    u.contiguous()?.apply_op2(&x.contiguous()?, ReluMask)
+    compute(
+        u,
+        || apply(ReluMask, [u, x]),
+        || u.mul(&x.gt(0.0)?.to_dtype(u.dtype())?),
+    )
 }
 
 /// `max(a + b, 0)`.
@@ -46,13 +44,11 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
         bail!("add relu: summands {:?} and {:?}", a.dims(), b.dims());
     }
-    if !uses_kernels(a) {
-        return (a + b)?.relu();
-    }
-    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    compute(a, || apply(AddRelu, [a, b]), || (a + b)?.relu())
 }
 
-fn map<T: Operand>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
+/// `f(start, chunk)` over chunks of one task's length, in parallel.
+fn map<T: Scalar>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) -> Vec<T> {
     let chunk = items_per_task(1);
     par_build(out_len, chunk, 1, |i, dst| f(i * chunk, dst))
 }
@@ -60,134 +56,94 @@ fn map<T: Operand>(out_len: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) ->
 #[derive(Clone, Copy, Debug)]
 struct Relu;
 
-impl Relu {
-    fn run<T: Operand>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous::<T>(s, l, "relu")?;
+impl CpuKernel<1> for Relu {
+    fn name(&self) -> &'static str {
+        "synfed-relu"
+    }
+
+    fn forward<T: Scalar>(&self, [x]: [Input<'_, T>; 1]) -> Result<(Vec<T>, Shape)> {
+        let shape = x.shape().clone();
+        let x = x.values()?;
         let y = map(x.len(), |start, dst: &mut [T]| {
             for (d, &v) in dst.iter_mut().zip(&x[start..]) {
                 *d = if v > T::ZERO { v } else { T::ZERO };
             }
         });
-        Ok((T::wrap(y), l.shape().clone()))
-    }
-}
-
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
-        "synfed-relu"
+        Ok((y, shape))
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s.dtype(), self.name(), self.run(s, l))
-    }
-
-    fn bwd(&self, x: &Tensor, _res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(relu_mask(u, x)?))
+    fn backward(
+        &self,
+        [x]: [&Tensor; 1],
+        _res: &Tensor,
+        u: &Tensor,
+    ) -> Result<[Option<Tensor>; 1]> {
+        Ok([Some(relu_mask(u, x)?)])
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct AddRelu;
 
-impl AddRelu {
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a = contiguous::<T>(s1, l1, "add relu")?;
-        let b = contiguous::<T>(s2, l2, "add relu")?;
+impl CpuKernel<2> for AddRelu {
+    fn name(&self) -> &'static str {
+        "synfed-add-relu"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let [a, b] = values(&inputs)?;
         let y = map(a.len(), |start, dst: &mut [T]| {
             for ((d, &p), &q) in dst.iter_mut().zip(&a[start..]).zip(&b[start..]) {
                 let v = p + q;
                 *d = if v > T::ZERO { v } else { T::ZERO };
             }
         });
-        Ok((T::wrap(y), l1.shape().clone()))
-    }
-}
-
-impl CustomOp2 for AddRelu {
-    fn name(&self) -> &'static str {
-        "synfed-add-relu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+        Ok((y, inputs[0].shape().clone()))
     }
 
     /// Both summands get the upstream gradient where the output is positive.
-    fn bwd(
+    fn backward(
         &self,
-        a: &Tensor,
-        b: &Tensor,
+        [a, b]: [&Tensor; 2],
         res: &Tensor,
         u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let (need_a, need_b) = (needs_gradient(a), needs_gradient(b));
         if !(need_a || need_b) {
-            return Ok((None, None));
+            return Ok([None, None]);
         }
         let g = relu_mask(u, res)?;
-        Ok((need_a.then(|| g.clone()), need_b.then_some(g)))
+        Ok([need_a.then(|| g.clone()), need_b.then_some(g)])
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct ReluMask;
 
-impl ReluMask {
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let u = contiguous::<T>(s1, l1, "relu mask")?;
-        let x = contiguous::<T>(s2, l2, "relu mask")?;
+impl CpuKernel<2> for ReluMask {
+    fn name(&self) -> &'static str {
+        "synfed-relu-mask"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let [u, x] = values(&inputs)?;
         let y = map(u.len(), |start, dst: &mut [T]| {
             for ((d, &g), &v) in dst.iter_mut().zip(&u[start..]).zip(&x[start..]) {
                 *d = if v > T::ZERO { g } else { T::ZERO };
             }
         });
-        Ok((T::wrap(y), l1.shape().clone()))
-    }
-}
-
-impl CustomOp2 for ReluMask {
-    fn name(&self) -> &'static str {
-        "synfed-relu-mask"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+        Ok((y, inputs[0].shape().clone()))
     }
 
     /// Linear in `u` with the same mask; constant (almost everywhere) in `x`.
-    fn bwd(
+    fn backward(
         &self,
-        u: &Tensor,
-        x: &Tensor,
+        [u, x]: [&Tensor; 2],
         _res: &Tensor,
         v: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let du = needs_gradient(u).then(|| relu_mask(v, x)).transpose()?;
-        Ok((du, None))
+        Ok([du, None])
     }
 }
 

@@ -11,11 +11,11 @@
 //! in f64, so the result does not depend on the number of threads.
 
 use super::backward::needs_gradient;
-use super::buffer::par_build;
-use super::storage::{by_dtype, contiguous, Operand};
-use super::{items_per_task, uses_kernels};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use super::cpu::buffer::par_build;
+use super::cpu::{items_per_task, Scalar};
+use super::custom_op::{apply, values, CpuKernel, Input};
+use super::dispatch::compute;
+use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `[⟨g, t⟩, ‖g‖², ‖t‖²]` (a `[3]` tensor) of two tensors of the same shape.
@@ -23,17 +23,20 @@ pub fn dot_and_squares(g: &Tensor, t: &Tensor) -> Result<Tensor> {
     if g.shape() != t.shape() {
         bail!("dot and squares: {:?} against {:?}", g.dims(), t.dims());
     }
-    if !uses_kernels(g) {
-        return Tensor::stack(
-            &[
-                (g * t)?.sum_all()?,
-                g.sqr()?.sum_all()?,
-                t.sqr()?.sum_all()?,
-            ],
-            0,
-        );
-    }
-    g.contiguous()?.apply_op2(&t.contiguous()?, DotAndSquares)
+    compute(
+        g,
+        || apply(DotAndSquares, [g, t]),
+        || {
+            Tensor::stack(
+                &[
+                    (g * t)?.sum_all()?,
+                    g.sqr()?.sum_all()?,
+                    t.sqr()?.sum_all()?,
+                ],
+                0,
+            )
+        },
+    )
 }
 
 /// `c₀·a + c₁·b` for two tensors of the same shape and a `[2]` tensor of coefficients.
@@ -46,12 +49,14 @@ pub fn axpby(a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
             c.dims()
         );
     }
-    if !uses_kernels(a) {
-        let coefficient = |i| c.narrow(0, i, 1)?.reshape(());
-        return a.broadcast_mul(&coefficient(0)?)? + b.broadcast_mul(&coefficient(1)?)?;
-    }
-    a.contiguous()?
-        .apply_op3(&b.contiguous()?, &c.contiguous()?, Axpby)
+    compute(
+        a,
+        || apply(Axpby, [a, b, c]),
+        || {
+            let coefficient = |i| c.narrow(0, i, 1)?.reshape(());
+            a.broadcast_mul(&coefficient(0)?)? + b.broadcast_mul(&coefficient(1)?)?
+        },
+    )
 }
 
 /// Elements per partial sum: the unit of work and of the summation order.
@@ -60,16 +65,13 @@ const CHUNK: usize = 1 << 14;
 #[derive(Clone, Copy, Debug)]
 struct DotAndSquares;
 
-impl DotAndSquares {
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = contiguous::<T>(s1, l1, self.name())?;
-        let t = contiguous::<T>(s2, l2, self.name())?;
+impl CpuKernel<2> for DotAndSquares {
+    fn name(&self) -> &'static str {
+        "synfed-dot-and-squares"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+        let [g, t] = values(&inputs)?;
         let partial = |(a, b): (&[T], &[T])| {
             // eight lanes per sum (vectorisable), combined in a fixed order
             let mut acc = [[T::ZERO; 8]; 3];
@@ -101,33 +103,16 @@ impl DotAndSquares {
                 *s += v;
             }
         }
-        Ok((T::wrap(total.map(T::from_f64).to_vec()), Shape::from(3)))
-    }
-}
-
-impl CustomOp2 for DotAndSquares {
-    fn name(&self) -> &'static str {
-        "synfed-dot-and-squares"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2))
+        Ok((total.map(T::from_f64).to_vec(), Shape::from(3)))
     }
 
     /// With u = (u₀, u₁, u₂): ∂g = u₀·t + 2u₁·g, ∂t = u₀·g + 2u₂·t.
-    fn bwd(
+    fn backward(
         &self,
-        g: &Tensor,
-        t: &Tensor,
+        [g, t]: [&Tensor; 2],
         _res: &Tensor,
         u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 2]> {
         let pick = |i| u.narrow(0, i, 1);
         let coefficients = |own| Tensor::cat(&[pick(0)?, (pick(own)? * 2.0)?], 0);
         let dg = needs_gradient(g)
@@ -136,27 +121,20 @@ impl CustomOp2 for DotAndSquares {
         let dt = needs_gradient(t)
             .then(|| axpby(g, t, &coefficients(2)?))
             .transpose()?;
-        Ok((dg, dt))
+        Ok([dg, dt])
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Axpby;
 
-impl Axpby {
-    #[allow(clippy::too_many_arguments)]
-    fn run<T: Operand>(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let a = contiguous::<T>(s1, l1, self.name())?;
-        let b = contiguous::<T>(s2, l2, self.name())?;
-        let c = contiguous::<T>(s3, l3, self.name())?;
+impl CpuKernel<3> for Axpby {
+    fn name(&self) -> &'static str {
+        "synfed-axpby"
+    }
+
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+        let [a, b, c] = values(&inputs)?;
         let (ca, cb) = match c {
             [ca, cb] => (*ca, *cb),
             _ => bail!("axpby: {} coefficients", c.len()),
@@ -167,36 +145,16 @@ impl Axpby {
                 *d = ca * x + cb * y;
             }
         });
-        Ok((T::wrap(out), l1.shape().clone()))
-    }
-}
-
-impl CustomOp3 for Axpby {
-    fn name(&self) -> &'static str {
-        "synfed-axpby"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        by_dtype!(s1.dtype(), self.name(), self.run(s1, l1, s2, l2, s3, l3))
+        Ok((out, inputs[0].shape().clone()))
     }
 
     /// With upstream v: ∂a = c₀·v, ∂b = c₁·v, ∂c = (⟨v, a⟩, ⟨v, b⟩).
-    fn bwd(
+    fn backward(
         &self,
-        a: &Tensor,
-        b: &Tensor,
-        c: &Tensor,
+        [a, b, c]: [&Tensor; 3],
         _res: &Tensor,
         v: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<[Option<Tensor>; 3]> {
         let coefficient = |i| c.narrow(0, i, 1)?.reshape(());
         let da = needs_gradient(a)
             .then(|| v.broadcast_mul(&coefficient(0)?))
@@ -207,7 +165,7 @@ impl CustomOp3 for Axpby {
         let dc = needs_gradient(c)
             .then(|| Tensor::stack(&[(v * a)?.sum_all()?, (v * b)?.sum_all()?], 0))
             .transpose()?;
-        Ok((da, db, dc))
+        Ok([da, db, dc])
     }
 }
 

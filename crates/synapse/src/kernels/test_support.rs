@@ -1,6 +1,6 @@
 //! Shared helpers of the kernels' tests: deterministic inputs and the largest difference.
 
-use super::im2col::ConvGeometry;
+use super::cpu::im2col::ConvGeometry;
 use candle_core::{DType, Device, Tensor};
 
 /// Deterministic f64 values in [−1, 1) of shape `dims`, different for each seed.

@@ -187,7 +187,9 @@ fn unfold_aligned<T: Element>(
 /// Folds column gradients back into an image gradient `[N, C, H, W]`: every pixel receives
 /// the sum over the taps and positions that read it. The columns come image by image
 /// (`[N, taps, positions]`, the layout in which the input gradient's per-image products
-/// write them); for one image that is [`im2col`]'s `[taps, columns]`.
+/// write them); for one image that is [`im2col`]'s `[taps, columns]`. (The ops fold image by
+/// image into their output, [`col2im_into`]; this whole-batch form is the adjoint test's.)
+#[cfg(test)]
 pub fn col2im<T: Element>(col: &[T], g: &ConvGeometry) -> Vec<T> {
     let len = g.batch * g.in_channels * g.in_h * g.in_w;
     let mut out: Vec<T> = Vec::with_capacity(len);

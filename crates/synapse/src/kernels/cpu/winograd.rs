@@ -518,9 +518,9 @@ fn transform_output<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::buffer::Threads;
-    use crate::kernels::gemm::matmul_new_on;
-    use crate::kernels::im2col::im2col;
+    use crate::kernels::cpu::buffer::Threads;
+    use crate::kernels::cpu::gemm::matmul_new_on;
+    use crate::kernels::cpu::im2col::im2col;
     use crate::kernels::test_support::{conv3x3_definition, max_error, same3x3, seeded_values};
 
     /// Even and odd sides (partial last tiles), one-pixel planes, single images and batches,

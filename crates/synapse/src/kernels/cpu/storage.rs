@@ -2,7 +2,7 @@
 
 use super::gemm::Element;
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, Layout, Result, Storage, Tensor};
+use candle_core::{bail, CpuStorage, Layout, Result};
 
 /// A typed view of one operand: its elements from the layout's start offset on.
 pub(crate) trait Operand: Element {
@@ -75,40 +75,21 @@ pub(crate) fn contiguous<'a, T: Operand>(
         .ok_or_else(|| candle_core::Error::Msg(format!("{op}: storage shorter than its shape")))
 }
 
-/// Runs `recv.method::<T>(args…)` with `T` the element type of `dtype` (f32 or f64), or fails
-/// naming the op: the dtype dispatch every kernel's `cpu_fwd` does.
+/// Evaluates `body` with the type name `$t` standing for the element type of `dtype` (f32 or
+/// f64), or fails naming the op: the dtype dispatch of every kernel.
 macro_rules! by_dtype {
-    ($dtype:expr, $op:expr, $recv:ident . $method:ident ( $($arg:expr),* )) => {
+    ($dtype:expr, $op:expr, $t:ident => $body:expr) => {
         match $dtype {
-            candle_core::DType::F32 => $recv.$method::<f32>($($arg),*),
-            candle_core::DType::F64 => $recv.$method::<f64>($($arg),*),
+            candle_core::DType::F32 => {
+                type $t = f32;
+                $body
+            }
+            candle_core::DType::F64 => {
+                type $t = f64;
+                $body
+            }
             dtype => candle_core::bail!("{}: unsupported dtype {dtype:?}", $op),
         }
     };
 }
 pub(crate) use by_dtype;
-
-/// Runs `f` on the CPU storages and layouts of (contiguous) `tensors`: for the fused backward
-/// kernels, which read tensors outside a custom op's forward pass.
-pub(crate) fn with_cpu_storage<R, const K: usize>(
-    tensors: [&Tensor; K],
-    op: &str,
-    f: impl FnOnce([(&CpuStorage, &Layout); K]) -> Result<R>,
-) -> Result<R> {
-    let owned = tensors
-        .iter()
-        .map(|t| t.contiguous())
-        .collect::<Result<Vec<Tensor>>>()?;
-    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
-    let mut parts = Vec::with_capacity(K);
-    for (storage, layout) in &guards {
-        match &**storage {
-            Storage::Cpu(s) => parts.push((s, *layout)),
-            _ => bail!("{op}: tensors off the CPU"),
-        }
-    }
-    let parts: [(&CpuStorage, &Layout); K] = parts
-        .try_into()
-        .map_err(|_| candle_core::Error::Msg(format!("{op}: operand count")))?;
-    f(parts)
-}

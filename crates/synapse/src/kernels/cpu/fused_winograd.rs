@@ -535,10 +535,10 @@ fn copy_run<E: Direct>(dst: &mut [E], src: &[E], len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu::winograd::transform_kernel;
     use crate::kernels::test_support::{
         conv3x3_definition, conv_operands, dot, from_f32, max_error, same3x3, same3x3_cases, to_f32,
     };
-    use crate::kernels::winograd::transform_kernel;
 
     /// Odd and even plane sizes (partial tiles at the right and bottom edges), strips that
     /// span several rows of tiles and a partial last strip, channel counts that leave partial
