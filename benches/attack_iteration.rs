@@ -12,8 +12,9 @@ use synfed_attack::inversion::{evaluate, InversionConfig, Target};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The binary's allocator and process settings (one copy, shared with `crates/cli/main.rs`).
+#[path = "../crates/cli/process.rs"]
+mod process;
 
 fn images(n: usize, input: InputShape, seed: u64) -> Tensor {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -29,8 +30,7 @@ fn images(n: usize, input: InputShape, seed: u64) -> Tensor {
 }
 
 fn attack_iteration(c: &mut Criterion) {
-    synfed_synapse::configure_candle();
-    synfed_synapse::keep_allocator_memory();
+    process::setup();
     let mut group = c.benchmark_group("attack_iteration");
     group
         .sample_size(10)

@@ -25,8 +25,9 @@ use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{on_worker, MethodSet, Mode, SynapticSgd};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The binary's allocator and process settings (one copy, shared with `crates/cli/main.rs`).
+#[path = "../crates/cli/process.rs"]
+mod process;
 
 const WORKLOADS: [(&str, &str, usize); 5] = [
     ("mlp", "train", 8),
@@ -164,8 +165,7 @@ fn one(name: &str, kind: &str, batch: usize, (warmups, repeats): (usize, usize),
 }
 
 fn main() {
-    synfed_synapse::configure_candle();
-    synfed_synapse::keep_allocator_memory();
+    process::setup();
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
         args.iter()

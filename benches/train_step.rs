@@ -15,8 +15,9 @@ use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{on_worker, MethodSet, Mode, SynapticSgd};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The binary's allocator and process settings (one copy, shared with `crates/cli/main.rs`).
+#[path = "../crates/cli/process.rs"]
+mod process;
 
 const CIFAR: InputShape = InputShape::new(3, 32, 32);
 const CLASSES: usize = 10;
@@ -47,8 +48,7 @@ fn model(arch: Arch, methods: MethodSet) -> Model {
 }
 
 fn train_step(c: &mut Criterion) {
-    synfed_synapse::configure_candle();
-    synfed_synapse::keep_allocator_memory();
+    process::setup();
     let mut group = c.benchmark_group("train_step");
     group
         .sample_size(10)

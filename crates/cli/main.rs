@@ -7,6 +7,7 @@ mod attack;
 mod compare;
 mod device;
 mod join;
+mod process;
 mod progress;
 mod serde_text;
 mod serve;
@@ -50,14 +51,10 @@ enum Command {
     Simulate(simulate::Args),
 }
 
-/// mimalloc, keeping freed memory: see `synfed_synapse::keep_allocator_memory`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
-    // second-order gradients (the attack's) and candle's worker pool; before any thread exists
-    synfed_synapse::configure_candle();
-    synfed_synapse::keep_allocator_memory();
+    // the allocator's policy, second-order gradients (the attack's) and candle's worker pool;
+    // before any thread exists
+    process::setup();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));

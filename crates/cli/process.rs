@@ -1,5 +1,10 @@
-//! Process-wide settings synfed's programs apply at the start of `main`: candle's
-//! environment and the allocator's memory policy.
+//! Process-wide settings synfed's programs apply before their first thread: the allocator,
+//! its memory policy, and candle's environment.
+//!
+//! They belong to a program, not to a library: they set environment variables, which is only
+//! sound while one thread exists, and choose the global allocator, which a process has one of.
+//! The `synfed` binary and the benches (`benches/*.rs`, which include this file with
+//! `#[path]`) share this one copy, so that what is measured is what runs.
 //!
 //! candle reads two environment variables once: `CANDLE_GRAD_DO_NOT_DETACH`, at each thread's
 //! first backward pass — without it the gradient of a gradient (the attack's objective) is
@@ -11,13 +16,23 @@
 //! `sched_yield` loop per op; what candle still computes element-wise here (mostly the
 //! backward pass's gradient sums) is memory-bound and short, so synfed gives the pool no
 //! workers (`CANDLE_NUM_THREADS=1`): those ops run on the calling thread, and the heavy
-//! kernels (`crate::kernels`) use rayon's threads. Batch-8 ResNet20 attack iteration ~10 %
+//! kernels (`synfed_synapse::kernels`) use rayon's threads. Batch-8 ResNet20 attack iteration ~10 %
 //! faster, ConvNet's ~8 %.
 
-/// Sets the variables (the pool's spin limit and size only where the user has not chosen
-/// them). Call at the very start of `main`, before any runtime or thread exists: `set_var` is
-/// not thread-safe.
-pub fn configure_candle() {
+/// mimalloc, keeping freed memory ([`keep_allocator_memory`]).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Applies every setting. Call at the very start of `main` (or of a benchmark), before any
+/// runtime or thread exists: setting environment variables is not thread-safe.
+pub fn setup() {
+    configure_candle();
+    keep_allocator_memory();
+}
+
+/// Sets candle's variables (the pool's spin limit and size only where the user has not chosen
+/// them).
+fn configure_candle() {
     std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
     for (name, value) in [
         ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0"),
@@ -34,8 +49,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// That option's default in mimalloc v3 (milliseconds): the check that the index is right.
 const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
 
-/// For programs whose global allocator is mimalloc (synfed's binary and benches): keep freed
-/// memory for reuse instead of returning it to the kernel.
+/// Has mimalloc keep freed memory for reuse instead of returning it to the kernel.
 ///
 /// Training steps and attack iterations allocate and free tensors of megabytes to tens of
 /// megabytes every time. The system allocator unmaps such blocks on free and page-faults them
@@ -43,9 +57,8 @@ const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 1000;
 /// mimalloc). mimalloc still returns idle memory after a delay ("purging"), which a ConvNet
 /// attack iteration pays for again (900 ms per iteration with purging, 715 ms without). The
 /// option is changed only while it holds mimalloc v3's default, so a mimalloc that numbers its
-/// options differently is left alone; where mimalloc is not the allocator this changes nothing
-/// that is used.
-pub fn keep_allocator_memory() {
+/// options differently is left alone.
+fn keep_allocator_memory() {
     // SAFETY: mimalloc's option reads and writes are plain accesses to its option table,
     // valid at any time from any thread.
     unsafe {
