@@ -16,7 +16,7 @@ use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use synfed_data::{Batches, Dataset, Normalization};
-use synfed_models::{train_epoch_in, Model};
+use synfed_models::{train_epoch_in, Model, Update};
 use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{BnMode, Mode, SynapticSgd};
 use synfed_wire::proto::Task;
@@ -30,10 +30,10 @@ pub struct LocalData {
 
 /// The result of one task.
 pub struct Work {
-    /// One tensor per model tensor, in parameter-store order: gradients of trainable
-    /// parameters (FedSGD) or θ_local − θ_global (FedAvg); for buffers (BatchNorm running
-    /// statistics) always their change (zero in eval mode).
-    pub update: Vec<(String, Tensor)>,
+    /// One entry per model tensor, in parameter-store order, each with its parameter's role:
+    /// gradients of trainable parameters (FedSGD) or θ_local − θ_global (FedAvg); for buffers
+    /// (BatchNorm running statistics) always their change (zero in eval mode).
+    pub update: Update,
     /// Examples the update was computed on.
     pub examples: u64,
     /// Mean training loss.
@@ -52,12 +52,13 @@ pub fn fedsgd_batch(indices: &[usize], batch_size: usize, seed: u64) -> Vec<usiz
         .collect()
 }
 
-fn copies(model: &Model) -> Result<Vec<(String, Tensor)>> {
+/// A copy of every tensor of the model, in parameter-store order (later steps change the
+/// variables in place).
+fn copies(model: &Model) -> Result<Vec<Tensor>> {
     Ok(model
         .params()
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.copy()?)))
+        .iter()
+        .map(|p| p.var.as_tensor().copy())
         .collect::<candle_core::Result<Vec<_>>>()?)
 }
 
@@ -82,7 +83,7 @@ pub fn fedsgd(
         let train_loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         let grads = backward_final(&loss)?;
         let mut update = Vec::with_capacity(before.len());
-        for (param, (name, old)) in model.params().iter().zip(before) {
+        for (param, old) in model.params().iter().zip(before) {
             let tensor = if param.role.is_trainable() {
                 match grads.get(param.var.as_tensor()) {
                     Some(g) => g.detach(),
@@ -91,10 +92,10 @@ pub fn fedsgd(
             } else {
                 (param.var.as_tensor() - &old)?
             };
-            update.push((name, tensor));
+            update.push(tensor);
         }
         Ok(Work {
-            update,
+            update: Update::with_roles_of(model.params(), update)?,
             examples: batch.len() as u64,
             train_loss,
             truth: (x, y),
@@ -120,23 +121,13 @@ pub fn task_bn_mode(task: &Task) -> Result<BnMode> {
     })
 }
 
-/// Whether each tensor of the model (parameter-store order, as in [`Work::update`]) is
-/// trainable.
-pub fn trainable_flags(model: &Model) -> Vec<bool> {
-    model
-        .params()
-        .iter()
-        .map(|p| p.role.is_trainable())
-        .collect()
-}
-
 /// Applies `defence` to a computed update, clipping per batch (a FedAvg difference, or a
 /// FedSGD gradient without per-example clipping). Noise is drawn from `seed`.
-pub fn defend(model: &Model, work: &mut Work, defence: &Defence, seed: u64) -> Result<()> {
+pub fn defend(work: &mut Work, defence: &Defence, seed: u64) -> Result<()> {
     if defence.is_none() {
         return Ok(());
     }
-    defence.apply(&mut work.update, &trainable_flags(model), seed)?;
+    defence.apply(&mut work.update, seed)?;
     Ok(())
 }
 
@@ -154,7 +145,7 @@ pub fn fedsgd_defended(
 ) -> Result<Work> {
     let Some(dp) = defence.dp.filter(|d| d.per_example) else {
         let mut work = fedsgd(model, data, batch_size, seed, mode)?;
-        defend(model, &mut work, defence, seed)?;
+        defend(&mut work, defence, seed)?;
         return Ok(work);
     };
     let batch = fedsgd_batch(&data.indices, batch_size, seed);
@@ -162,7 +153,7 @@ pub fn fedsgd_defended(
         .train
         .batch(&batch, &data.normalization, model.device(), DType::F32)?;
     let (mut update, train_loss) = defence::clipped_example_sum(model, &x, &y, dp.clip, mode)?;
-    defence.finish_example_sum(&mut update, &trainable_flags(model), batch.len(), seed)?;
+    defence.finish_example_sum(&mut update, batch.len(), seed)?;
     Ok(Work {
         update,
         examples: batch.len() as u64,
@@ -230,9 +221,10 @@ pub fn fedavg(
             }
         }
         let mut update = Vec::with_capacity(before.len());
-        for (param, (name, old)) in model.params().iter().zip(before) {
-            update.push((name, (param.var.as_tensor() - &old)?));
+        for (param, old) in model.params().iter().zip(before) {
+            update.push((param.var.as_tensor() - &old)?);
         }
+        let update = Update::with_roles_of(model.params(), update)?;
         let truth = data.train.batch(
             &data.indices,
             &data.normalization,
@@ -290,13 +282,8 @@ mod tests {
     }
 
     /// The trainable part of an update, flattened, in `params().trainable()` order.
-    fn trainable_update(model: &Model, work: &Work) -> Vec<Vec<f32>> {
-        work.update
-            .iter()
-            .zip(trainable_flags(model))
-            .filter(|(_, t)| *t)
-            .map(|((_, u), _)| values(u))
-            .collect()
+    fn trainable_update(work: &Work) -> Vec<Vec<f32>> {
+        work.update.trainable().map(|e| values(&e.tensor)).collect()
     }
 
     fn max_abs_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -329,8 +316,7 @@ mod tests {
         assert!(first
             .update
             .iter()
-            .zip(trainable_flags(&model))
-            .any(|((_, u), t)| !t && values(u).iter().any(|v| *v != 0.0)));
+            .any(|e| !e.is_trainable() && values(&e.tensor).iter().any(|v| *v != 0.0)));
 
         let seed = 5;
         let work = fedsgd(&model, &data, 8, seed, Mode::Eval).unwrap();
@@ -340,10 +326,12 @@ mod tests {
             moved,
             "eval mode leaves the running statistics alone"
         );
-        for ((name, u), trainable) in work.update.iter().zip(trainable_flags(&model)) {
-            if !trainable {
-                assert!(values(u).iter().all(|v| *v == 0.0), "{name} changed");
-            }
+        for e in work.update.iter().filter(|e| !e.is_trainable()) {
+            assert!(
+                values(&e.tensor).iter().all(|v| *v == 0.0),
+                "{} changed",
+                e.name
+            );
         }
 
         // The same batch, independently: the model's eval-mode gradient at the same weights.
@@ -359,7 +347,7 @@ mod tests {
             .iter()
             .map(values)
             .collect();
-        let got = trainable_update(&model, &work);
+        let got = trainable_update(&work);
         let scale = max_abs(&eval);
         assert!(scale > 0.0);
         let d = max_abs_difference(&got, &eval);
@@ -381,7 +369,7 @@ mod tests {
             "the eval update equals the train gradient ({d} of {scale})"
         );
         let trained = fedsgd(&model, &data, 8, seed, Mode::Train).unwrap();
-        let d = max_abs_difference(&trainable_update(&model, &trained), &train);
+        let d = max_abs_difference(&trainable_update(&trained), &train);
         assert!(
             d <= 1e-6 * scale.max(1.0),
             "train update vs train gradient: {d}"
@@ -397,10 +385,12 @@ mod tests {
         let initial = running_statistics(&local);
         let work = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Eval).unwrap();
         assert_eq!(running_statistics(&local), initial);
-        for ((name, u), trainable) in work.update.iter().zip(trainable_flags(&local)) {
-            if !trainable {
-                assert!(values(u).iter().all(|v| *v == 0.0), "{name} changed");
-            }
+        for e in work.update.iter().filter(|e| !e.is_trainable()) {
+            assert!(
+                values(&e.tensor).iter().all(|v| *v == 0.0),
+                "{} changed",
+                e.name
+            );
         }
         // One plain SGD step (no mechanisms) on the first batch of epoch 0: −lr · ∇ in eval mode.
         let batches = Batches::shuffled(data.indices.iter().copied(), batch_size, seed, 0).unwrap();
@@ -415,7 +405,7 @@ mod tests {
             .iter()
             .map(|g| values(&(g * -lr).unwrap()))
             .collect();
-        let got = trainable_update(&local, &work);
+        let got = trainable_update(&work);
         let scale = max_abs(&expected);
         let d = max_abs_difference(&got, &expected);
         assert!(d <= 1e-5 * scale.max(1e-3), "{d} (scale {scale})");
@@ -424,7 +414,7 @@ mod tests {
         let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let trained = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Train).unwrap();
         assert_ne!(running_statistics(&local), initial);
-        assert!(max_abs_difference(&trainable_update(&local, &trained), &expected) > 1e-2 * scale);
+        assert!(max_abs_difference(&trainable_update(&trained), &expected) > 1e-2 * scale);
     }
 
     #[test]

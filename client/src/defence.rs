@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use synfed_models::Model;
+use synfed_models::{Model, Update, UpdateEntry};
 use synfed_synapse::kernels::backward_final;
 use synfed_synapse::{Mode, Role};
 
@@ -36,8 +36,6 @@ pub enum DefendError {
     PerExampleBatchNorm(String),
     #[error("the update's norm is not finite ({0})")]
     NonFinite(f64),
-    #[error("{updates} update tensors for {flags} trainable flags")]
-    Mismatch { updates: usize, flags: usize },
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("model: {0}")]
@@ -60,70 +58,44 @@ pub type Result<T, E = DefendError> = std::result::Result<T, E>;
 pub trait Defend {
     /// Defends an update in place, clipping the whole update (per batch): clip the global L2
     /// norm of the trainable tensors to C, add N(0, σ²C²) to each of their elements, prune.
-    /// `trainable[i]` says whether `update[i]` is a trainable parameter's; the others are
-    /// left alone. Noise is drawn from a ChaCha stream of `seed`.
+    /// Entries that are not trainable (BatchNorm running statistics) are left alone. Noise is
+    /// drawn from a ChaCha stream of `seed`.
     ///
     /// Per-example DP is applied this way too (a FedAvg difference has no per-example form);
     /// FedSGD clips per example with [`clipped_example_sum`] and
     /// [`finish_example_sum`](Self::finish_example_sum) instead.
-    fn apply(&self, update: &mut [(String, Tensor)], trainable: &[bool], seed: u64) -> Result<()>;
+    fn apply(&self, update: &mut Update, seed: u64) -> Result<()>;
 
     /// Finishes per-example DP-SGD: `sum` holds the sum of the `batch` clipped per-example
     /// gradients; adds N(0, σ²C²) to each trainable element, divides by `batch`, then prunes.
-    fn finish_example_sum(
-        &self,
-        sum: &mut [(String, Tensor)],
-        trainable: &[bool],
-        batch: usize,
-        seed: u64,
-    ) -> Result<()>;
+    fn finish_example_sum(&self, sum: &mut Update, batch: usize, seed: u64) -> Result<()>;
 }
 
 impl Defend for Defence {
-    fn apply(&self, update: &mut [(String, Tensor)], trainable: &[bool], seed: u64) -> Result<()> {
-        check_lengths(update, trainable)?;
+    fn apply(&self, update: &mut Update, seed: u64) -> Result<()> {
         if let Some(dp) = self.dp {
-            clip(update, trainable, dp.clip)?;
-            add_noise(update, trainable, dp.sigma * dp.clip, &mut noise_rng(seed))?;
+            clip(update, dp.clip)?;
+            add_noise(update, dp.sigma * dp.clip, &mut noise_rng(seed))?;
         }
         if let Some(prune) = self.prune {
-            self::prune(update, trainable, prune.keep)?;
+            self::prune(update, prune.keep)?;
         }
         Ok(())
     }
 
-    fn finish_example_sum(
-        &self,
-        sum: &mut [(String, Tensor)],
-        trainable: &[bool],
-        batch: usize,
-        seed: u64,
-    ) -> Result<()> {
-        check_lengths(sum, trainable)?;
+    fn finish_example_sum(&self, sum: &mut Update, batch: usize, seed: u64) -> Result<()> {
         if let Some(dp) = self.dp {
-            add_noise(sum, trainable, dp.sigma * dp.clip, &mut noise_rng(seed))?;
+            add_noise(sum, dp.sigma * dp.clip, &mut noise_rng(seed))?;
         }
         let scale = 1.0 / batch.max(1) as f64;
-        for ((_, t), &train) in sum.iter_mut().zip(trainable) {
-            if train {
-                *t = (&*t * scale)?;
-            }
+        for entry in sum.trainable_mut() {
+            entry.tensor = (&entry.tensor * scale)?;
         }
         if let Some(prune) = self.prune {
-            self::prune(sum, trainable, prune.keep)?;
+            self::prune(sum, prune.keep)?;
         }
         Ok(())
     }
-}
-
-fn check_lengths(update: &[(String, Tensor)], trainable: &[bool]) -> Result<()> {
-    if update.len() != trainable.len() {
-        return Err(DefendError::Mismatch {
-            updates: update.len(),
-            flags: trainable.len(),
-        });
-    }
-    Ok(())
 }
 
 /// The noise generator of a task: a ChaCha stream of the task seed of its own.
@@ -134,34 +106,30 @@ pub fn noise_rng(seed: u64) -> ChaCha8Rng {
 }
 
 /// The L2 norm of the trainable tensors of `update` taken together.
-pub fn global_norm(update: &[(String, Tensor)], trainable: &[bool]) -> Result<f64> {
-    check_lengths(update, trainable)?;
+pub fn global_norm(update: &Update) -> Result<f64> {
     let mut sum = 0.0;
-    for ((_, t), &train) in update.iter().zip(trainable) {
-        if train {
-            sum += t
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-        }
+    for entry in update.trainable() {
+        sum += entry
+            .tensor
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?;
     }
     Ok(sum.sqrt())
 }
 
 /// Scales the trainable tensors of `update` so that their global L2 norm is at most `c`;
 /// returns the norm before clipping.
-pub fn clip(update: &mut [(String, Tensor)], trainable: &[bool], c: f64) -> Result<f64> {
-    let norm = global_norm(update, trainable)?;
+pub fn clip(update: &mut Update, c: f64) -> Result<f64> {
+    let norm = global_norm(update)?;
     if !norm.is_finite() {
         return Err(DefendError::NonFinite(norm));
     }
     if norm > c {
         let factor = c / norm;
-        for ((_, t), &train) in update.iter_mut().zip(trainable) {
-            if train {
-                *t = (&*t * factor)?;
-            }
+        for entry in update.trainable_mut() {
+            entry.tensor = (&entry.tensor * factor)?;
         }
     }
     Ok(norm)
@@ -169,20 +137,12 @@ pub fn clip(update: &mut [(String, Tensor)], trainable: &[bool], c: f64) -> Resu
 
 /// Adds N(0, std²) to every element of the trainable tensors, in tensor order (nothing when
 /// `std` is 0).
-pub fn add_noise(
-    update: &mut [(String, Tensor)],
-    trainable: &[bool],
-    std: f64,
-    rng: &mut ChaCha8Rng,
-) -> Result<()> {
-    check_lengths(update, trainable)?;
+pub fn add_noise(update: &mut Update, std: f64, rng: &mut ChaCha8Rng) -> Result<()> {
     if std == 0.0 {
         return Ok(());
     }
-    for ((_, t), &train) in update.iter_mut().zip(trainable) {
-        if !train {
-            continue;
-        }
+    for entry in update.trainable_mut() {
+        let t = &mut entry.tensor;
         let values: Vec<f64> = (0..t.elem_count())
             .map(|_| {
                 let z: f64 = StandardNormal.sample(rng);
@@ -214,12 +174,12 @@ pub fn kept(p: f64, n: usize) -> usize {
 
 /// Keeps the [`kept`]`(p, n)` largest magnitudes of each trainable tensor (ties: the earlier
 /// element) and zeroes the rest.
-pub fn prune(update: &mut [(String, Tensor)], trainable: &[bool], p: f64) -> Result<()> {
-    check_lengths(update, trainable)?;
-    for ((_, t), &train) in update.iter_mut().zip(trainable) {
+pub fn prune(update: &mut Update, p: f64) -> Result<()> {
+    for entry in update.trainable_mut() {
+        let t = &mut entry.tensor;
         let n = t.elem_count();
         let k = kept(p, n);
-        if !train || k >= n {
+        if k >= n {
             continue;
         }
         let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -239,7 +199,7 @@ pub fn prune(update: &mut [(String, Tensor)], trainable: &[bool], p: f64) -> Res
 }
 
 /// Per-example clipping: the gradient of each example of `(x, labels)` at the model's current
-/// weights, clipped to global L2 norm `c`, summed. Returns one tensor per model tensor in
+/// weights, clipped to global L2 norm `c`, summed. Returns one entry per model tensor in
 /// parameter-store order (zeros for buffers) and the mean loss of the examples. Forward passes
 /// in `mode`.
 ///
@@ -253,7 +213,7 @@ pub fn clipped_example_sum(
     labels: &Tensor,
     c: f64,
     mode: Mode,
-) -> Result<(Vec<(String, Tensor)>, f64)> {
+) -> Result<(Update, f64)> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
         let batch_norm = mode.uses_batch_stats()
@@ -268,12 +228,7 @@ pub fn clipped_example_sum(
                 model.spec().arch.to_string(),
             ));
         }
-        let params: Vec<_> = model.params().iter().collect();
-        let trainable: Vec<bool> = params.iter().map(|p| p.role.is_trainable()).collect();
-        let mut sum: Vec<(String, Tensor)> = params
-            .iter()
-            .map(|p| Ok((p.name.clone(), p.var.as_tensor().zeros_like()?)))
-            .collect::<Result<_>>()?;
+        let mut sum = Update::zeros_like(model.params())?;
         let b = x.dim(0)?;
         let mut loss_sum = 0.0;
         for i in 0..b {
@@ -281,17 +236,22 @@ pub fn clipped_example_sum(
             let loss = model.loss(&xi, &yi, mode)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let grads = backward_final(&loss)?;
-            let mut example = Vec::with_capacity(params.len());
-            for p in &params {
-                let g = match grads.get(p.var.as_tensor()) {
+            let mut example = Vec::with_capacity(model.params().len());
+            for p in model.params().iter() {
+                let tensor = match grads.get(p.var.as_tensor()) {
                     Some(g) if p.role.is_trainable() => g.detach(),
                     _ => p.var.as_tensor().zeros_like()?,
                 };
-                example.push((p.name.clone(), g));
+                example.push(UpdateEntry {
+                    name: p.name.clone(),
+                    role: p.role,
+                    tensor,
+                });
             }
-            clip(&mut example, &trainable, c)?;
-            for ((_, s), (_, g)) in sum.iter_mut().zip(example) {
-                *s = (&*s + g)?;
+            let mut example = Update::new(example);
+            clip(&mut example, c)?;
+            for (s, g) in sum.iter_mut().zip(example) {
+                s.tensor = (&s.tensor + g.tensor)?;
             }
         }
         Ok((sum, if b > 0 { loss_sum / b as f64 } else { 0.0 }))
@@ -312,37 +272,58 @@ mod tests {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
 
-    fn update(tensors: Vec<Tensor>) -> Vec<(String, Tensor)> {
-        tensors
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (format!("t{i}"), t))
-            .collect()
+    /// An update of `tensors`: a trainable weight where `trainable` says so, a BatchNorm
+    /// running mean otherwise.
+    fn update(tensors: Vec<Tensor>, trainable: &[bool]) -> Update {
+        assert_eq!(tensors.len(), trainable.len());
+        Update::new(
+            tensors
+                .into_iter()
+                .zip(trainable)
+                .enumerate()
+                .map(|(i, (tensor, &train))| UpdateEntry {
+                    name: format!("t{i}"),
+                    role: if train {
+                        Role::SynapticWeight
+                    } else {
+                        Role::RunningMean
+                    },
+                    tensor,
+                })
+                .collect(),
+        )
+    }
+
+    /// The values of the `i`-th tensor of `u`.
+    fn at(u: &Update, i: usize) -> Vec<f32> {
+        values(&u.iter().nth(i).unwrap().tensor)
     }
 
     #[test]
     fn clipping_scales_above_c_and_leaves_below_alone() {
-        let trainable = [true, true, false];
-        let mut u = update(vec![
-            t(&[3.0, 0.0], &[2]),
-            t(&[0.0, 4.0, 0.0, 0.0], &[2, 2]),
-            t(&[100.0], &[1]), // a BatchNorm buffer: neither counted nor clipped
-        ]);
-        assert!((global_norm(&u, &trainable).unwrap() - 5.0).abs() < 1e-9);
-        let before = clip(&mut u, &trainable, 1.0).unwrap();
+        let mut u = update(
+            vec![
+                t(&[3.0, 0.0], &[2]),
+                t(&[0.0, 4.0, 0.0, 0.0], &[2, 2]),
+                t(&[100.0], &[1]), // a BatchNorm buffer: neither counted nor clipped
+            ],
+            &[true, true, false],
+        );
+        assert!((global_norm(&u).unwrap() - 5.0).abs() < 1e-9);
+        let before = clip(&mut u, 1.0).unwrap();
         assert!((before - 5.0).abs() < 1e-9);
-        let after = global_norm(&u, &trainable).unwrap();
+        let after = global_norm(&u).unwrap();
         assert!((after - 1.0).abs() < 1e-6, "{after}");
-        assert_eq!(values(&u[0].1), vec![0.6, 0.0]);
-        assert_eq!(values(&u[2].1), vec![100.0]);
+        assert_eq!(at(&u, 0), vec![0.6, 0.0]);
+        assert_eq!(at(&u, 2), vec![100.0]);
 
-        let mut small = update(vec![t(&[0.3, -0.4], &[2])]);
-        clip(&mut small, &[true], 1.0).unwrap();
-        assert_eq!(values(&small[0].1), vec![0.3, -0.4]);
+        let mut small = update(vec![t(&[0.3, -0.4], &[2])], &[true]);
+        clip(&mut small, 1.0).unwrap();
+        assert_eq!(at(&small, 0), vec![0.3, -0.4]);
 
-        let mut bad = update(vec![t(&[f32::NAN], &[1])]);
+        let mut bad = update(vec![t(&[f32::NAN], &[1])], &[true]);
         assert!(matches!(
-            clip(&mut bad, &[true], 1.0),
+            clip(&mut bad, 1.0),
             Err(DefendError::NonFinite(_))
         ));
     }
@@ -352,14 +333,17 @@ mod tests {
         let n = 200_000;
         let defence: Defence = "dp:C=2,sigma=0.5".parse().unwrap();
         let zeros = || {
-            update(vec![
-                Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap(),
-                t(&[7.0], &[1]),
-            ])
+            update(
+                vec![
+                    Tensor::zeros(n, DType::F32, &Device::Cpu).unwrap(),
+                    t(&[7.0], &[1]),
+                ],
+                &[true, false],
+            )
         };
         let mut u = zeros();
-        defence.apply(&mut u, &[true, false], 42).unwrap();
-        let v = values(&u[0].1);
+        defence.apply(&mut u, 42).unwrap();
+        let v = at(&u, 0);
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
         let var = v
             .iter()
@@ -369,22 +353,22 @@ mod tests {
         let std = var.sqrt();
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((std - 1.0).abs() < 0.01, "std {std}, expected σC = 1");
-        assert_eq!(values(&u[1].1), vec![7.0]);
+        assert_eq!(at(&u, 1), vec![7.0]);
         // Same seed, same bytes; another seed, other noise.
         let mut again = zeros();
-        defence.apply(&mut again, &[true, false], 42).unwrap();
-        assert_eq!(values(&again[0].1), v);
+        defence.apply(&mut again, 42).unwrap();
+        assert_eq!(at(&again, 0), v);
         let mut other = zeros();
-        defence.apply(&mut other, &[true, false], 43).unwrap();
-        assert_ne!(values(&other[0].1), v);
+        defence.apply(&mut other, 43).unwrap();
+        assert_ne!(at(&other, 0), v);
         // σ = 0: clipping only.
-        let mut plain = update(vec![t(&[0.1, 0.2], &[2])]);
+        let mut plain = update(vec![t(&[0.1, 0.2], &[2])], &[true]);
         "dp:C=1,sigma=0"
             .parse::<Defence>()
             .unwrap()
-            .apply(&mut plain, &[true], 1)
+            .apply(&mut plain, 1)
             .unwrap();
-        assert_eq!(values(&plain[0].1), vec![0.1, 0.2]);
+        assert_eq!(at(&plain, 0), vec![0.1, 0.2]);
     }
 
     #[test]
@@ -399,9 +383,12 @@ mod tests {
             .collect();
         let b: Vec<f32> = vec![1.0, -1.0, 1.0, -1.0, 2.0]; // ties: the earlier elements win
         let buffer = vec![5.0f32, 6.0];
-        let mut u = update(vec![t(&a, &[37]), t(&b, &[5]), t(&buffer, &[2])]);
-        prune(&mut u, &[true, true, false], 0.25).unwrap();
-        let pa = values(&u[0].1);
+        let mut u = update(
+            vec![t(&a, &[37]), t(&b, &[5]), t(&buffer, &[2])],
+            &[true, true, false],
+        );
+        prune(&mut u, 0.25).unwrap();
+        let pa = at(&u, 0);
         let k = kept(0.25, 37); // ⌈9.25⌉ = 10
         assert_eq!(k, 10);
         assert_eq!(pa.iter().filter(|&&x| x != 0.0).count(), k);
@@ -416,10 +403,11 @@ mod tests {
         for (orig, kept) in a.iter().zip(&pa) {
             assert!(*kept == 0.0 || kept == orig);
         }
-        assert_eq!(values(&u[1].1), vec![1.0, 0.0, 0.0, 0.0, 2.0]); // ⌈1.25⌉ = 2
-        let mut u = update(vec![t(&b, &[5])]);
-        prune(&mut u, &[true], 0.5).unwrap(); // ⌈2.5⌉ = 3: 2 and the first two 1s
-        assert_eq!(values(&u[0].1), vec![1.0, -1.0, 0.0, 0.0, 2.0]);
+        assert_eq!(at(&u, 1), vec![1.0, 0.0, 0.0, 0.0, 2.0]); // ⌈1.25⌉ = 2
+        assert_eq!(at(&u, 2), buffer, "buffers are not pruned");
+        let mut u = update(vec![t(&b, &[5])], &[true]);
+        prune(&mut u, 0.5).unwrap(); // ⌈2.5⌉ = 3: 2 and the first two 1s
+        assert_eq!(at(&u, 0), vec![1.0, -1.0, 0.0, 0.0, 2.0]);
     }
 
     #[test]
@@ -448,12 +436,7 @@ mod tests {
             .collect();
         let (sum, _) = clipped_example_sum(&model, &x, &y, 1e9, Mode::Eval).unwrap();
         let batch = model.gradients(&x, &y, Mode::Eval).unwrap();
-        let summed: Vec<&Tensor> = sum
-            .iter()
-            .zip(model.params().iter())
-            .filter(|(_, p)| p.role.is_trainable())
-            .map(|((_, s), _)| s)
-            .collect();
+        let summed: Vec<&Tensor> = sum.trainable().map(|e| &e.tensor).collect();
         assert_eq!(summed.len(), batch.len());
         for (s, g) in summed.iter().zip(&batch) {
             for (s, g) in values(s).iter().zip(values(g)) {
@@ -486,7 +469,7 @@ mod tests {
 
         // By hand: each example's gradient, its norm, scaled.
         let mut expected: Vec<Vec<f32>> =
-            sum.iter().map(|(_, t)| vec![0.0; t.elem_count()]).collect();
+            sum.tensors().map(|t| vec![0.0; t.elem_count()]).collect();
         let mut losses = 0.0;
         let mut clipped_any = false;
         for i in 0..4 {
@@ -517,8 +500,9 @@ mod tests {
             }
         }
         assert!(clipped_any, "the test should clip");
-        for ((name, got), want) in sum.iter().zip(&expected) {
-            for (g, w) in values(got).iter().zip(want) {
+        for (entry, want) in sum.iter().zip(&expected) {
+            let name = &entry.name;
+            for (g, w) in values(&entry.tensor).iter().zip(want) {
                 assert!((g - w).abs() < 1e-6, "{name}: {g} vs {w}");
             }
         }
@@ -527,12 +511,14 @@ mod tests {
         // The finished update: σ = 0 gives the mean of the clipped gradients, norm ≤ C.
         let defence: Defence = "dp:C=0.05,sigma=0,per-example".parse().unwrap();
         let mut update = sum.clone();
-        let trainable = vec![true; update.len()];
-        defence
-            .finish_example_sum(&mut update, &trainable, 4, 1)
-            .unwrap();
-        assert!(global_norm(&update, &trainable).unwrap() <= c + 1e-7);
-        for ((_, u), (_, s)) in update.iter().zip(&sum) {
+        assert_eq!(
+            update.trainable().count(),
+            update.len(),
+            "an MLP has no buffers"
+        );
+        defence.finish_example_sum(&mut update, 4, 1).unwrap();
+        assert!(global_norm(&update).unwrap() <= c + 1e-7);
+        for (u, s) in update.tensors().zip(sum.tensors()) {
             for (u, s) in values(u).iter().zip(values(s)) {
                 assert!((u - s / 4.0).abs() < 1e-7);
             }

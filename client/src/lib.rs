@@ -24,7 +24,7 @@ pub use config::{ClientConfig, ClientTls, EscrowConfig, Retry, Share};
 pub use defence::Defence;
 pub use error::{ClientError, Result};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use compute::{LocalData, Work};
 use connection::{transient, with_retry, Api};
 use std::future::Future;
@@ -385,7 +385,7 @@ impl Session {
                     task.seed,
                     mode,
                 )?;
-                compute::defend(&model, &mut work, &defence, task.seed)?;
+                compute::defend(&mut work, &defence, task.seed)?;
                 Ok(work)
             }
             TaskKind::Unspecified => Err(ClientError::Protocol("a task of unknown kind".into())),
@@ -427,7 +427,7 @@ impl Session {
 
     /// Streams the update; returns the payload bytes sent.
     async fn push(&mut self, task_ref: &TaskRef, work: Work) -> Result<u64> {
-        let update: Vec<(String, Tensor)> = work.update;
+        let update = work.update.named();
         let encoded = tokio::task::spawn_blocking(move || synfed_wire::chunks::encode_all(&update))
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))??;

@@ -1,6 +1,11 @@
 //! The round engine: opens rounds, collects updates until every sampled client has answered or
 //! the deadline passes, aggregates, applies, evaluates, checkpoints.
 //!
+//! A round is a sequence of named steps — [`open`](Engine::open) it to the sampled clients,
+//! [`collect`](Engine::collect) their updates (each one [accepted](Engine::accept): shown to
+//! the [`Tap`], then added to the sum), [`close`](Engine::close) it, aggregate and apply,
+//! evaluate, checkpoint — so that each can be read on its own.
+//!
 //! Everything heavy (aggregation, the optimizer step, evaluation, writing captures and
 //! checkpoints) runs on blocking threads, so the gRPC handlers stay responsive meanwhile.
 
@@ -10,17 +15,17 @@ use crate::error::{Result, ServerError};
 use crate::run_files::{RoundRecord, RunFiles, RunState};
 use crate::sampling::sample_clients;
 use crate::state::{OpenRound, Phase, Shared, Slot, Submission};
+use crate::tap::Tap;
 use candle_core::Tensor;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use synfed_data::Splits;
-use synfed_models::{evaluate, Evaluation, Model};
+use synfed_models::{evaluate, Evaluation, Model, Update};
 use synfed_synapse::SynapticSgd;
 use synfed_wire::chunks::encode_all;
 use synfed_wire::proto::TaskKind;
-use synfed_wire::{Capture, CaptureMeta, UpdateKind};
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{info, warn};
@@ -36,6 +41,8 @@ pub struct RunSummary {
     pub out: PathBuf,
     /// Capture files written by the tap.
     pub captures: Vec<PathBuf>,
+    /// Captures the tap could not write (logged; the run went on).
+    pub capture_failures: usize,
 }
 
 /// Runs `f` on a blocking thread.
@@ -56,7 +63,7 @@ pub(crate) struct Engine {
     pub fingerprint: String,
     pub submissions: mpsc::Receiver<Submission>,
     pub records: Vec<RoundRecord>,
-    pub captures: Vec<PathBuf>,
+    pub tap: Tap,
 }
 
 impl Engine {
@@ -84,7 +91,8 @@ impl Engine {
             rounds: self.records.clone(),
             complete: self.records.last().map(|r| r.round) == Some(self.config().rounds),
             out: self.files.dir.clone(),
-            captures: self.captures.clone(),
+            captures: self.tap.written().to_vec(),
+            capture_failures: self.tap.failures(),
         }
     }
 
@@ -136,6 +144,8 @@ impl Engine {
         }
     }
 
+    /// One round: open it to the sampled clients, collect their updates, close it, apply the
+    /// aggregate, evaluate, checkpoint and log.
     async fn round(&mut self, round: u64) -> Result<RoundRecord> {
         let active = self.wait_for_clients().await?;
         let started = Instant::now();
@@ -147,178 +157,12 @@ impl Engine {
             c.seed,
             round,
         );
-
-        // The round's global model: copied (later steps change the variables in place) and
-        // encoded once for every download.
-        let model = Arc::clone(&self.model);
-        let (global, encoded) = blocking(move || {
-            let global = model
-                .params()
-                .tensors()
-                .into_iter()
-                .map(|(n, t)| Ok((n, t.copy()?)))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            let encoded = encode_all(&global)?;
-            Ok((Arc::new(global), Arc::new(encoded)))
-        })
-        .await?;
-
-        let timeout = secs(c.timing.round_timeout_s);
-        let deadline_unix_ms = SystemTime::now()
-            .checked_add(timeout)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(u64::MAX, |d| d.as_millis() as u64);
-        {
-            let mut state = self.shared.lock();
-            state.phase = Phase::Open(OpenRound {
-                round,
-                kind: match c.algorithm {
-                    Algorithm::FedSgd => TaskKind::FedsgdGradient,
-                    Algorithm::FedAvg => TaskKind::FedavgLocalTrain,
-                },
-                deadline: started + timeout,
-                deadline_unix_ms,
-                slots: sampled
-                    .iter()
-                    .map(|s| (s.clone(), Slot::Assigned))
-                    .collect(),
-                model: encoded,
-            });
-        }
-        self.shared.notify();
-        info!(round, sampled = sampled.len(), "round open");
-
-        // the robust rules' kept updates are checked against their budget here, before any
-        // update arrives (registration already refuses clients beyond it)
-        let mut sum = Some(Collector::new(
-            &c.aggregation,
-            sampled.clone(),
-            &self.shared.layout,
-            &self.files.spool(),
-            256 << 20,
-        )?);
-        let mut loss = LossMean::default();
-        let mut changed = self.shared.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let silence = secs(c.timing.heartbeat_timeout_s);
-        loop {
-            self.drop_silent(round, silence);
-            let resolved = self.resolved_without_update(round);
-            let s = sum
-                .as_mut()
-                .ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
-            for client in resolved {
-                s.drop_client(&client)?;
-            }
-            if s.is_complete() {
-                break;
-            }
-            tokio::select! {
-                submission = self.submissions.recv() => {
-                    let Some(submission) = submission else { break };
-                    let taken = sum.take().ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
-                    sum = Some(self.accept(submission, round, taken, &global, &mut loss).await?);
-                }
-                _ = changed.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-
-        // Close: whoever has not answered is a straggler.
-        let (refused, dropped) = {
-            let mut state = self.shared.lock();
-            let mut counts = (0, 0);
-            if let Phase::Open(open) = &mut state.phase {
-                for slot in open.slots.values_mut() {
-                    if !slot.resolved() {
-                        *slot = Slot::Dropped("missed the round's deadline");
-                    }
-                    match slot {
-                        Slot::Refused(_) => counts.0 += 1,
-                        Slot::Dropped(_) => counts.1 += 1,
-                        _ => {}
-                    }
-                }
-            }
-            state.phase = Phase::Between;
-            counts
-        };
-        self.shared.notify();
-        while let Ok(late) = self.submissions.try_recv() {
-            let _ = late.reply.send(Err(Status::deadline_exceeded(format!(
-                "round {} closed before the update could be added",
-                late.round
-            ))));
-        }
-
-        let sum = sum.ok_or_else(|| ServerError::Internal("aggregate lost".into()))?;
-        let min_updates = c.sampling.min_updates;
-        let closed = blocking(move || sum.finish(min_updates)).await?;
-        let updates = closed.contributors.len();
-        let examples = closed.weight as u64;
-        if let Some(selected) = &closed.selected {
-            info!(round, rule = %c.aggregation.rule, ?selected, "selected updates");
-        }
-        let mut rejuvenated = 0;
-        match closed.aggregate {
-            Some(aggregate) => {
-                let (model, optimizer, names) = (
-                    Arc::clone(&self.model),
-                    Arc::clone(&self.optimizer),
-                    self.shared
-                        .layout
-                        .iter()
-                        .map(|l| l.name.clone())
-                        .collect::<Vec<_>>(),
-                );
-                let algorithm = c.algorithm;
-                rejuvenated = blocking(move || {
-                    let mut optimizer = optimizer
-                        .lock()
-                        .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?;
-                    apply(&model, &mut optimizer, algorithm, &names, aggregate)
-                })
-                .await?;
-            }
-            None => warn!(
-                round,
-                updates,
-                needed = c.sampling.min_updates.max(c.aggregation.min_updates()),
-                "too few updates: model unchanged"
-            ),
-        }
-
-        let (model, splits, indices) = (
-            Arc::clone(&self.model),
-            Arc::clone(&self.splits),
-            Arc::clone(&self.eval_indices),
-        );
-        let eval_batch = c.data.eval_batch_size;
-        let eval: Evaluation = blocking(move || {
-            Ok(evaluate(
-                &model,
-                &splits.test,
-                &indices,
-                &splits.normalization,
-                eval_batch,
-            )?)
-        })
-        .await?;
-
-        let state = RunState {
-            run_id: self.shared.run_id.clone(),
-            round,
-            optimizer_rng: self
-                .optimizer
-                .lock()
-                .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?
-                .rng_position()
-                .to_string(),
-            fingerprint: self.fingerprint.clone(),
-        };
-        let (model, files) = (Arc::clone(&self.model), self.files.clone());
-        blocking(move || files.save_checkpoint(&model, &state)).await?;
+        let opened = self.open(round, &sampled, started).await?;
+        let (sum, loss) = self.collect(round, &sampled, &opened).await?;
+        let (refused, dropped) = self.close();
+        let (updates, examples, rejuvenated) = self.aggregate_and_apply(round, sum).await?;
+        let eval = self.evaluate().await?;
+        self.checkpoint(round).await?;
 
         let record = RoundRecord {
             round,
@@ -344,6 +188,201 @@ impl Engine {
             "round done"
         );
         Ok(record)
+    }
+
+    /// Opens `round` to the `sampled` clients: copies the global model (later steps change the
+    /// variables in place), encodes it once for every download and publishes the round.
+    async fn open(&self, round: u64, sampled: &[String], started: Instant) -> Result<Opened> {
+        let model = Arc::clone(&self.model);
+        let (global, encoded) = blocking(move || {
+            let global = model
+                .params()
+                .tensors()
+                .into_iter()
+                .map(|(n, t)| Ok((n, t.copy()?)))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            let encoded = encode_all(&global)?;
+            Ok((Arc::new(global), Arc::new(encoded)))
+        })
+        .await?;
+
+        let c = self.config();
+        let timeout = secs(c.timing.round_timeout_s);
+        let deadline_unix_ms = SystemTime::now()
+            .checked_add(timeout)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(u64::MAX, |d| d.as_millis() as u64);
+        {
+            let mut state = self.shared.lock();
+            state.phase = Phase::Open(OpenRound {
+                round,
+                kind: match c.algorithm {
+                    Algorithm::FedSgd => TaskKind::FedsgdGradient,
+                    Algorithm::FedAvg => TaskKind::FedavgLocalTrain,
+                },
+                deadline: started + timeout,
+                deadline_unix_ms,
+                slots: sampled
+                    .iter()
+                    .map(|s| (s.clone(), Slot::Assigned))
+                    .collect(),
+                model: encoded,
+            });
+        }
+        self.shared.notify();
+        info!(round, sampled = sampled.len(), "round open");
+        Ok(Opened { global, timeout })
+    }
+
+    /// Collects the round's updates until every sampled client has answered (or been
+    /// dropped) or the deadline passes.
+    async fn collect(
+        &mut self,
+        round: u64,
+        sampled: &[String],
+        opened: &Opened,
+    ) -> Result<(Collector, LossMean)> {
+        let c = self.config().clone();
+        // the robust rules' kept updates are checked against their budget here, before any
+        // update arrives (registration already refuses clients beyond it)
+        let mut sum = Some(Collector::new(
+            &c.aggregation,
+            sampled.to_vec(),
+            &self.shared.layout,
+            &self.files.spool(),
+            256 << 20,
+        )?);
+        let lost = || ServerError::Internal("aggregate lost".into());
+        let mut loss = LossMean::default();
+        let mut changed = self.shared.subscribe();
+        let deadline = tokio::time::Instant::now() + opened.timeout;
+        let silence = secs(c.timing.heartbeat_timeout_s);
+        loop {
+            self.drop_silent(round, silence);
+            let resolved = self.resolved_without_update(round);
+            let s = sum.as_mut().ok_or_else(lost)?;
+            for client in resolved {
+                s.drop_client(&client)?;
+            }
+            if s.is_complete() {
+                break;
+            }
+            tokio::select! {
+                submission = self.submissions.recv() => {
+                    let Some(submission) = submission else { break };
+                    let taken = sum.take().ok_or_else(lost)?;
+                    sum = Some(self.accept(submission, round, taken, &opened.global, &mut loss).await?);
+                }
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        Ok((sum.ok_or_else(lost)?, loss))
+    }
+
+    /// Closes the round: whoever has not answered is a straggler, and updates still queued
+    /// are refused. Returns the numbers of refused and dropped clients.
+    fn close(&mut self) -> (usize, usize) {
+        let counts = {
+            let mut state = self.shared.lock();
+            let mut counts = (0, 0);
+            if let Phase::Open(open) = &mut state.phase {
+                for slot in open.slots.values_mut() {
+                    if !slot.resolved() {
+                        *slot = Slot::Dropped("missed the round's deadline");
+                    }
+                    match slot {
+                        Slot::Refused(_) => counts.0 += 1,
+                        Slot::Dropped(_) => counts.1 += 1,
+                        _ => {}
+                    }
+                }
+            }
+            state.phase = Phase::Between;
+            counts
+        };
+        self.shared.notify();
+        while let Ok(late) = self.submissions.try_recv() {
+            refuse_late(late);
+        }
+        counts
+    }
+
+    /// Aggregates the collected updates by the run's rule and applies the result to the global
+    /// model. Returns the number of updates taken, their example weight and the number of
+    /// rejuvenated weights.
+    async fn aggregate_and_apply(
+        &mut self,
+        round: u64,
+        sum: Collector,
+    ) -> Result<(usize, u64, usize)> {
+        let c = self.config().clone();
+        let min_updates = c.sampling.min_updates;
+        let closed = blocking(move || sum.finish(min_updates)).await?;
+        let updates = closed.contributors.len();
+        let examples = closed.weight as u64;
+        if let Some(selected) = &closed.selected {
+            info!(round, rule = %c.aggregation.rule, ?selected, "selected updates");
+        }
+        let Some(aggregate) = closed.aggregate else {
+            warn!(
+                round,
+                updates,
+                needed = c.sampling.min_updates.max(c.aggregation.min_updates()),
+                "too few updates: model unchanged"
+            );
+            return Ok((updates, examples, 0));
+        };
+        let (model, optimizer) = (Arc::clone(&self.model), Arc::clone(&self.optimizer));
+        let algorithm = c.algorithm;
+        let rejuvenated = blocking(move || {
+            let step = Update::with_roles_of(model.params(), aggregate)
+                .map_err(|e| ServerError::Internal(format!("the aggregate: {e}")))?;
+            let mut optimizer = optimizer
+                .lock()
+                .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?;
+            apply(&model, &mut optimizer, algorithm, step)
+        })
+        .await?;
+        Ok((updates, examples, rejuvenated))
+    }
+
+    /// The global model's loss and accuracy on the held-out split.
+    async fn evaluate(&self) -> Result<Evaluation> {
+        let (model, splits, indices) = (
+            Arc::clone(&self.model),
+            Arc::clone(&self.splits),
+            Arc::clone(&self.eval_indices),
+        );
+        let eval_batch = self.config().data.eval_batch_size;
+        blocking(move || {
+            Ok(evaluate(
+                &model,
+                &splits.test,
+                &indices,
+                &splits.normalization,
+                eval_batch,
+            )?)
+        })
+        .await
+    }
+
+    /// Writes the checkpoint a killed run resumes from after `round`.
+    async fn checkpoint(&self, round: u64) -> Result<()> {
+        let state = RunState {
+            run_id: self.shared.run_id.clone(),
+            round,
+            optimizer_rng: self
+                .optimizer
+                .lock()
+                .map_err(|_| ServerError::Internal("optimizer lock poisoned".into()))?
+                .rng_position()
+                .to_string(),
+            fingerprint: self.fingerprint.clone(),
+        };
+        let (model, files) = (Arc::clone(&self.model), self.files.clone());
+        blocking(move || files.save_checkpoint(&model, &state)).await
     }
 
     /// Sampled clients still computing but silent for longer than `silence` are dropped.
@@ -385,8 +424,8 @@ impl Engine {
         }
     }
 
-    /// Adds a received update to the round's sum (and the tap), or refuses it if the round it
-    /// was meant for is over.
+    /// Adds a received update to the round's sum (after the tap has seen it), or refuses it if
+    /// the round it was meant for is over.
     async fn accept(
         &mut self,
         submission: Submission,
@@ -395,17 +434,8 @@ impl Engine {
         global: &Arc<Vec<(String, Tensor)>>,
         loss: &mut LossMean,
     ) -> Result<Collector> {
-        let receiving = {
-            let state = self.shared.lock();
-            matches!(&state.phase, Phase::Open(open) if open.round == submission.round
-                && submission.round == round
-                && open.slots.get(&submission.client) == Some(&Slot::Receiving))
-        };
-        if !receiving {
-            let _ = submission.reply.send(Err(Status::deadline_exceeded(format!(
-                "round {} closed before the update could be added",
-                submission.round
-            ))));
+        if !self.receiving(&submission, round) {
+            refuse_late(submission);
             return Ok(sum);
         }
         let Submission {
@@ -416,129 +446,83 @@ impl Engine {
             reply,
             ..
         } = submission;
-        let tap = self.config().tap.taps(round, &client).then(|| {
-            (
-                self.capture_meta(round, &client, examples),
-                Arc::clone(global),
-                self.files.capture(round, &client),
-            )
-        });
-        let trainable: Vec<bool> = {
-            let names: std::collections::HashSet<&str> = self
-                .model
-                .params()
-                .trainable()
-                .map(|p| p.name.as_str())
-                .collect();
-            self.shared
-                .layout
-                .iter()
-                .map(|l| names.contains(l.name.as_str()))
-                .collect()
-        };
-        let names: Vec<String> = self.shared.layout.iter().map(|l| l.name.clone()).collect();
+        // roles from the server's own model: the peer sends names and tensors only (the
+        // service has checked them against the layout, which is the model's)
+        let update = Update::with_roles_of(self.model.params(), update)
+            .map_err(|e| ServerError::Internal(format!("`{client}`'s checked update: {e}")))?;
+        self.tap
+            .intercept(round, &client, examples, global, &update)
+            .await;
         // the claim (checked against the registration) capped by what the task asked for
         let weight = weight::example_weight(examples, weight::task_bound(self.config())) as f64;
-        let who = client.clone();
-        let (sum, captured) = blocking(move || {
-            let captured = match tap {
-                Some((meta, global, path)) => {
-                    let update: Vec<(String, Tensor)> = names
-                        .iter()
-                        .zip(&update)
-                        .zip(&trainable)
-                        .filter(|(_, &t)| t)
-                        .map(|((n, u), _)| (n.clone(), u.clone()))
-                        .collect();
-                    let capture = Capture {
-                        meta,
-                        global: global.as_ref().clone(),
-                        update,
-                    };
-                    match capture.save(&path) {
-                        Ok(()) => Some(path),
-                        Err(e) => {
-                            warn!(error = %e, "the tap could not write a capture");
-                            None
-                        }
-                    }
-                }
-                None => None,
-            };
-            let mut sum = sum;
-            sum.offer(&who, update, weight)?;
-            Ok((sum, captured))
-        })
-        .await?;
-        self.captures.extend(captured);
+        let sum = offer(sum, client.clone(), update, weight).await?;
         loss.add(train_loss, weight);
         self.shared.resolve_accepted(round, &client);
         let _ = reply.send(Ok(()));
         Ok(sum)
     }
 
-    fn capture_meta(&self, round: u64, client: &str, examples: u64) -> CaptureMeta {
-        let c = self.config();
-        let spec = self.model.spec().clone();
-        let normalization = self.splits.normalization.clone();
-        // the mode the client computed in (the run's, sent with the task), for the replay
-        let mode = c.training.bn_mode.mode();
-        match c.algorithm {
-            Algorithm::FedSgd => CaptureMeta {
-                mode,
-                ..CaptureMeta::fedsgd(spec, round, client, examples as usize, normalization, None)
-            },
-            Algorithm::FedAvg => {
-                let batch = c.training.batch_size;
-                let steps = if c.training.local_epochs > 0 {
-                    c.training.local_epochs as usize * (examples as usize).div_ceil(batch)
-                } else {
-                    c.training.local_steps as usize
-                };
-                CaptureMeta {
-                    spec,
-                    round,
-                    client: client.to_string(),
-                    examples: examples as usize,
-                    batch_size: batch,
-                    kind: UpdateKind::FedAvg,
-                    local_steps: Some(steps),
-                    local_lr: Some(c.training.lr),
-                    mode,
-                    normalization,
-                    labels: None,
-                }
-            }
-        }
+    /// Whether `submission` is for `round`, still open, and expected from its client.
+    fn receiving(&self, submission: &Submission, round: u64) -> bool {
+        let state = self.shared.lock();
+        matches!(&state.phase, Phase::Open(open) if open.round == submission.round
+            && submission.round == round
+            && open.slots.get(&submission.client) == Some(&Slot::Receiving))
     }
 }
 
+/// The round's global model as its clients download it, and how long it stays open.
+struct Opened {
+    global: Arc<Vec<(String, Tensor)>>,
+    timeout: Duration,
+}
+
+/// Tells the client of an update that arrived after its round closed.
+fn refuse_late(late: Submission) {
+    let _ = late.reply.send(Err(Status::deadline_exceeded(format!(
+        "round {} closed before the update could be added",
+        late.round
+    ))));
+}
+
+/// Adds `client`'s update with example weight `weight` to the round's sum, on a blocking
+/// thread.
+async fn offer(sum: Collector, client: String, update: Update, weight: f64) -> Result<Collector> {
+    blocking(move || {
+        let mut sum = sum;
+        sum.offer(&client, update.into_tensors(), weight)?;
+        Ok(sum)
+    })
+    .await
+}
+
 /// Applies the round's mean update to the global model; returns the number of rejuvenated
-/// weights. FedSGD: one `SynapticSgd` step with the mean gradient (fuzzy factors, then
-/// rejuvenation), buffers (BatchNorm running statistics) moved by their mean change. FedAvg:
-/// every tensor moved by its mean change.
+/// weights. FedSGD: one `SynapticSgd` step with the mean gradient of the trainable tensors
+/// (fuzzy factors, then rejuvenation), buffers (BatchNorm running statistics) moved by their
+/// mean change. FedAvg: every tensor moved by its mean change.
 pub(crate) fn apply(
     model: &Model,
     optimizer: &mut SynapticSgd,
     algorithm: Algorithm,
-    names: &[String],
-    mean: Vec<Tensor>,
+    mean: Update,
 ) -> Result<usize> {
-    let by_name: HashMap<&str, Tensor> = names.iter().map(String::as_str).zip(mean).collect();
+    let by_name: HashMap<&str, &Tensor> =
+        mean.iter().map(|e| (e.name.as_str(), &e.tensor)).collect();
     let mut rejuvenated = 0;
     if algorithm == Algorithm::FedSgd {
         rejuvenated = optimizer
-            .step_with(|p| by_name.get(p.name.as_str()).cloned())?
+            .step_with(|p| by_name.get(p.name.as_str()).map(|t| (*t).clone()))?
             .rejuvenated;
     }
-    for param in model.params().iter() {
-        if algorithm == Algorithm::FedSgd && param.role.is_trainable() {
+    for entry in &mean {
+        if algorithm == Algorithm::FedSgd && entry.is_trainable() {
             continue;
         }
-        if let Some(delta) = by_name.get(param.name.as_str()) {
-            let moved = (param.var.as_tensor() + delta.to_dtype(param.var.dtype())?)?;
-            param.var.set(&moved)?;
-        }
+        let param = model.params().get(&entry.name).ok_or_else(|| {
+            ServerError::Internal(format!("the model has no tensor `{}`", entry.name))
+        })?;
+        let moved = (param.var.as_tensor() + entry.tensor.to_dtype(param.var.dtype())?)?;
+        param.var.set(&moved)?;
     }
     Ok(rejuvenated)
 }

@@ -32,6 +32,7 @@ pub mod sampling;
 pub mod seeds;
 mod service;
 mod state;
+mod tap;
 pub mod tokens;
 
 pub use config::{AggregationConfig, Algorithm, Rule, RunConfig};
@@ -222,6 +223,12 @@ pub async fn run(
     ));
     info!(run_id = %shared.run_id, ?addr, "serving");
 
+    let tap = tap::Tap::new(
+        &shared.config,
+        model.spec().clone(),
+        splits.normalization.clone(),
+        files.clone(),
+    );
     let mut engine = Engine {
         shared: Arc::clone(&shared),
         model: Arc::new(model),
@@ -233,7 +240,7 @@ pub async fn run(
         fingerprint,
         submissions,
         records: Vec::new(),
-        captures: Vec::new(),
+        tap,
     };
     let outcome = tokio::select! {
         result = engine.run() => result,
