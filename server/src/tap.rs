@@ -71,11 +71,8 @@ impl Tap {
         if !self.wants(round, client) {
             return;
         }
-        let capture = Capture {
-            meta: self.meta(round, client, examples),
-            global: global.as_ref().clone(),
-            update: update.named_trainable(),
-        };
+        let meta = self.meta(round, client, examples);
+        let capture = Capture::of_update(meta, global.as_ref().clone(), update);
         let path = self.files.capture(round, client);
         let target = path.clone();
         let saved = tokio::task::spawn_blocking(move || capture.save(&target))

@@ -394,7 +394,7 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
         )
         .unwrap();
         assert_eq!(work.examples as f64, n);
-        for (e, (_, delta)) in expected.iter_mut().zip(&work.update) {
+        for (e, (_, delta)) in expected.iter_mut().zip(&work.update.named()) {
             *e = (&*e + (delta * (w / total)).unwrap()).unwrap();
         }
     }

@@ -178,6 +178,7 @@ async fn mallory(url: String, attack: Attack, spec: synfed_models::ModelSpec) ->
             Attack::Huge => (
                 honest
                     .update
+                    .named()
                     .iter()
                     .map(|(n, t)| (n.clone(), (t.ones_like().unwrap() * 1e38).unwrap()))
                     .collect(),
@@ -197,6 +198,7 @@ async fn mallory(url: String, attack: Attack, spec: synfed_models::ModelSpec) ->
                 (
                     honest
                         .update
+                        .named()
                         .iter()
                         .map(|(n, t)| (n.clone(), (t * k).unwrap()))
                         .collect(),
@@ -206,6 +208,7 @@ async fn mallory(url: String, attack: Attack, spec: synfed_models::ModelSpec) ->
             Attack::Noise => (
                 honest
                     .update
+                    .named()
                     .iter()
                     .map(|(n, t)| {
                         let values: Vec<f32> = (0..t.elem_count())

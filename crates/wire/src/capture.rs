@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use synfed_data::Normalization;
-use synfed_models::{Model, ModelSpec};
+use synfed_models::{Model, ModelSpec, Update};
 use synfed_synapse::Mode;
 
 /// Value of the header's `format` field.
@@ -178,6 +178,18 @@ impl Capture {
             global,
             update: named,
         })
+    }
+
+    /// The capture of a received `update` (every model tensor, with its role) computed from
+    /// the global model `global` (every tensor, by name): the update's trainable entries, in
+    /// parameter order, are what a capture stores; BatchNorm running statistics are left out.
+    /// Tensors share storage with the arguments (the server's are not changed afterwards).
+    pub fn of_update(meta: CaptureMeta, global: Vec<(String, Tensor)>, update: &Update) -> Self {
+        Self {
+            meta,
+            global,
+            update: update.named_trainable(),
+        }
     }
 
     /// The file's bytes: identical for equal captures.

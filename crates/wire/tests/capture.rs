@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use synfed_data::Normalization;
-use synfed_models::{Arch, InputShape, Model, ModelSpec};
+use synfed_models::{Arch, InputShape, Model, ModelSpec, Update};
 use synfed_synapse::{MethodSet, Mode, Role};
 use synfed_wire::capture::{self, META_KEY};
 use synfed_wire::{Capture, CaptureMeta, FileKind, Problem, UpdateKind, WireError};
@@ -318,6 +318,32 @@ fn new_refuses_updates_that_do_not_fit_the_model() {
     let mut m = meta(UpdateKind::FedSgd);
     m.spec.seed += 1;
     assert!(Capture::new(m, &model, update).is_err());
+}
+
+#[test]
+fn a_capture_of_a_whole_update_keeps_its_trainable_tensors_only() {
+    let (model, trainable, reference) = setup();
+    // The whole update as a server receives it: the gradients, and a change of every
+    // running statistic (here, the statistic itself: non-zero, so that leaking it would show).
+    let mut gradients = trainable.into_iter();
+    let whole: Vec<Tensor> = model
+        .params()
+        .iter()
+        .map(|p| match p.role {
+            Role::RunningMean | Role::RunningVar => p.var.as_tensor().copy().unwrap(),
+            _ => gradients.next().unwrap(),
+        })
+        .collect();
+    assert!(gradients.next().is_none());
+    let update = Update::with_roles_of(model.params(), whole).unwrap();
+    assert!(
+        update.trainable().count() < update.len(),
+        "ResNet20 has buffers"
+    );
+    let capture = Capture::of_update(meta(UpdateKind::FedSgd), model.params().tensors(), &update);
+    assert_same(&capture.update, &reference.update);
+    assert_same(&capture.global, &reference.global);
+    assert_eq!(capture.to_bytes().unwrap(), reference.to_bytes().unwrap());
 }
 
 // ---- invalid files -------------------------------------------------------------------------
