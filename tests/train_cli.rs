@@ -196,6 +196,11 @@ fn bad_input_gets_a_clear_error() {
         ),
         (vec!["train", "--device", "tpu", "--out", d], "tpu"),
         (vec!["train", "--lr=-1", "--out", d], "lr"),
+        (vec!["train", "--gamma", "0", "--out", d], "gamma"),
+        (vec!["train", "--gamma", "65", "--out", d], "gamma"),
+        (vec!["train", "--width", "0", "--out", d], "width"),
+        (vec!["train", "--tau", "2.5", "--out", d], "tau"),
+        (vec!["train", "--d-re", "0", "--out", d], "d_re"),
     ] {
         let result = synfed(&args);
         let stderr = String::from_utf8_lossy(&result.stderr);

@@ -4,7 +4,7 @@
 //!
 //! Two forms:
 //! - `--capture CAP --escrow TRUTH`: attack an update intercepted by a federation's tap;
-//! - `--model M --data D [--methods …] [--trained-epochs N]`: a self-contained experiment that
+//! - `--data D [--model M --methods … --width N] [--trained-epochs N]`: a self-contained experiment that
 //!   builds (and optionally trains) the model, takes a batch, computes its gradient exactly as a
 //!   FedSGD client does (BatchNorm on batch statistics, or running ones with `--bn-mode eval`),
 //!   writes `capture.safetensors` and `escrow.safetensors`, then attacks it.
@@ -23,33 +23,28 @@ use std::path::PathBuf;
 use synfed_attack::AttackKind;
 use synfed_data::{DatasetName, Splits};
 use synfed_lab::{AttackOptions, AttackOutcome};
-use synfed_models::{train_epoch, Arch, InputShape, Model, ModelSpec};
-use synfed_synapse::{BnMode, MethodSet, SynapticSgd};
+use synfed_models::{train_epoch, InputShape, Model, ModelConfig};
+use synfed_synapse::{BnMode, SynapticSgd};
 use synfed_wire::{Capture, Escrow};
 
 #[derive(clap::Args, Clone, Debug, Serialize)]
 pub struct Args {
     /// A capture file written by a federation's tap (or by an earlier self-contained run).
-    #[arg(long, requires = "escrow", conflicts_with_all = ["model", "data"])]
+    #[arg(long, requires = "escrow", conflicts_with_all = ["data", "arch", "methods", "width"])]
     pub capture: Option<PathBuf>,
     /// The escrowed truth of the capture, read only to score.
     #[arg(long, requires = "capture")]
     pub escrow: Option<PathBuf>,
-    /// Self-contained form: the architecture to attack.
-    #[arg(long)]
-    #[serde(serialize_with = "crate::serde_text::display_opt")]
-    pub model: Option<Arch>,
+    /// Self-contained form: the model to attack (`--model`, `--methods`, `--width`, `--tau`,
+    /// `--d-re`, `--gamma`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelConfig,
     /// Self-contained form: the data set the client's batch comes from.
     #[arg(long)]
     pub data: Option<DatasetName>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Self-contained form: the model's method set.
-    #[arg(long, default_value = "none")]
-    pub methods: MethodSet,
-    /// Self-contained form: base width instead of the architecture's published one.
-    #[arg(long)]
-    pub width: Option<usize>,
     /// Self-contained form: number of images in the attacked batch.
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
@@ -103,9 +98,12 @@ pub fn run(args: Args) -> Result<()> {
 /// Builds (and trains) the model, captures a client's FedSGD gradient on one batch and writes
 /// the capture and its escrow to `--out`.
 fn self_contained(args: &Args, device: &Device) -> Result<(Capture, Escrow)> {
-    let (Some(arch), Some(data)) = (args.model, args.data) else {
-        bail!("give either --capture and --escrow, or --model and --data");
+    let Some(data) = args.data else {
+        bail!("give either --capture and --escrow, or --data (and --model, mlp by default)");
     };
+    args.model
+        .validate()
+        .context("checking the model settings")?;
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -113,14 +111,11 @@ fn self_contained(args: &Args, device: &Device) -> Result<(Capture, Escrow)> {
         .load(args.data_dir.as_deref())
         .with_context(|| format!("loading data set {}", data.as_str()))?;
     let shape = splits.train.shape();
-    let mut spec = ModelSpec::new(
-        arch,
+    let spec = args.model.spec(
         InputShape::new(shape.channels, shape.height, shape.width),
         splits.train.num_classes(),
-        args.methods,
         args.options.seed,
     );
-    spec.width = args.width;
     let model = Model::build(&spec, DType::F32, device)?;
     if args.trained_epochs > 0 {
         let all: Vec<usize> = (0..splits.train.len()).collect();

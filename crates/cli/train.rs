@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
     let t = &args.training;
     let device = args.device.open()?;
     let overall = progress::bar((t.folds * t.epochs) as u64, "epochs");
-    overall.set_message(format!("{} {}", t.model, t.methods));
+    overall.set_message(format!("{} {}", t.model.arch, t.model.methods));
     let mut bars = Bars {
         overall,
         epoch: None,
@@ -66,8 +66,8 @@ pub fn run(args: Args) -> Result<()> {
     let summary = train(t, &args.out, &device, &mut bars).with_context(|| {
         format!(
             "training {} ({}) on {}",
-            t.model,
-            t.methods,
+            t.model.arch,
+            t.model.methods,
             t.data.as_str()
         )
     })?;
@@ -83,7 +83,12 @@ pub fn run(args: Args) -> Result<()> {
                 .collect(),
         })
         .collect();
-    let title = format!("{} on {}, methods {}", t.model, t.data.as_str(), t.methods);
+    let title = format!(
+        "{} on {}, methods {}",
+        t.model.arch,
+        t.data.as_str(),
+        t.model.methods
+    );
     let chart = LineChart {
         title: &title,
         x_label: "epoch",

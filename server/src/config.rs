@@ -8,8 +8,11 @@ use crate::error::{Result, ServerError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use synfed_models::{Arch, InputShape, ModelSpec};
-use synfed_synapse::{BnMode, Hyper, MethodSet};
+use synfed_defence::Defence;
+use synfed_models::{InputShape, ModelSpec};
+use synfed_synapse::BnMode;
+
+pub use synfed_models::ModelConfig;
 
 /// How clients' work is combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +51,9 @@ pub struct RunConfig {
     pub listen: String,
     /// Output directory: `config.toml`, `rounds.csv`, `checkpoint.safetensors`, `captures/`.
     pub out: PathBuf,
+    /// The model every participant builds ([`ModelConfig`]; a `[model]` table names what
+    /// differs from its defaults, the published size included). Without a `[model]` table:
+    /// the `mlp` of width 128, a federation that runs in seconds.
     pub model: ModelConfig,
     pub data: DataConfig,
     pub training: TrainingConfig,
@@ -66,7 +72,10 @@ impl Default for RunConfig {
             algorithm: Algorithm::FedSgd,
             listen: "127.0.0.1:50051".into(),
             out: PathBuf::from("runs/federation"),
-            model: ModelConfig::default(),
+            model: ModelConfig {
+                width: Some(128),
+                ..ModelConfig::default()
+            },
             data: DataConfig::default(),
             training: TrainingConfig::default(),
             sampling: SamplingConfig::default(),
@@ -74,48 +83,6 @@ impl Default for RunConfig {
             tap: TapConfig::default(),
             security: SecurityConfig::default(),
             aggregation: AggregationConfig::default(),
-        }
-    }
-}
-
-/// The model every participant builds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// `mlp`, `alexnet`, `resnet20`, `resnet32`, `resnet56`, `convnet` or `lenet`.
-    pub arch: Arch,
-    /// Synaptic-diversity mechanisms: `none`, `I`, `II`, `III`, `I+II`, …, `I+II+III`.
-    pub methods: MethodSet,
-    /// τ: spread of the fuzzy learning-rate factors (I).
-    pub tau: f64,
-    /// d_re: rejuvenation scale (II).
-    pub d_re: f64,
-    /// Γ: splitting factor (III).
-    pub gamma: usize,
-    /// Base width overriding the architecture's published size (small widths: fast runs).
-    pub width: Option<usize>,
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            arch: Arch::Mlp,
-            methods: MethodSet::NONE,
-            tau: Hyper::default().tau,
-            d_re: Hyper::default().d_re,
-            gamma: Hyper::default().gamma,
-            width: Some(128),
-        }
-    }
-}
-
-impl ModelConfig {
-    /// τ, d_re and Γ together.
-    pub fn hyper(&self) -> Hyper {
-        Hyper {
-            tau: self.tau,
-            d_re: self.d_re,
-            gamma: self.gamma,
         }
     }
 }
@@ -186,12 +153,14 @@ impl Default for TrainingConfig {
     }
 }
 
-/// Checks a defence's text with the parser the clients use (empty means none); returns the
-/// reason when it does not parse.
-pub fn check_defence(text: &str) -> std::result::Result<(), String> {
-    synfed_defence::Defence::parse_or_none(text)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+impl TrainingConfig {
+    /// The clients' defence, parsed and checked by the parser the clients use (empty means
+    /// none); the error names the field, the text and the reason.
+    pub fn parsed_defence(&self) -> Result<Defence> {
+        Defence::parse_or_none(&self.defence).map_err(|reason| {
+            ServerError::Config(format!("training.defence `{}`: {reason}", self.defence))
+        })
+    }
 }
 
 /// Which clients take part in a round.
@@ -570,12 +539,7 @@ impl RunConfig {
         {
             return bad("fedavg needs training.local_epochs or training.local_steps > 0".into());
         }
-        if let Err(reason) = check_defence(&self.training.defence) {
-            return bad(format!(
-                "training.defence `{}`: {reason}",
-                self.training.defence
-            ));
-        }
+        self.training.parsed_defence()?;
         if self.data.eval_batch_size == 0 {
             return bad("data.eval_batch_size must be at least 1".into());
         }
@@ -609,24 +573,14 @@ impl RunConfig {
             return bad(reason);
         }
         self.model
-            .hyper()
             .validate()
-            .map_err(|e| ServerError::Config(format!("model: {e}")))?;
+            .map_err(|e| ServerError::Config(format!("[model] {e}")))?;
         Ok(())
     }
 
     /// The model spec of this run for images of `input` and `classes` classes.
     pub fn model_spec(&self, input: InputShape, classes: usize) -> ModelSpec {
-        let mut spec = ModelSpec::new(
-            self.model.arch,
-            input,
-            classes,
-            self.model.methods,
-            self.seed,
-        );
-        spec.hyper = self.model.hyper();
-        spec.width = self.model.width;
-        spec
+        self.model.spec(input, classes, self.seed)
     }
 }
 
@@ -638,6 +592,7 @@ pub(crate) fn secs(s: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synfed_models::Arch;
 
     #[test]
     fn defaults_round_trip_and_overrides_apply() {
@@ -684,6 +639,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("training.defence"), "{bad}: {err}");
+            assert!(err.contains(&format!("`{bad}`")), "{bad}: {err}");
         }
         for good in [
             "none",
@@ -700,6 +656,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tls_key"), "{err}");
+    }
+
+    #[test]
+    fn model_table_uses_the_model_configs_defaults_and_names_a_bad_field() {
+        // no [model] table: the quick federation of the mlp of width 128
+        let config = RunConfig::from_toml("rounds = 2").unwrap();
+        assert_eq!(config.model.width, Some(128));
+        assert_eq!(config.model.arch, Arch::Mlp);
+        // a [model] table without width: the published size, as everywhere else
+        let config = RunConfig::from_toml("[model]\narch = \"lenet\"").unwrap();
+        assert_eq!(config.model.width, None);
+        assert_eq!(config.model.arch, Arch::LeNet);
+        assert_eq!(
+            RunConfig::from_toml(&config.to_toml().unwrap()).unwrap(),
+            config
+        );
+        let err = |text: &str| RunConfig::from_toml(text).unwrap_err().to_string();
+        for (text, field) in [
+            ("[model]\nwidth = 0", "width"),
+            ("[model]\ngamma = 0", "gamma"),
+            ("[model]\ngamma = 65", "gamma"),
+            ("[model]\ntau = 2.5", "tau"),
+            ("[model]\nd_re = 0.0", "d_re"),
+            ("[model]\nwidht = 16", "widht"),
+            ("[model]\narch = \"vgg\"", "vgg"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        assert!(err("[model]\ngamma = 65").contains("[model]"));
     }
 
     #[test]

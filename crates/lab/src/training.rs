@@ -20,24 +20,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use synfed_data::{kfold, DatasetName, Fold, Splits};
 use synfed_models::learning_speed::early_stopping_epoch;
-use synfed_models::{checkpoint, evaluate, train_epoch, Arch, InputShape, Model, ModelSpec};
-use synfed_synapse::{Hyper, MethodSet, SynapticSgd};
+use synfed_models::{checkpoint, evaluate, train_epoch, InputShape, Model, ModelConfig, ModelSpec};
+use synfed_synapse::SynapticSgd;
 
 /// What to train and how (the options of `synfed train`).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingConfig {
-    /// Architecture: mlp, alexnet, resnet20, resnet32, resnet56, convnet, lenet.
-    #[arg(long, default_value = "mlp")]
-    pub model: Arch,
+    /// The model: `--model`, `--methods`, `--width`, `--tau`, `--d-re`, `--gamma`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelConfig,
     /// Data set: mnist, cifar10, cifar100 (from --data-dir) or embedded demo-mnist, demo-cifar10.
     #[arg(long, default_value = "demo-mnist")]
     pub data: DatasetName,
     /// Directory holding the data set files (official formats, gzip or raw).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Method set: none, I, II, III, I+II, … I+II+III (or fuzzy, rejuvenation, splitting).
-    #[arg(long, default_value = "none")]
-    pub methods: MethodSet,
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     #[arg(long, default_value_t = 100)]
@@ -51,18 +49,6 @@ pub struct TrainingConfig {
     /// Seed of everything random: fold k's model is built from seed + k.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Base width instead of the architecture's published one (e.g. hidden units of the mlp).
-    #[arg(long)]
-    pub width: Option<usize>,
-    /// τ of fuzzy learning rates (I).
-    #[arg(long, default_value_t = 0.09)]
-    pub tau: f64,
-    /// d_re of weight rejuvenation (II).
-    #[arg(long, default_value_t = 14.0)]
-    pub d_re: f64,
-    /// Γ of weight splitting (III).
-    #[arg(long, default_value_t = 2)]
-    pub gamma: usize,
     /// Early-stopping patience in epochs (the paper: 5).
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
@@ -77,19 +63,14 @@ pub struct TrainingConfig {
 impl Default for TrainingConfig {
     fn default() -> Self {
         Self {
-            model: Arch::Mlp,
+            model: ModelConfig::default(),
             data: DatasetName::DemoMnist,
             data_dir: None,
-            methods: MethodSet::NONE,
             epochs: 100,
             batch_size: 100,
             lr: 0.01,
             folds: 1,
             seed: 1,
-            width: None,
-            tau: 0.09,
-            d_re: 14.0,
-            gamma: 2,
             patience: 5,
             train_limit: None,
             eval_batch_size: 500,
@@ -98,18 +79,9 @@ impl Default for TrainingConfig {
 }
 
 impl TrainingConfig {
-    /// The mechanisms' hyper-parameters.
-    pub fn hyper(&self) -> Hyper {
-        Hyper {
-            tau: self.tau,
-            d_re: self.d_re,
-            gamma: self.gamma,
-        }
-    }
-
     /// Checks the values a user can get wrong, before any data are loaded.
     pub fn validate(&self) -> Result<()> {
-        self.hyper().validate()?;
+        self.model.validate()?;
         if self.epochs == 0 || self.batch_size == 0 || self.folds == 0 || self.eval_batch_size == 0
         {
             return Err(LabError::Config(
@@ -190,6 +162,7 @@ impl MeanStd {
 pub struct TrainingSummary {
     /// The command line of the process that trained.
     pub command: String,
+    #[serde(deserialize_with = "read_config")]
     pub config: TrainingConfig,
     pub spec: ModelSpec,
     pub parameters: usize,
@@ -218,6 +191,23 @@ impl TrainingSummary {
             .map(Some)
             .map_err(|e| LabError::Config(format!("{}: {e}", path.display())))
     }
+}
+
+/// Reads a summary's `config`, also in the form of older `summary.json` files, which name the
+/// architecture `model` (the flag's name) where [`ModelConfig`] names it `arch`: finished
+/// trainings stay readable, so a learning comparison resumes over them.
+fn read_config<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<TrainingConfig, D::Error> {
+    let mut value = serde_json::Value::deserialize(d)?;
+    if let Some(fields) = value.as_object_mut() {
+        if !fields.contains_key("arch") {
+            if let Some(arch) = fields.remove("model") {
+                fields.insert("arch".into(), arch);
+            }
+        }
+    }
+    serde_json::from_value(value).map_err(serde::de::Error::custom)
 }
 
 /// File name of the summary in a training's folder.
@@ -260,15 +250,11 @@ pub fn train(
         kfold(train_len, config.folds, config.seed)?
     };
     let shape = splits.train.shape();
-    let mut spec = ModelSpec::new(
-        config.model,
+    let spec = config.model.spec(
         InputShape::new(shape.channels, shape.height, shape.width),
         splits.train.num_classes(),
-        config.methods,
         config.seed,
     );
-    spec.hyper = config.hyper();
-    spec.width = config.width;
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| LabError::Io {
@@ -449,7 +435,17 @@ mod tests {
                 ..Default::default()
             },
             TrainingConfig {
-                gamma: 0,
+                model: ModelConfig {
+                    gamma: 0,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            TrainingConfig {
+                model: ModelConfig {
+                    width: Some(0),
+                    ..Default::default()
+                },
                 ..Default::default()
             },
         ] {
@@ -464,9 +460,12 @@ mod tests {
         let config = TrainingConfig {
             epochs: 2,
             batch_size: 50,
-            width: Some(16),
+            model: ModelConfig {
+                width: Some(16),
+                methods: "I+II+III".parse().unwrap(),
+                ..Default::default()
+            },
             train_limit: Some(200),
-            methods: "I+II+III".parse().unwrap(),
             ..Default::default()
         };
         let summary = train(&config, dir.path(), &Device::Cpu, &mut Quiet).unwrap();
@@ -480,6 +479,26 @@ mod tests {
         assert_eq!(
             TrainingSummary::read(&dir.path().join("none")).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn reads_summaries_that_name_the_architecture_model() {
+        // a finished training of the repository's learning experiment, written with the
+        // architecture under `model`
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../experiments/learning-mnist-3fold/learning/mlp/I");
+        let summary = TrainingSummary::read(&dir).unwrap().unwrap();
+        assert_eq!(summary.config.model.arch, synfed_models::Arch::Mlp);
+        assert_eq!(summary.config.model.methods.to_string(), "I");
+        assert_eq!(summary.config.model.width, None);
+        assert_eq!((summary.config.folds, summary.config.epochs), (3, 30));
+        // and the form written now reads back unchanged
+        let text = serde_json::to_string(&summary).unwrap();
+        assert!(text.contains("\"arch\":\"mlp\""), "{text}");
+        assert_eq!(
+            serde_json::from_str::<TrainingSummary>(&text).unwrap(),
+            summary
         );
     }
 }

@@ -32,6 +32,12 @@ pub enum ModelError {
         value: u64,
         max: u64,
     },
+    #[error("model setting `{field}` = {value}: {reason}")]
+    BadSetting {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("batch of shape {got:?} does not match the model's input {want}")]
     BatchShape {
         got: Vec<usize>,

@@ -12,6 +12,7 @@
 pub mod alexnet;
 pub mod arch;
 pub mod checkpoint;
+pub mod config;
 pub mod convnet;
 pub mod error;
 pub mod gradcheck;
@@ -28,6 +29,7 @@ pub mod unroll;
 pub mod update;
 
 pub use arch::Arch;
+pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use loss::{accuracy, cross_entropy};
 pub use model::Model;

@@ -6,12 +6,13 @@
 //! with defaults, so that old `compare.toml` files still parse.
 
 use super::error::{ComparisonError, Result};
+use super::variants::Variant;
 use crate::attacking::AttackOptions;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use synfed_data::Partition;
 use synfed_defence::Defence;
-use synfed_models::Arch;
+use synfed_models::{Arch, ModelConfig};
 use synfed_server::Algorithm;
 use synfed_synapse::{Hyper, MethodSet};
 
@@ -205,6 +206,11 @@ impl CompareConfig {
         for d in &self.defences {
             parse_defence(d)?;
         }
+        for entry in &self.models {
+            self.model_config(entry, MethodSet::NONE, 1)
+                .validate()
+                .map_err(|e| ComparisonError::Invalid(format!("model {}: {e}", entry.slug())))?;
+        }
         if self.kind != Kind::Inversion
             && (self.held_out.is_some() || self.pretrain_epochs > 0 || self.expose_labels)
         {
@@ -218,6 +224,32 @@ impl CompareConfig {
             return invalid("kind = \"inversion\" attacks centrally built models: defences apply to federations (kind = \"privacy\")".into());
         }
         Ok(())
+    }
+
+    /// The model of a cell: `entry`'s architecture and width (divided by `width_divisor` > 1,
+    /// at least 1), `methods`, and the comparison's τ, d_re and Γ.
+    pub fn model_config(
+        &self,
+        entry: &ModelEntry,
+        methods: MethodSet,
+        width_divisor: usize,
+    ) -> ModelConfig {
+        ModelConfig {
+            arch: entry.arch,
+            methods,
+            tau: self.tau,
+            d_re: self.d_re,
+            gamma: self.gamma,
+            width: entry.width.map(|w| match width_divisor {
+                0 | 1 => w,
+                divisor => (w / divisor).max(1),
+            }),
+        }
+    }
+
+    /// The model of `variant`'s cells of `entry`.
+    pub fn variant_model(&self, entry: &ModelEntry, variant: &Variant) -> ModelConfig {
+        self.model_config(entry, variant.methods, variant.width_divisor)
     }
 
     /// The model states attacked: untrained, and trained when there is training.
@@ -331,5 +363,57 @@ mod tests {
         let text = toml::to_string(&c).unwrap();
         assert_eq!(toml::from_str::<CompareConfig>(&text).unwrap(), c);
         assert!(toml::from_str::<CompareConfig>("batchez = 3").is_err());
+    }
+
+    #[test]
+    fn a_cells_model_takes_the_entry_the_variant_and_the_hyper_parameters() {
+        let c = CompareConfig {
+            tau: 0.2,
+            d_re: 7.0,
+            gamma: 4,
+            ..CompareConfig::default()
+        };
+        let entry = ModelEntry {
+            arch: Arch::ConvNet,
+            width: Some(10),
+        };
+        let model = c.model_config(&entry, "III".parse().unwrap(), 4);
+        assert_eq!(
+            model,
+            ModelConfig {
+                arch: Arch::ConvNet,
+                methods: "III".parse().unwrap(),
+                tau: 0.2,
+                d_re: 7.0,
+                gamma: 4,
+                width: Some(2), // 10 / 4, rounded down
+            }
+        );
+        let tiny = ModelEntry {
+            arch: Arch::Mlp,
+            width: Some(1),
+        };
+        assert_eq!(c.model_config(&tiny, MethodSet::NONE, 2).width, Some(1));
+        let published = ModelEntry {
+            arch: Arch::Mlp,
+            width: None,
+        };
+        assert_eq!(c.model_config(&published, MethodSet::NONE, 2).width, None);
+    }
+
+    #[test]
+    fn out_of_range_model_settings_are_refused_naming_the_field() {
+        for (text, field) in [
+            ("gamma = 0", "gamma"),
+            ("gamma = 65", "gamma"),
+            ("tau = -1.0", "tau"),
+            ("d_re = 0.0", "d_re"),
+            ("[[models]]\narch = \"mlp\"\nwidth = 0", "width"),
+        ] {
+            let c: CompareConfig = toml::from_str(text).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        CompareConfig::default().validate().unwrap();
     }
 }

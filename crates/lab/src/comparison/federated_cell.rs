@@ -118,15 +118,7 @@ fn run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
         out: dir.join("run"),
         ..RunConfig::default()
     };
-    run.model.arch = cell.model.arch;
-    run.model.methods = cell.variant.methods;
-    run.model.tau = c.tau;
-    run.model.d_re = c.d_re;
-    run.model.gamma = c.gamma;
-    run.model.width = cell
-        .model
-        .width
-        .map(|w| (w / cell.variant.width_divisor).max(1));
+    run.model = c.variant_model(&cell.model, &cell.variant);
     run.data.name = c.data.clone();
     run.data.dir = c.data_dir.clone();
     run.data.eval_limit = Some(c.eval_limit);

@@ -13,7 +13,6 @@ use crate::centralized_inversion::{CentralizedInversion, Pretraining};
 use candle_core::Device;
 use std::path::Path;
 use std::time::Instant;
-use synfed_synapse::Hyper;
 
 /// Runs one state of a cell (or reads it if it is finished) into its folder under `out`.
 pub(super) fn run(
@@ -31,22 +30,11 @@ pub(super) fn run(
     let state = cell.state.unwrap_or("untrained");
     let started = Instant::now();
     let shape = splits.train.shape();
-    let mut spec = synfed_models::ModelSpec::new(
-        cell.model.arch,
+    let spec = c.variant_model(&cell.model, &cell.variant).spec(
         synfed_models::InputShape::new(shape.channels, shape.height, shape.width),
         splits.train.num_classes(),
-        cell.variant.methods,
         c.seed,
     );
-    spec.hyper = Hyper {
-        tau: c.tau,
-        d_re: c.d_re,
-        gamma: c.gamma,
-    };
-    spec.width = cell
-        .model
-        .width
-        .map(|w| (w / cell.variant.width_divisor).max(1));
     let study = CentralizedInversion {
         spec: spec.clone(),
         pretraining: (state == "trained").then(|| Pretraining {

@@ -51,20 +51,15 @@ pub(super) fn run(
             Some(done) => done,
             None => {
                 let training = TrainingConfig {
-                    model: model.arch,
+                    model: config.variant_model(model, variant),
                     data: config.dataset()?,
                     data_dir: config.data_dir.clone(),
-                    methods: variant.methods,
                     epochs: l.epochs,
                     batch_size: l.batch_size,
                     // the variant's factor of the federated lr, applied to training's
                     lr: l.lr * variant.lr / config.lr,
                     folds: l.folds,
                     seed: config.seed,
-                    width: model.width,
-                    tau: config.tau,
-                    d_re: config.d_re,
-                    gamma: config.gamma,
                     patience: l.patience,
                     ..TrainingConfig::default()
                 };
