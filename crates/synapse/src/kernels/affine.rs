@@ -11,7 +11,7 @@ use super::backward::needs_gradient;
 use super::channel::channel_sum;
 use super::cpu::buffer::par_build;
 use super::cpu::{items_per_task, Scalar};
-use super::custom_op::{apply, values, CpuKernel, Input};
+use super::custom_op::{apply, values, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -43,7 +43,7 @@ impl CpuKernel<3> for ChannelAffine {
         "synfed-channel-affine"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Forward<T> {
         let [x, a, b] = values(&inputs)?;
         let (n, c, h, w) = self.0;
         let plane = h * w;
@@ -56,12 +56,7 @@ impl CpuKernel<3> for ChannelAffine {
         Ok((y, Shape::from(self.0)))
     }
 
-    fn backward(
-        &self,
-        [x, a, b]: [&Tensor; 3],
-        _res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 3]> {
+    fn backward(&self, [x, a, b]: [&Tensor; 3], _res: &Tensor, u: &Tensor) -> Gradients<3> {
         // an argument that is neither a variable nor computed from one (the ones of a
         // centring) needs no gradient
         let dx = needs_gradient(x)

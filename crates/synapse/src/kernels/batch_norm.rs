@@ -23,8 +23,11 @@ use super::channel::channel_sum;
 use super::cpu::buffer::par_build;
 use super::cpu::gemm::Element;
 use super::cpu::lanes::{self, lane_sums};
+use super::cpu::storage::Operand;
 use super::cpu::{items_per_task, per_channel, Scalar};
-use super::custom_op::{apply, constant, read, values, CpuKernel, CpuRead, Input};
+use super::custom_op::{
+    apply, constant, read, values, CpuKernel, CpuRead, Forward, Gradients, Input,
+};
 use super::dispatch::compute;
 use super::relu::relu_mask;
 use candle_core::{bail, Result, Shape, Tensor};
@@ -78,7 +81,10 @@ fn normalize(
     }
     compute(
         x,
-        || normalize_on_kernels(x, gamma, beta, eps, relu),
+        || {
+            let report = Arc::new(Mutex::new(None));
+            BatchNorm { eps, relu, report }.run(x, gamma, beta)
+        },
         || {
             let (y, mean, var) = composed(x, gamma, beta, eps)?;
             let stats = BatchStats {
@@ -89,33 +95,6 @@ fn normalize(
             Ok((y, stats))
         },
     )
-}
-
-/// The normalisation as one [`BatchNorm`] op, the statistics as it reported them.
-fn normalize_on_kernels(
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    eps: f64,
-    relu: bool,
-) -> Result<(Tensor, BatchStats)> {
-    let c = gamma.dims1()?;
-    let report: Report = Arc::new(Mutex::new(None));
-    let op = BatchNorm {
-        eps,
-        relu,
-        report: report.clone(),
-    };
-    let y = apply(op, [x, gamma, beta])?;
-    let stats = reported(&report)?;
-    let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
-    Ok((
-        y,
-        BatchStats {
-            mean: to(stats.iter().map(|s| s.0).collect())?,
-            var: to(stats.iter().map(|s| s.1).collect())?,
-        },
-    ))
 }
 
 /// The (mean, variance) pairs the forward kernel reported.
@@ -155,16 +134,33 @@ struct BatchNorm {
     report: Report,
 }
 
+impl BatchNorm {
+    /// The normalisation as this one op, with the statistics its forward pass reported.
+    fn run(self, x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(Tensor, BatchStats)> {
+        let c = gamma.dims1()?;
+        let report = self.report.clone();
+        let y = apply(self, [x, gamma, beta])?;
+        let stats = reported(&report)?;
+        let to = |v: Vec<f64>| Tensor::from_vec(v, c, x.device())?.to_dtype(x.dtype());
+        Ok((
+            y,
+            BatchStats {
+                mean: to(stats.iter().map(|s| s.0).collect())?,
+                var: to(stats.iter().map(|s| s.1).collect())?,
+            },
+        ))
+    }
+}
+
 impl CpuKernel<3> for BatchNorm {
     fn name(&self) -> &'static str {
         "synfed-batch-norm"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Forward<T> {
         let [x, gamma, beta] = values(&inputs)?;
         let shape = inputs[0].shape();
-        let (n, c, h, w) = shape.dims4()?;
-        let plane = h * w;
+        let (n, c, plane) = planes(shape)?;
         let eps = T::from_f64(self.eps);
         let stats = batch_stats(x, (n, c, plane));
         let y = par_build(x.len(), plane, items_per_task(plane), |i, dst| {
@@ -187,12 +183,7 @@ impl CpuKernel<3> for BatchNorm {
         Ok((y, shape.clone()))
     }
 
-    fn backward(
-        &self,
-        [x, gamma, _beta]: [&Tensor; 3],
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 3]> {
+    fn backward(&self, [x, gamma, _beta]: [&Tensor; 3], res: &Tensor, u: &Tensor) -> Gradients<3> {
         if gradients_are_final() {
             let fused = FusedBackward {
                 op: self,
@@ -216,6 +207,28 @@ impl CpuKernel<3> for BatchNorm {
             .transpose()?;
         Ok([dx, Some(d_gamma), Some(d_beta)])
     }
+}
+
+/// The values of the fused backward kernels' operands `[x, γ, p, q]` — the input
+/// `[N, C, H, W]`, the scale `[C]` and two tensors shaped like the input — and (N, C, H·W).
+pub(super) fn fused_operands<'a, T: Operand>(
+    inputs: &[Input<'a, T>; 4],
+    name: &str,
+) -> Result<([&'a [T]; 4], (usize, usize, usize))> {
+    let values @ [x, gamma, p, q] = values(inputs)?;
+    let shape = inputs[0].shape();
+    let (n, c, plane) = planes(shape)?;
+    if p.len() != x.len() || q.len() != x.len() || gamma.len() != c {
+        bail!("{name}: operands do not match the input {shape:?}");
+    }
+    Ok((values, (n, c, plane)))
+}
+
+/// (N, C, H·W) of an `[N, C, H, W]` shape: the images, channels and values per plane that the
+/// per-channel kernels loop over.
+pub(super) fn planes(shape: &Shape) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = shape.dims4()?;
+    Ok((n, c, h * w))
 }
 
 /// Per channel of `x` (`[N, C, plane]`): the mean, then the mean squared deviation from it
@@ -259,25 +272,20 @@ struct FusedBackward<'a> {
 impl CpuRead<4> for FusedBackward<'_> {
     type Output = (Option<Tensor>, Tensor, Tensor);
 
-    fn name(&self) -> &'static str {
-        "batch norm gradient"
-    }
+    const NAME: &'static str = "batch norm gradient";
 
     /// With u′ = u (masked by the output's sign after ReLU), per channel Σu′ = ∂β,
     /// Σu′(x − μ)·r = ∂γ, and ∂x = γr·(u′ − Σu′/m − (x − μ)·r²·Σu′(x − μ)/m).
     fn read<T: Scalar>(&self, inputs: [Input<'_, T>; 4]) -> Result<Self::Output> {
-        let name = self.name();
-        let [x, gamma, res, u] = values(&inputs)?;
-        let x_shape = inputs[0].shape();
-        let (n, c, h, w) = x_shape.dims4()?;
+        let ([x, gamma, res, u], (n, c, plane)) = fused_operands(&inputs, Self::NAME)?;
         let (eps, relu) = (self.op.eps, self.op.relu);
-        let plane = h * w;
-        if u.len() != x.len() || res.len() != x.len() || gamma.len() != c {
-            bail!("{name}: operands do not match the input {:?}", x_shape);
-        }
         let stats = reported(&self.op.report)?;
         if stats.len() != c {
-            bail!("{name}: statistics for {} channels, not {c}", stats.len());
+            bail!(
+                "{}: statistics for {} channels, not {c}",
+                Self::NAME,
+                stats.len()
+            );
         }
         // u′ of one plane, read lazily: the mask and the gradient side by side
         let masked = move |start: usize| {
@@ -329,7 +337,7 @@ impl CpuRead<4> for FusedBackward<'_> {
             })
         });
         Ok((
-            dx.map(|dx| constant(dx, x_shape.clone())),
+            dx.map(|dx| constant(dx, inputs[0].shape().clone())),
             constant(d_gamma, Shape::from(c)),
             constant(d_beta, Shape::from(c)),
         ))

@@ -17,13 +17,15 @@
 
 use super::affine::{channel_affine, channel_center};
 use super::backward::{gradients_are_final, needs_gradient};
-use super::batch_norm::{batch_norm, batch_stats};
+use super::batch_norm::{batch_norm, batch_stats, fused_operands, planes};
 use super::channel::channel_sum;
 use super::cpu::buffer::par_build;
 use super::cpu::gemm::Element;
 use super::cpu::lanes::lane_sums;
 use super::cpu::{items_per_task, per_channel, Scalar};
-use super::custom_op::{apply, constant, read, values, CpuKernel, CpuRead, Input};
+use super::custom_op::{
+    apply, constant, read, values, CpuKernel, CpuRead, Forward, Gradients, Input,
+};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -82,24 +84,19 @@ impl CpuKernel<2> for ScaleGrad {
         "synfed-batch-norm-scale-grad"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
         let [x, u] = values(&inputs)?;
-        let (n, c, h, w) = inputs[0].shape().dims4()?;
-        let per_channel_values = (n * h * w) as f64;
+        let (n, c, plane) = planes(inputs[0].shape())?;
+        let per_channel_values = (n * plane) as f64;
         // Σ u ⊙ x̂ = m·mean(u ⊙ x̂)
-        let sums = moments(x, u, None, (n, c, h * w), self.eps)
+        let sums = moments(x, u, None, (n, c, plane), self.eps)
             .iter()
             .map(|k| T::from_f64(k.a * per_channel_values))
             .collect();
         Ok((sums, Shape::from(c)))
     }
 
-    fn backward(
-        &self,
-        [x, u]: [&Tensor; 2],
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [x, u]: [&Tensor; 2], _res: &Tensor, v: &Tensor) -> Gradients<2> {
         let dx = needs_gradient(x)
             .then(|| batch_norm_input_grad(x, v, u, self.eps))
             .transpose()?;
@@ -211,11 +208,9 @@ impl CpuKernel<3> for InputGrad {
         "synfed-batch-norm-input-grad"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Forward<T> {
         let [x, gamma, u] = values(&inputs)?;
-        let shape = inputs[0].shape();
-        let (n, c, h, w) = shape.dims4()?;
-        let plane = h * w;
+        let (n, c, plane) = planes(inputs[0].shape())?;
         let moments = moments(x, u, None, (n, c, plane), self.eps);
         // γr·(u − ū − (x − μ)·r·a)
         let dx = par_build(x.len(), plane, items_per_task(plane), |i, dst| {
@@ -228,15 +223,10 @@ impl CpuKernel<3> for InputGrad {
                 *d = scale * (ui - k.u_mean) - slope * (xi - k.mean);
             }
         });
-        Ok((dx, shape.clone()))
+        Ok((dx, inputs[0].shape().clone()))
     }
 
-    fn backward(
-        &self,
-        [x, gamma, u]: [&Tensor; 3],
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<[Option<Tensor>; 3]> {
+    fn backward(&self, [x, gamma, u]: [&Tensor; 3], _res: &Tensor, v: &Tensor) -> Gradients<3> {
         let need_x = needs_gradient(x);
         // linear in u with a symmetric operator: the op itself
         let du = needs_gradient(u)
@@ -268,19 +258,10 @@ struct FusedDerivatives {
 impl CpuRead<4> for FusedDerivatives {
     type Output = (Option<Tensor>, Tensor);
 
-    fn name(&self) -> &'static str {
-        "batch norm input gradient"
-    }
+    const NAME: &'static str = "batch norm input gradient";
 
     fn read<T: Scalar>(&self, inputs: [Input<'_, T>; 4]) -> Result<Self::Output> {
-        let name = self.name();
-        let [x, gamma, u, v] = values(&inputs)?;
-        let x_shape = inputs[0].shape();
-        let (n, c, h, w) = x_shape.dims4()?;
-        let plane = h * w;
-        if u.len() != x.len() || v.len() != x.len() || gamma.len() != c {
-            bail!("{name}: operands do not match the input {x_shape:?}");
-        }
+        let ([x, gamma, u, v], (n, c, plane)) = fused_operands(&inputs, Self::NAME)?;
         let moments = moments(x, u, Some(v), (n, c, plane), self.eps);
         let m = (n * plane) as f64;
         let covariance = |k: &Moments<T>| k.uv - k.u_mean.to_f64() * k.v_mean.to_f64();
@@ -304,7 +285,7 @@ impl CpuRead<4> for FusedDerivatives {
             })
         });
         Ok((
-            dx.map(|dx| constant(dx, x_shape.clone())),
+            dx.map(|dx| constant(dx, inputs[0].shape().clone())),
             constant(d_gamma, Shape::from(c)),
         ))
     }

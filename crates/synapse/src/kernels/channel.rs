@@ -11,7 +11,7 @@
 
 use super::cpu::buffer::par_build;
 use super::cpu::{items_per_task, lanes, per_channel, Scalar};
-use super::custom_op::{apply, CpuKernel, Input};
+use super::custom_op::{apply, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -48,7 +48,7 @@ impl CpuKernel<1> for ChannelOp {
         }
     }
 
-    fn forward<T: Scalar>(&self, [src]: [Input<'_, T>; 1]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, [src]: [Input<'_, T>; 1]) -> Forward<T> {
         let src = src.values()?;
         match *self {
             ChannelOp::Sum((n, c, h, w)) => {
@@ -73,7 +73,7 @@ impl CpuKernel<1> for ChannelOp {
     }
 
     /// ⟨sum(x), u⟩ = ⟨x, broadcast(u)⟩: each op's gradient is the other.
-    fn backward(&self, _: [&Tensor; 1], _res: &Tensor, u: &Tensor) -> Result<[Option<Tensor>; 1]> {
+    fn backward(&self, _: [&Tensor; 1], _res: &Tensor, u: &Tensor) -> Gradients<1> {
         Ok([Some(match *self {
             ChannelOp::Sum(dims) => channel_broadcast(u, dims)?,
             ChannelOp::Broadcast(_) => channel_sum(u)?,

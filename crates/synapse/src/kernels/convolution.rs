@@ -18,10 +18,10 @@
 //! Off the CPU the public functions use candle's own convolution kernels.
 
 use super::backward::needs_gradient;
-use super::cpu::convolution::{self as cpu, Transformed};
+use super::cpu::convolution::{self as cpu, Product, Transformed};
 use super::cpu::im2col::ConvGeometry;
 use super::cpu::Scalar;
-use super::custom_op::{apply, values, CpuKernel, Input};
+use super::custom_op::{apply, values, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -72,7 +72,7 @@ pub fn conv2d_input_grad(
     compute(
         g,
         || product(g, weight, Conv::InputGrad(geometry, Transformed::default())),
-        || candle_conv2d_input_grad(g, weight, input_hw, p),
+        || candle_conv2d_input_grad(g, weight, &geometry),
     )
 }
 
@@ -97,7 +97,7 @@ pub fn conv2d_weight_grad(
     compute(
         x,
         || product(x, g, Conv::WeightGrad(geometry)),
-        || candle_conv2d_weight_grad(x, g, kernel_hw, p),
+        || candle_conv2d_weight_grad(x, g, &geometry),
     )
 }
 
@@ -107,37 +107,35 @@ fn candle_conv2d(x: &Tensor, weight: &Tensor, p: ConvParams) -> Result<Tensor> {
 }
 
 /// [`conv2d_input_grad`] by candle's transposed convolution (operands already checked).
-fn candle_conv2d_input_grad(
-    g: &Tensor,
-    weight: &Tensor,
-    (h, w): (usize, usize),
-    p: ConvParams,
-) -> Result<Tensor> {
+fn candle_conv2d_input_grad(g: &Tensor, weight: &Tensor, geo: &ConvGeometry) -> Result<Tensor> {
     let (_, _, gh, gw) = g.dims4()?;
-    let (_, _, kh, kw) = weight.dims4()?;
+    let (h, w, s, pad) = (geo.in_h, geo.in_w, geo.stride, geo.padding);
     // The transposed convolution yields (g − 1)·s + k − 2p rows; rows a stride dropped at the
     // end still receive gradient, which candle's output padding computes.
-    let out_h = (gh - 1) * p.stride + kh - 2 * p.padding;
-    let out_w = (gw - 1) * p.stride + kw - 2 * p.padding;
+    let out_h = (gh - 1) * s + geo.kernel_h - 2 * pad;
+    let out_w = (gw - 1) * s + geo.kernel_w - 2 * pad;
     let extra = (h - out_h).max(w - out_w);
-    let dx = g.conv_transpose2d(weight, p.padding, extra, p.stride, 1)?;
+    let dx = g.conv_transpose2d(weight, pad, extra, s, 1)?;
     dx.narrow(2, 0, h)?.narrow(3, 0, w)
 }
 
 /// [`conv2d_weight_grad`] by candle's convolution (operands already checked): ∂W[o, c] =
 /// Σₙ x[n, c] ⋆ g[n, o], a convolution with batch and channels swapped.
-fn candle_conv2d_weight_grad(
-    x: &Tensor,
-    g: &Tensor,
-    (kh, kw): (usize, usize),
-    p: ConvParams,
-) -> Result<Tensor> {
+fn candle_conv2d_weight_grad(x: &Tensor, g: &Tensor, geo: &ConvGeometry) -> Result<Tensor> {
     let dw = x
         .transpose(0, 1)?
         .contiguous()?
-        .conv2d(&g.transpose(0, 1)?.contiguous()?, p.padding, 1, p.stride, 1)?
+        .conv2d(
+            &g.transpose(0, 1)?.contiguous()?,
+            geo.padding,
+            1,
+            geo.stride,
+            1,
+        )?
         .transpose(0, 1)?;
-    dw.narrow(2, 0, kh)?.narrow(3, 0, kw)?.contiguous()
+    dw.narrow(2, 0, geo.kernel_h)?
+        .narrow(3, 0, geo.kernel_w)?
+        .contiguous()
 }
 
 fn geometry(
@@ -209,36 +207,32 @@ impl CpuKernel<2> for Conv {
         }
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
         let [a, b] = values(&inputs)?;
         let g = self.geometry();
         let (n, c, o) = (g.batch, g.in_channels, g.out_channels);
-        Ok(match self {
+        let (product, shape) = match self {
             Conv::Forward(_, kernel) => (
-                cpu::forward(a, b, &g, kernel, self.name())?,
+                Product::Forward(kernel),
                 Shape::from((n, o, g.out_h(), g.out_w())),
             ),
             Conv::InputGrad(_, kernel) => (
-                cpu::input_grad(a, b, &g, kernel, self.name())?,
+                Product::InputGrad(kernel),
                 Shape::from((n, c, g.in_h, g.in_w)),
             ),
             Conv::WeightGrad(_) => (
-                cpu::weight_grad(a, b, &g)?,
+                Product::WeightGrad,
                 Shape::from((o, c, g.kernel_h, g.kernel_w)),
             ),
-        })
+        };
+        Ok((cpu::compute(product, a, b, &g, self.name())?, shape))
     }
 
     /// With upstream gradient `u` (shaped like the op's result):
     /// y = conv(x, W):      ∂x = input_grad(u, W),  ∂W = weight_grad(x, u)
     /// ∂x = input_grad(g, W): ∂g = conv(u, W),      ∂W = weight_grad(u, g)
     /// ∂W = weight_grad(x, g): ∂x = input_grad(g, u), ∂g = conv(x, u)
-    fn backward(
-        &self,
-        [a, b]: [&Tensor; 2],
-        _res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [a, b]: [&Tensor; 2], _res: &Tensor, u: &Tensor) -> Gradients<2> {
         let g = self.geometry();
         let p = ConvParams {
             stride: g.stride,
@@ -334,11 +328,12 @@ mod tests {
             let g = seeded(y.dims(), 5);
             let hw = (xd[2], xd[3]);
             let kernel = (wd[2], wd[3]);
+            let geo = geometry(p, xd[0], xd[1], wd[0], hw, kernel).unwrap();
             let dx = conv2d_input_grad(&g, &w, hw, p).unwrap();
-            let dx_ref = candle_conv2d_input_grad(&g, &w, hw, p).unwrap();
+            let dx_ref = candle_conv2d_input_grad(&g, &w, &geo).unwrap();
             assert!(max_diff(&dx, &dx_ref) < 1e-12, "∂x {xd:?} {wd:?} {p:?}");
             let dw = conv2d_weight_grad(&x, &g, kernel, p).unwrap();
-            let dw_ref = candle_conv2d_weight_grad(&x, &g, kernel, p).unwrap();
+            let dw_ref = candle_conv2d_weight_grad(&x, &g, &geo).unwrap();
             assert!(max_diff(&dw, &dw_ref) < 1e-12, "∂W {xd:?} {wd:?} {p:?}");
         }
     }
@@ -346,9 +341,20 @@ mod tests {
     /// S(x, W) = ‖∂L/∂x‖² + Σ (∂L/∂W)³ with L = Σ c ⊙ tanh(conv(x, W)): a function of the
     /// first-order gradients, as the attack's objective is. Returns S and its gradients.
     fn second_order(x: &Tensor, w: &Tensor, c: &Tensor, p: ConvParams) -> (f64, Tensor, Tensor) {
+        second_order_by(conv2d, x, w, c, p)
+    }
+
+    /// [`second_order`] with `conv` computing the convolution.
+    fn second_order_by(
+        conv: fn(&Tensor, &Tensor, ConvParams) -> Result<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        c: &Tensor,
+        p: ConvParams,
+    ) -> (f64, Tensor, Tensor) {
         std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
         let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
-        let l = (conv2d(xv.as_tensor(), wv.as_tensor(), p)
+        let l = (conv(xv.as_tensor(), wv.as_tensor(), p)
             .unwrap()
             .tanh()
             .unwrap()
@@ -428,33 +434,10 @@ mod tests {
             let (x, w) = (seeded(&xd, 11), seeded(&wd, 12));
             let c = seeded(conv2d(&x, &w, p).unwrap().dims(), 13);
             let (s, hx, hw) = second_order(&x, &w, &c, p);
-            let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
-            let l = (candle_conv2d(xv.as_tensor(), wv.as_tensor(), p)
-                .unwrap()
-                .tanh()
-                .unwrap()
-                * &c)
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            let g = l.backward().unwrap();
-            let (gx, gw) = (
-                g.get(xv.as_tensor()).unwrap(),
-                g.get(wv.as_tensor()).unwrap(),
-            );
-            let s_ref = (gx.sqr().unwrap().sum_all().unwrap()
-                + gw.powf(3.0).unwrap().sum_all().unwrap())
-            .unwrap();
-            assert!((s - s_ref.to_scalar::<f64>().unwrap()).abs() < 1e-9 * s.abs().max(1.0));
-            let h = s_ref.backward().unwrap();
-            assert!(
-                max_diff(&hx, h.get(xv.as_tensor()).unwrap()) < 1e-9,
-                "{xd:?} {p:?}"
-            );
-            assert!(
-                max_diff(&hw, h.get(wv.as_tensor()).unwrap()) < 1e-9,
-                "{wd:?} {p:?}"
-            );
+            let (s_ref, hx_ref, hw_ref) = second_order_by(candle_conv2d, &x, &w, &c, p);
+            assert!((s - s_ref).abs() < 1e-9 * s.abs().max(1.0));
+            assert!(max_diff(&hx, &hx_ref) < 1e-9, "{xd:?} {p:?}");
+            assert!(max_diff(&hw, &hw_ref) < 1e-9, "{wd:?} {p:?}");
         }
     }
 

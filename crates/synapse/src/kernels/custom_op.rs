@@ -21,6 +21,12 @@ use candle_core::{
 };
 use std::marker::PhantomData;
 
+/// What a forward pass returns: the result's values and shape.
+pub(crate) type Forward<T> = Result<(Vec<T>, Shape)>;
+
+/// What a backward pass returns: the gradient for each operand, `None` where none is needed.
+pub(crate) type Gradients<const N: usize> = Result<[Option<Tensor>; N]>;
+
 /// A kernel of `N` tensor operands: its CPU forward pass, generic over the element type, and
 /// its backward pass, written with differentiable ops (usually the kernels again) so that
 /// gradients of gradients stay exact.
@@ -34,16 +40,11 @@ pub(crate) trait CpuKernel<const N: usize>: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// The result's values and shape.
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; N]) -> Result<(Vec<T>, Shape)>;
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; N]) -> Forward<T>;
 
-    /// The gradient for each operand (`None` where none is needed) given the operands, the
-    /// op's result `res` and the upstream gradient `u` (shaped like `res`).
-    fn backward(
-        &self,
-        operands: [&Tensor; N],
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; N]>;
+    /// The gradients given the operands, the op's result `res` and the upstream gradient `u`
+    /// (shaped like `res`).
+    fn backward(&self, operands: [&Tensor; N], res: &Tensor, u: &Tensor) -> Gradients<N>;
 }
 
 /// One operand of a kernel's forward pass, read as `T`.
@@ -171,7 +172,7 @@ pub(crate) trait CpuRead<const N: usize> {
     type Output;
 
     /// The name its errors carry.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
     fn read<T: Scalar>(&self, inputs: [Input<'_, T>; N]) -> Result<Self::Output>;
 }
@@ -182,7 +183,7 @@ pub(crate) fn read<const N: usize, R: CpuRead<N>>(
     reader: &R,
     tensors: [&Tensor; N],
 ) -> Result<R::Output> {
-    let name = reader.name();
+    let name = R::NAME;
     let owned = tensors
         .iter()
         .map(|t| t.contiguous())
@@ -211,74 +212,32 @@ pub(crate) fn constant<T: Operand>(values: Vec<T>, shape: Shape) -> Tensor {
     )
 }
 
-impl<K: CpuKernel<1>> CustomOp1 for KernelOp<K> {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
+/// `impl CustomOpN for KernelOp<K>` for kernels of N operands: storages, layouts, operand
+/// tensors and gradients named per operand, then the tuple candle wants back.
+macro_rules! custom_op {
+    ($op:ident, $n:literal, $(($s:ident, $l:ident, $t:ident, $d:ident)),+ => $grads:ty, $out:expr) => {
+        impl<K: CpuKernel<$n>> $op for KernelOp<K> {
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        forward(&self.0, [(s, l)])
-    }
+            fn cpu_fwd(&self, $($s: &CpuStorage, $l: &Layout),+) -> Result<(CpuStorage, Shape)> {
+                forward(&self.0, [$(($s, $l)),+])
+            }
 
-    fn bwd(&self, a: &Tensor, res: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
-        let [da] = self.0.backward([a], res, u)?;
-        Ok(da)
-    }
+            fn bwd(&self, $($t: &Tensor,)+ res: &Tensor, u: &Tensor) -> Result<$grads> {
+                let [$($d),+] = self.0.backward([$($t),+], res, u)?;
+                Ok($out)
+            }
+        }
+    };
 }
 
-impl<K: CpuKernel<2>> CustomOp2 for KernelOp<K> {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        forward(&self.0, [(s1, l1), (s2, l2)])
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [da, db] = self.0.backward([a, b], res, u)?;
-        Ok((da, db))
-    }
-}
-
-impl<K: CpuKernel<3>> CustomOp3 for KernelOp<K> {
-    fn name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        forward(&self.0, [(s1, l1), (s2, l2), (s3, l3)])
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        c: &Tensor,
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [da, db, dc] = self.0.backward([a, b, c], res, u)?;
-        Ok((da, db, dc))
-    }
-}
+custom_op!(CustomOp1, 1, (s1, l1, a, da) => Option<Tensor>, da);
+custom_op!(
+    CustomOp2, 2, (s1, l1, a, da), (s2, l2, b, db) => (Option<Tensor>, Option<Tensor>), (da, db)
+);
+custom_op!(
+    CustomOp3, 3, (s1, l1, a, da), (s2, l2, b, db), (s3, l3, c, dc)
+        => (Option<Tensor>, Option<Tensor>, Option<Tensor>), (da, db, dc)
+);

@@ -102,6 +102,28 @@ fn weights<'a, T: Operand>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut 
         .ok_or_else(|| candle_core::Error::Msg("descent: storage shorter than the weight".into()))
 }
 
+impl Descend {
+    /// The update of the weight `w` by the gradient `g` (and the factors `f`) in the weight's
+    /// element type.
+    fn update(
+        &self,
+        (ws, wl): (&mut CpuStorage, &Layout),
+        (gs, gl): (&CpuStorage, &Layout),
+        f: Option<(&CpuStorage, &Layout)>,
+        name: &str,
+    ) -> Result<()> {
+        by_dtype!(ws.dtype(), name, T => {
+            let g = contiguous::<T>(gs, gl, name)?;
+            let w = weights::<T>(ws, wl)?;
+            match f {
+                None => self.plain(w, g),
+                Some((fs, fl)) => self.scaled(w, g, contiguous::<T>(fs, fl, name)?),
+            }
+            Ok(())
+        })
+    }
+}
+
 impl InplaceOp2 for Descend {
     fn name(&self) -> &'static str {
         "synfed-descend"
@@ -109,17 +131,12 @@ impl InplaceOp2 for Descend {
 
     fn cpu_fwd(
         &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        ws: &mut CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
     ) -> Result<()> {
-        let name = InplaceOp2::name(self);
-        by_dtype!(s1.dtype(), name, T => {
-            let g = contiguous::<T>(s2, l2, name)?;
-            self.plain(weights::<T>(s1, l1)?, g);
-            Ok(())
-        })
+        self.update((ws, wl), (gs, gl), None, InplaceOp2::name(self))
     }
 }
 
@@ -130,19 +147,14 @@ impl InplaceOp3 for Descend {
 
     fn cpu_fwd(
         &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
+        ws: &mut CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        fs: &CpuStorage,
+        fl: &Layout,
     ) -> Result<()> {
-        let name = InplaceOp3::name(self);
-        by_dtype!(s1.dtype(), name, T => {
-            let (g, f) = (contiguous::<T>(s2, l2, name)?, contiguous::<T>(s3, l3, name)?);
-            self.scaled(weights::<T>(s1, l1)?, g, f);
-            Ok(())
-        })
+        self.update((ws, wl), (gs, gl), Some((fs, fl)), InplaceOp3::name(self))
     }
 }
 

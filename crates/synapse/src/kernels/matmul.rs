@@ -11,7 +11,7 @@
 use super::backward::needs_gradient;
 use super::cpu::gemm::{matmul_new, Matrix};
 use super::cpu::Scalar;
-use super::custom_op::{apply, CpuKernel, Input};
+use super::custom_op::{apply, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 
@@ -71,7 +71,7 @@ impl CpuKernel<2> for MatMul {
         "synfed-matmul"
     }
 
-    fn forward<T: Scalar>(&self, [a, b]: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, [a, b]: [Input<'_, T>; 2]) -> Forward<T> {
         let a = view(&a, self.transpose_a)?;
         let b = view(&b, self.transpose_b)?;
         let (m, n) = (a.rows(), b.cols());
@@ -80,12 +80,7 @@ impl CpuKernel<2> for MatMul {
 
     /// For C = op(A)·op(B) with upstream gradient G:
     /// A·B → (G·Bᵀ, Aᵀ·G); A·Bᵀ → (G·B, Gᵀ·A); Aᵀ·B → (B·Gᵀ, A·G); Aᵀ·Bᵀ → (Bᵀ·Gᵀ, Gᵀ·Aᵀ).
-    fn backward(
-        &self,
-        [a, b]: [&Tensor; 2],
-        _res: &Tensor,
-        g: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [a, b]: [&Tensor; 2], _res: &Tensor, g: &Tensor) -> Gradients<2> {
         // an operand that is neither a variable nor computed from one, or is declared
         // constant, needs no gradient
         let da = match (needs_gradient(a), self.transpose_a, self.transpose_b) {

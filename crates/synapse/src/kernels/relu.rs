@@ -14,9 +14,9 @@
 use super::backward::needs_gradient;
 use super::cpu::buffer::par_build;
 use super::cpu::{items_per_task, Scalar};
-use super::custom_op::{apply, values, CpuKernel, Input};
+use super::custom_op::{apply, values, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
-use candle_core::{bail, Result, Shape, Tensor};
+use candle_core::{bail, Result, Tensor};
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
@@ -61,7 +61,7 @@ impl CpuKernel<1> for Relu {
         "synfed-relu"
     }
 
-    fn forward<T: Scalar>(&self, [x]: [Input<'_, T>; 1]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, [x]: [Input<'_, T>; 1]) -> Forward<T> {
         let shape = x.shape().clone();
         let x = x.values()?;
         let y = map(x.len(), |start, dst: &mut [T]| {
@@ -72,12 +72,7 @@ impl CpuKernel<1> for Relu {
         Ok((y, shape))
     }
 
-    fn backward(
-        &self,
-        [x]: [&Tensor; 1],
-        _res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 1]> {
+    fn backward(&self, [x]: [&Tensor; 1], _res: &Tensor, u: &Tensor) -> Gradients<1> {
         Ok([Some(relu_mask(u, x)?)])
     }
 }
@@ -90,7 +85,7 @@ impl CpuKernel<2> for AddRelu {
         "synfed-add-relu"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
         let [a, b] = values(&inputs)?;
         let y = map(a.len(), |start, dst: &mut [T]| {
             for ((d, &p), &q) in dst.iter_mut().zip(&a[start..]).zip(&b[start..]) {
@@ -102,12 +97,7 @@ impl CpuKernel<2> for AddRelu {
     }
 
     /// Both summands get the upstream gradient where the output is positive.
-    fn backward(
-        &self,
-        [a, b]: [&Tensor; 2],
-        res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [a, b]: [&Tensor; 2], res: &Tensor, u: &Tensor) -> Gradients<2> {
         let (need_a, need_b) = (needs_gradient(a), needs_gradient(b));
         if !(need_a || need_b) {
             return Ok([None, None]);
@@ -125,7 +115,7 @@ impl CpuKernel<2> for ReluMask {
         "synfed-relu-mask"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
         let [u, x] = values(&inputs)?;
         let y = map(u.len(), |start, dst: &mut [T]| {
             for ((d, &g), &v) in dst.iter_mut().zip(&u[start..]).zip(&x[start..]) {
@@ -136,12 +126,7 @@ impl CpuKernel<2> for ReluMask {
     }
 
     /// Linear in `u` with the same mask; constant (almost everywhere) in `x`.
-    fn backward(
-        &self,
-        [u, x]: [&Tensor; 2],
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [u, x]: [&Tensor; 2], _res: &Tensor, v: &Tensor) -> Gradients<2> {
         let du = needs_gradient(u).then(|| relu_mask(v, x)).transpose()?;
         Ok([du, None])
     }

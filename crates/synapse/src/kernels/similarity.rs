@@ -13,7 +13,7 @@
 use super::backward::needs_gradient;
 use super::cpu::buffer::par_build;
 use super::cpu::{items_per_task, Scalar};
-use super::custom_op::{apply, values, CpuKernel, Input};
+use super::custom_op::{apply, values, CpuKernel, Forward, Gradients, Input};
 use super::dispatch::compute;
 use candle_core::{bail, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -70,7 +70,7 @@ impl CpuKernel<2> for DotAndSquares {
         "synfed-dot-and-squares"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
         let [g, t] = values(&inputs)?;
         let partial = |(a, b): (&[T], &[T])| {
             // eight lanes per sum (vectorisable), combined in a fixed order
@@ -107,12 +107,7 @@ impl CpuKernel<2> for DotAndSquares {
     }
 
     /// With u = (u₀, u₁, u₂): ∂g = u₀·t + 2u₁·g, ∂t = u₀·g + 2u₂·t.
-    fn backward(
-        &self,
-        [g, t]: [&Tensor; 2],
-        _res: &Tensor,
-        u: &Tensor,
-    ) -> Result<[Option<Tensor>; 2]> {
+    fn backward(&self, [g, t]: [&Tensor; 2], _res: &Tensor, u: &Tensor) -> Gradients<2> {
         let pick = |i| u.narrow(0, i, 1);
         let coefficients = |own| Tensor::cat(&[pick(0)?, (pick(own)? * 2.0)?], 0);
         let dg = needs_gradient(g)
@@ -133,7 +128,7 @@ impl CpuKernel<3> for Axpby {
         "synfed-axpby"
     }
 
-    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Result<(Vec<T>, Shape)> {
+    fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 3]) -> Forward<T> {
         let [a, b, c] = values(&inputs)?;
         let (ca, cb) = match c {
             [ca, cb] => (*ca, *cb),
@@ -149,12 +144,7 @@ impl CpuKernel<3> for Axpby {
     }
 
     /// With upstream v: ∂a = c₀·v, ∂b = c₁·v, ∂c = (⟨v, a⟩, ⟨v, b⟩).
-    fn backward(
-        &self,
-        [a, b, c]: [&Tensor; 3],
-        _res: &Tensor,
-        v: &Tensor,
-    ) -> Result<[Option<Tensor>; 3]> {
+    fn backward(&self, [a, b, c]: [&Tensor; 3], _res: &Tensor, v: &Tensor) -> Gradients<3> {
         let coefficient = |i| c.narrow(0, i, 1)?.reshape(());
         let da = needs_gradient(a)
             .then(|| v.broadcast_mul(&coefficient(0)?))

@@ -50,22 +50,52 @@ impl Transformed {
     }
 }
 
-/// `y = conv(x, W)` `[N, O, Ho, Wo]` for `x` `[N, C, H, W]` and the kernel `w` `[O, C, kh, kw]`
-/// (its Winograd transform kept in `kernel`).
-pub(crate) fn forward<T: Scalar>(
-    x: &[T],
-    w: &[T],
+/// One of the three products, with the kernel's kept Winograd transform for the two that take
+/// the kernel W as their second operand.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Product<'a> {
+    /// (x, W) → y `[N, O, Ho, Wo]`
+    Forward(&'a Transformed),
+    /// (gy, W) → ∂x `[N, C, H, W]`
+    InputGrad(&'a Transformed),
+    /// (x, gy) → ∂W `[O, C, kh, kw]`
+    WeightGrad,
+}
+
+/// `product(a, b)` for the geometry `g`, by the algorithm that fits it (`op` names the op in
+/// errors).
+pub(crate) fn compute<'a, T: Scalar>(
+    product: Product<'a>,
+    a: &[T],
+    b: &[T],
     g: &ConvGeometry,
-    kernel: &Transformed,
     op: &str,
 ) -> Result<Vec<T>> {
+    let transformed = |kernel: &'a Transformed| kernel.of(b, g.out_channels, g.in_channels, op);
+    match product {
+        Product::Forward(kernel) if winograd::applies(g) => {
+            winograd::conv3x3(a, transformed(kernel)?, g)
+        }
+        Product::InputGrad(kernel) if winograd::applies(g) => {
+            winograd::conv3x3_input_grad(a, transformed(kernel)?, g)
+        }
+        Product::WeightGrad if winograd::applies(g) => winograd::conv3x3_weight_grad(a, b, g),
+        Product::Forward(kernel) if fused_winograd::applies(g) => {
+            fused_winograd::conv3x3(a, transformed(kernel)?, g)
+        }
+        Product::InputGrad(kernel) if fused_winograd::applies(g) => {
+            fused_winograd::conv3x3_input_grad(a, transformed(kernel)?, g)
+        }
+        Product::WeightGrad if direct::applies(g) => direct::conv3x3_weight_grad(a, b, g),
+        Product::Forward(_) => unfolded_forward(a, b, g),
+        Product::InputGrad(_) => unfolded_input_grad(a, b, g),
+        Product::WeightGrad => unfolded_weight_grad(a, b, g),
+    }
+}
+
+/// `yᵢ = W · col(xᵢ)` image by image.
+fn unfolded_forward<T: Element>(x: &[T], w: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
     let (k, p, o, n) = (g.taps(), g.positions(), g.out_channels, g.batch);
-    if winograd::applies(g) {
-        return winograd::conv3x3(x, kernel.of(w, o, g.in_channels, op)?, g);
-    }
-    if fused_winograd::applies(g) {
-        return fused_winograd::conv3x3(x, kernel.of(w, o, g.in_channels, op)?, g);
-    }
     let one = ConvGeometry { batch: 1, ..*g };
     let image_len = g.in_channels * g.in_h * g.in_w;
     let weight = Matrix::row_major(w, o, k)?;
@@ -75,21 +105,9 @@ pub(crate) fn forward<T: Scalar>(
     })
 }
 
-/// `∂x = input_grad(gy, W)` `[N, C, H, W]` for the upstream gradient `gy` `[N, O, Ho, Wo]`.
-pub(crate) fn input_grad<T: Scalar>(
-    gy: &[T],
-    w: &[T],
-    g: &ConvGeometry,
-    kernel: &Transformed,
-    op: &str,
-) -> Result<Vec<T>> {
+/// `∂xᵢ = fold(Wᵀ · gᵢ)` image by image.
+fn unfolded_input_grad<T: Element>(gy: &[T], w: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
     let (k, p, o, n) = (g.taps(), g.positions(), g.out_channels, g.batch);
-    if winograd::applies(g) {
-        return winograd::conv3x3_input_grad(gy, kernel.of(w, o, g.in_channels, op)?, g);
-    }
-    if fused_winograd::applies(g) {
-        return fused_winograd::conv3x3_input_grad(gy, kernel.of(w, o, g.in_channels, op)?, g);
-    }
     let one = ConvGeometry { batch: 1, ..*g };
     let image_len = g.in_channels * g.in_h * g.in_w;
     let weight_t = Matrix::row_major(w, o, k)?.t();
@@ -103,15 +121,9 @@ pub(crate) fn input_grad<T: Scalar>(
     })
 }
 
-/// `∂W = weight_grad(x, gy)` `[O, C, kh, kw]`.
-pub(crate) fn weight_grad<T: Scalar>(x: &[T], gy: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
+/// `∂Wᵀ = Σᵢ col(xᵢ) · gᵢᵀ`, transposed once at the end.
+fn unfolded_weight_grad<T: Element>(x: &[T], gy: &[T], g: &ConvGeometry) -> Result<Vec<T>> {
     let (k, p, o, n) = (g.taps(), g.positions(), g.out_channels, g.batch);
-    if winograd::applies(g) {
-        return winograd::conv3x3_weight_grad(x, gy, g);
-    }
-    if direct::applies(g) {
-        return direct::conv3x3_weight_grad(x, gy, g);
-    }
     let one = ConvGeometry { batch: 1, ..*g };
     let image_len = g.in_channels * g.in_h * g.in_w;
     // each image's ∂Wᵀ, `[K, O]`: col(xᵢ) · gᵢᵀ (this orientation is 1.2–3× faster than
