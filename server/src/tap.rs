@@ -174,10 +174,12 @@ mod tests {
     async fn a_tapped_client_is_captured_with_exactly_its_trainable_tensors() {
         let model = model();
         let dir = tempfile::tempdir().unwrap();
-        let mut run = RunConfig::default();
-        run.tap = TapConfig {
-            rounds: vec![2],
-            clients: vec!["client-1".into()],
+        let run = RunConfig {
+            tap: TapConfig {
+                rounds: vec![2],
+                clients: vec!["client-1".into()],
+            },
+            ..RunConfig::default()
         };
         let mut tap = tap_of(&run, &model, dir.path());
         let global = Arc::new(model.params().tensors());
@@ -235,8 +237,10 @@ mod tests {
     async fn a_fedavg_capture_declares_its_local_steps_and_a_failed_write_is_counted() {
         let model = model();
         let dir = tempfile::tempdir().unwrap();
-        let mut run = RunConfig::default();
-        run.algorithm = Algorithm::FedAvg;
+        let mut run = RunConfig {
+            algorithm: Algorithm::FedAvg,
+            ..RunConfig::default()
+        };
         run.training.batch_size = 4;
         run.training.local_epochs = 2;
         run.tap.rounds = vec![1];
