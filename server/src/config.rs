@@ -5,6 +5,7 @@
 //! `out/config.toml` so a run can always be reproduced.
 
 use crate::error::{Result, ServerError};
+pub use crate::tap::TapConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,24 +216,6 @@ impl Default for TimingConfig {
             wait_for_clients_s: 600.0,
             linger_s: 5.0,
         }
-    }
-}
-
-/// The honest-but-curious server's view: which updates are written as capture files.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TapConfig {
-    /// Rounds whose updates are captured (empty: none).
-    pub rounds: Vec<u64>,
-    /// Clients whose updates are captured (empty: every client of a tapped round).
-    pub clients: Vec<String>,
-}
-
-impl TapConfig {
-    /// Whether `client`'s update in `round` is captured.
-    pub fn taps(&self, round: u64, client: &str) -> bool {
-        self.rounds.contains(&round)
-            && (self.clients.is_empty() || self.clients.iter().any(|c| c == client))
     }
 }
 
@@ -785,21 +768,5 @@ mod tests {
         assert!(e.contains("multi-krum only"), "{e}");
         let e = err("[aggregation]\nrulez = \"median\"");
         assert!(e.contains("rulez"), "{e}");
-    }
-
-    #[test]
-    fn tap_selects_rounds_and_clients() {
-        let tap = TapConfig {
-            rounds: vec![1, 5],
-            clients: vec!["b".into()],
-        };
-        assert!(tap.taps(1, "b"));
-        assert!(!tap.taps(1, "a"));
-        assert!(!tap.taps(2, "b"));
-        let all = TapConfig {
-            rounds: vec![2],
-            clients: vec![],
-        };
-        assert!(all.taps(2, "anyone"));
     }
 }

@@ -2,21 +2,40 @@
 //!
 //! The simulator measures what a server that follows the protocol but reads what it receives
 //! can reconstruct. The tap is that reading, kept apart from aggregation: for the rounds and
-//! clients its `[tap]` section ([`TapConfig`]) selects, it writes a [`Capture`] — the round's
+//! clients its `[tap]` section ([`TapConfig`], defined here beside what it configures) selects, it writes a [`Capture`] — the round's
 //! global model, the trainable part of the update and the public facts of the round — for the
 //! attacker. It sees the update exactly as the aggregation receives it, with roles taken from
 //! the server's own model (never from the peer), and it never changes what is aggregated: a
 //! capture that cannot be written is logged and counted, and the round goes on.
 
-use crate::config::{Algorithm, RunConfig, TapConfig, TrainingConfig};
+use crate::config::{Algorithm, RunConfig, TrainingConfig};
 use crate::run_files::RunFiles;
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use synfed_data::Normalization;
 use synfed_models::{ModelSpec, Update};
 use synfed_wire::{Capture, CaptureMeta, UpdateKind};
 use tracing::warn;
+
+/// The honest-but-curious server's view: which updates are written as capture files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TapConfig {
+    /// Rounds whose updates are captured (empty: none).
+    pub rounds: Vec<u64>,
+    /// Clients whose updates are captured (empty: every client of a tapped round).
+    pub clients: Vec<String>,
+}
+
+impl TapConfig {
+    /// Whether `client`'s update in `round` is captured.
+    pub fn taps(&self, round: u64, client: &str) -> bool {
+        self.rounds.contains(&round)
+            && (self.clients.is_empty() || self.clients.iter().any(|c| c == client))
+    }
+}
 
 /// Interception of a run's updates.
 pub(crate) struct Tap {
@@ -159,6 +178,22 @@ mod tests {
             mean: vec![0.5],
             std: vec![0.25],
         }
+    }
+
+    #[test]
+    fn tap_selects_rounds_and_clients() {
+        let tap = TapConfig {
+            rounds: vec![1, 5],
+            clients: vec!["b".into()],
+        };
+        assert!(tap.taps(1, "b"));
+        assert!(!tap.taps(1, "a"));
+        assert!(!tap.taps(2, "b"));
+        let all = TapConfig {
+            rounds: vec![2],
+            clients: vec![],
+        };
+        assert!(all.taps(2, "anyone"));
     }
 
     fn values(t: &Tensor) -> Vec<f32> {
