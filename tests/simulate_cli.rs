@@ -2,31 +2,15 @@
 //! loopback gRPC, attacks the tap's captures and writes the run folder and its report; a bad
 //! run configuration is refused with a message naming the field.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn synfed(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_synfed"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("the synfed binary runs")
-}
-
-fn assert_png(path: &Path) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG",
-        path.display()
-    );
-}
+use common::{assert_png, synfed_err, synfed_ok};
 
 #[test]
 fn simulate_writes_the_run_folder_captures_attacks_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sim");
-    let result = synfed(&[
+    synfed_ok(&[
         "simulate",
         "--out",
         out.to_str().unwrap(),
@@ -39,11 +23,6 @@ fn simulate_writes_the_run_folder_captures_attacks_and_report() {
         "--device",
         "cpu",
     ]);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
 
     let rounds = std::fs::read_to_string(out.join("rounds.csv")).unwrap();
     let rows: Vec<&str> = rounds.lines().skip(1).collect();
@@ -100,15 +79,13 @@ fn simulate_refuses_a_bad_configuration_naming_the_field() {
         let config = tmp.path().join("run.toml");
         std::fs::write(&config, text).unwrap();
         let out = tmp.path().join("never");
-        let result = synfed(&[
+        let stderr = synfed_err(&[
             "simulate",
             "--config",
             config.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
         ]);
-        assert!(!result.status.success(), "{text}");
-        let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(stderr.contains(field), "{field}: {stderr}");
         assert!(stderr.contains("run.toml"), "{stderr}");
         assert!(!out.exists(), "a refused run must not create its folder");
