@@ -214,7 +214,7 @@ impl CpuKernel<3> for BatchNorm {
 pub(super) fn fused_operands<'a, T: Operand>(
     inputs: &[Input<'a, T>; 4],
     name: &str,
-) -> Result<([&'a [T]; 4], (usize, usize, usize))> {
+) -> Result<([&'a [T]; 4], Planes)> {
     let values @ [x, gamma, p, q] = values(inputs)?;
     let shape = inputs[0].shape();
     let (n, c, plane) = planes(shape)?;
@@ -224,9 +224,12 @@ pub(super) fn fused_operands<'a, T: Operand>(
     Ok((values, (n, c, plane)))
 }
 
-/// (N, C, H·W) of an `[N, C, H, W]` shape: the images, channels and values per plane that the
-/// per-channel kernels loop over.
-pub(super) fn planes(shape: &Shape) -> Result<(usize, usize, usize)> {
+/// (N, C, H·W): the images, channels and values per plane that the per-channel kernels loop
+/// over.
+pub(super) type Planes = (usize, usize, usize);
+
+/// The [`Planes`] of an `[N, C, H, W]` shape.
+pub(super) fn planes(shape: &Shape) -> Result<Planes> {
     let (n, c, h, w) = shape.dims4()?;
     Ok((n, c, h * w))
 }

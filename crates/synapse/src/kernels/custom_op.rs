@@ -241,3 +241,98 @@ custom_op!(
     CustomOp3, 3, (s1, l1, a, da), (s2, l2, b, db), (s3, l3, c, dc)
         => (Option<Tensor>, Option<Tensor>, Option<Tensor>), (da, db, dc)
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// `a + 2b`, element by element: a kernel small enough to check the adapter by hand.
+    struct PlusTwice;
+
+    impl CpuKernel<2> for PlusTwice {
+        fn name(&self) -> &'static str {
+            "test-plus-twice"
+        }
+
+        fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
+            let [a, b] = values(&inputs)?;
+            let two = T::from_f64(2.0);
+            let y = a.iter().zip(b).map(|(&a, &b)| a + two * b).collect();
+            Ok((y, inputs[0].shape().clone()))
+        }
+
+        fn backward(&self, _: [&Tensor; 2], _res: &Tensor, u: &Tensor) -> Gradients<2> {
+            Ok([Some(u.clone()), Some((u * 2.0)?)])
+        }
+    }
+
+    /// The sum of every value of both operands, in f64.
+    struct SumAll;
+
+    impl CpuRead<2> for SumAll {
+        type Output = f64;
+        const NAME: &'static str = "test-sum-all";
+
+        fn read<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Result<f64> {
+            let [a, b] = values(&inputs)?;
+            Ok(a.iter().chain(b).map(|v| v.to_f64()).sum())
+        }
+    }
+
+    fn tensor(v: &[f64], dtype: DType) -> Tensor {
+        Tensor::new(v, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    #[test]
+    fn forward_runs_in_the_operands_element_type() {
+        for dtype in [DType::F32, DType::F64] {
+            let (a, b) = (
+                tensor(&[1., 2., 3.], dtype),
+                tensor(&[10., 20., 30.], dtype),
+            );
+            let y = apply(PlusTwice, [&a, &b]).unwrap();
+            assert_eq!(y.dtype(), dtype);
+            let y = y.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            assert_eq!(y, [21., 42., 63.]);
+        }
+    }
+
+    /// A transposed view is made contiguous before a kernel that does not read strides.
+    #[test]
+    fn strided_operands_are_made_contiguous() {
+        let m = Tensor::new(&[[1f64, 2.], [3., 4.]], &Device::Cpu).unwrap();
+        let zero = Tensor::zeros((2, 2), DType::F64, &Device::Cpu).unwrap();
+        let y = apply(PlusTwice, [&m.t().unwrap(), &zero]).unwrap();
+        assert_eq!(y.to_vec2::<f64>().unwrap(), [[1., 3.], [2., 4.]]);
+    }
+
+    /// The backward pass is candle's: ∂/∂a Σ y = 1, ∂/∂b Σ y = 2.
+    #[test]
+    fn backward_feeds_candles_graph() {
+        let a = Var::new(&[1f64, -2.], &Device::Cpu).unwrap();
+        let b = Var::new(&[0.5f64, 4.], &Device::Cpu).unwrap();
+        let y = apply(PlusTwice, [a.as_tensor(), b.as_tensor()]).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let grad = |v: &Var| grads.get(v.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(grad(&a), [1., 1.]);
+        assert_eq!(grad(&b), [2., 2.]);
+    }
+
+    #[test]
+    fn read_sees_typed_values_and_refuses_mixed_or_other_dtypes() {
+        let (a, b) = (tensor(&[1., 2.], DType::F32), tensor(&[3.5], DType::F32));
+        assert_eq!(read(&SumAll, [&a, &b]).unwrap(), 6.5);
+        let mixed = read(&SumAll, [&a, &tensor(&[3.5], DType::F64)]).unwrap_err();
+        assert!(mixed.to_string().contains("test-sum-all"), "{mixed}");
+        let half = tensor(&[1.], DType::F16);
+        let refused = read(&SumAll, [&half, &half]).unwrap_err();
+        assert!(
+            refused.to_string().contains("unsupported dtype"),
+            "{refused}"
+        );
+    }
+}

@@ -48,7 +48,7 @@ pub fn descend(var: &Var, grad: &Tensor, factors: Option<&Tensor>, lr: f64) -> R
                 Some(f) => w.inplace_op3(&grad, &f.contiguous()?, &Descend { lr }),
             }
         },
-        &composed,
+        composed,
     )
 }
 
