@@ -10,12 +10,21 @@
 //! with probability 2(1 − Φ(|w|/σ_re)), and draws new values from U(−max|w|, max|w|).
 //!
 //! Draws come from a seeded stream (one uniform per weight, in parameter order), so that a run
-//! is reproducible from its seed.
+//! is reproducible from its seed. [`rejuvenate_values`] is that definition, word by word;
+//! [`Rejuvenator`] computes exactly the same (same words, same resets, same new values, same
+//! final stream position) in place and mostly in parallel (`keystream`, `scan`).
+
+mod keystream;
+mod scan;
 
 use crate::error::{Result, SynapseError};
 use crate::param::Param;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
+use keystream::Keystream;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// P_re = 1 − Φ(|w| / σ) (Eq. 3). σ = 0 (an all-zero tensor) counts as |w|/σ = 0.
 pub fn reset_probability(abs_w: f64, sigma: f64) -> f64 {
@@ -24,26 +33,68 @@ pub fn reset_probability(abs_w: f64, sigma: f64) -> f64 {
 }
 
 /// Values a weight tensor can hold on the host.
-pub trait WeightValue: Copy + candle_core::WithDType {
+pub trait WeightValue: Copy + Send + Sync + candle_core::WithDType {
+    /// The bits of a value at or above which |w| is not finite (∞ or NaN).
+    const NON_FINITE_MAGNITUDE: u64;
     fn weight_f64(self) -> f64;
     fn from_weight_f64(v: f64) -> Self;
+    /// The value rounded to f32, clamped to its finite range (for estimates only).
+    fn weight_f32(self) -> f32;
+    /// The bits of |w|: for finite values, ordered as the magnitudes are.
+    fn magnitude_bits(self) -> u64;
+    /// The magnitude whose bits [`magnitude_bits`](Self::magnitude_bits) gave.
+    fn magnitude_from_bits(bits: u64) -> f64;
+    /// The largest [`magnitude_bits`](Self::magnitude_bits) of `values` (0 when empty), in
+    /// the type's own integer width so that the comparisons vectorise.
+    fn max_magnitude_bits(values: &[Self]) -> u64;
 }
 
 impl WeightValue for f32 {
+    const NON_FINITE_MAGNITUDE: u64 = 0x7f80_0000;
     fn weight_f64(self) -> f64 {
         self as f64
     }
     fn from_weight_f64(v: f64) -> Self {
         v as f32
     }
+    fn weight_f32(self) -> f32 {
+        self
+    }
+    fn magnitude_bits(self) -> u64 {
+        u64::from(self.to_bits() & 0x7fff_ffff)
+    }
+    fn magnitude_from_bits(bits: u64) -> f64 {
+        f32::from_bits(bits as u32) as f64
+    }
+    fn max_magnitude_bits(values: &[Self]) -> u64 {
+        u64::from(
+            values
+                .iter()
+                .fold(0u32, |m, w| m.max(w.to_bits() & 0x7fff_ffff)),
+        )
+    }
 }
 
 impl WeightValue for f64 {
+    const NON_FINITE_MAGNITUDE: u64 = 0x7ff0_0000_0000_0000;
     fn weight_f64(self) -> f64 {
         self
     }
     fn from_weight_f64(v: f64) -> Self {
         v
+    }
+    fn weight_f32(self) -> f32 {
+        // beyond f32's range the nearest f32 (not ∞): an estimate must never round up past it
+        self.clamp(-(f32::MAX as f64), f32::MAX as f64) as f32
+    }
+    fn magnitude_bits(self) -> u64 {
+        self.to_bits() & 0x7fff_ffff_ffff_ffff
+    }
+    fn magnitude_from_bits(bits: u64) -> f64 {
+        f64::from_bits(bits)
+    }
+    fn max_magnitude_bits(values: &[Self]) -> u64 {
+        values.iter().fold(0u64, |m, w| m.max(w.magnitude_bits()))
     }
 }
 
@@ -56,6 +107,8 @@ impl WeightValue for f64 {
 struct ResetTable {
     inv_step: f64,
     p: Vec<f64>,
+    /// ⌈p·2³²⌉ per bin: a 32-bit draw at or above it is u ≥ p, a weight certainly kept.
+    keep: [u32; BINS + 1],
 }
 
 const Z_MAX: f64 = 8.0;
@@ -66,11 +119,18 @@ impl ResetTable {
         static TABLE: std::sync::OnceLock<ResetTable> = std::sync::OnceLock::new();
         TABLE.get_or_init(|| {
             let step = Z_MAX / BINS as f64;
+            let p: Vec<f64> = (0..=BINS)
+                .map(|i| reset_probability(i as f64 * step, 1.0))
+                .collect();
+            // p ≤ 1/2, so ⌈p·2³²⌉ ≤ 2³¹ fits; scaling by 2³² is exact
+            let mut keep = [0u32; BINS + 1];
+            for (k, &p) in keep.iter_mut().zip(&p) {
+                *k = (p * 4_294_967_296.0).ceil() as u32;
+            }
             ResetTable {
                 inv_step: 1.0 / step,
-                p: (0..=BINS)
-                    .map(|i| reset_probability(i as f64 * step, 1.0))
-                    .collect(),
+                p,
+                keep,
             }
         })
     }
@@ -121,7 +181,8 @@ pub fn rejuvenate_values<T: WeightValue, R: Rng + ?Sized>(
     reset
 }
 
-/// Rejuvenates one synaptic weight tensor; returns how many weights were reset.
+/// Rejuvenates one synaptic weight tensor by the word-by-word definition; returns how many
+/// weights were reset. [`Rejuvenator`] gives the same result faster; this is its reference.
 pub fn rejuvenate<R: Rng + ?Sized>(param: &Param, d_re: f64, rng: &mut R) -> Result<usize> {
     match param.var.dtype() {
         DType::F64 => rejuvenate_as::<f64, R>(param, d_re, rng),
@@ -137,13 +198,7 @@ fn rejuvenate_as<T: WeightValue, R: Rng + ?Sized>(
     let var = &param.var;
     let mut values = var.flatten_all()?.to_dtype(T::DTYPE)?.to_vec1::<T>()?;
     if let Some(bad) = values.iter().find(|w| !w.weight_f64().is_finite()) {
-        return Err(SynapseError::BadParameter {
-            name: param.name.clone(),
-            problem: format!(
-                "holds a non-finite weight ({}); training diverged",
-                bad.weight_f64()
-            ),
-        });
+        return Err(diverged(param, bad.weight_f64()));
     }
     let init = param.init;
     let reset = rejuvenate_values(&mut values, d_re, rng, |r| init.sample(r));
@@ -156,9 +211,164 @@ fn rejuvenate_as<T: WeightValue, R: Rng + ?Sized>(
     Ok(reset)
 }
 
+fn diverged(param: &Param, value: f64) -> SynapseError {
+    SynapseError::BadParameter {
+        name: param.name.clone(),
+        problem: format!("holds a non-finite weight ({value}); training diverged"),
+    }
+}
+
+/// The rejuvenation of a model's weights step after step, from one seeded ChaCha8 stream.
+///
+/// Bit-identical to [`rejuvenate`] called with that stream, tensor after tensor: on the CPU it
+/// works in the weight's own storage (no host copies), finds max|w| and the weights' reset
+/// thresholds in parallel, and reads the stream from a window generated ahead on every thread.
+pub struct Rejuvenator {
+    rng: ChaCha8Rng,
+    stream: Keystream,
+    thresholds: Vec<u32>,
+}
+
+impl Rejuvenator {
+    /// Draws from `rng`, continuing at its position.
+    pub fn new(rng: ChaCha8Rng) -> Self {
+        let stream = Keystream::continuing(&rng);
+        Self {
+            rng,
+            stream,
+            thresholds: Vec::new(),
+        }
+    }
+
+    /// Word position of the stream (to checkpoint a run).
+    pub fn word_position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Continues from a position saved by [`word_position`](Self::word_position).
+    pub fn set_word_position(&mut self, position: u128) {
+        self.rng.set_word_pos(position);
+    }
+
+    /// Rejuvenates one synaptic weight tensor; returns how many weights were reset.
+    pub fn rejuvenate(&mut self, param: &Param, d_re: f64) -> Result<usize> {
+        let var = &param.var;
+        let on_host = var.device().is_cpu()
+            && var.is_contiguous()
+            && matches!(var.dtype(), DType::F32 | DType::F64);
+        if !on_host {
+            // another device or dtype: the weights travel to the host and back (only if one was reset)
+            let mut values = var.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let reset = self.rejuvenate_slice(param, &mut values, d_re)?;
+            if reset > 0 {
+                let fresh = Tensor::from_vec(values, var.dims(), &Device::Cpu)?
+                    .to_dtype(var.dtype())?
+                    .to_device(var.device())?;
+                var.set(&fresh)?;
+            }
+            return Ok(reset);
+        }
+        let op = InPlace {
+            param,
+            d_re,
+            rejuvenator: RefCell::new(self),
+            outcome: RefCell::new(None),
+        };
+        var.inplace_op1(&op)?;
+        op.outcome.into_inner().unwrap_or_else(|| {
+            Err(SynapseError::BadParameter {
+                name: param.name.clone(),
+                problem: format!(
+                    "has dtype {:?}, which rejuvenation does not handle",
+                    var.dtype()
+                ),
+            })
+        })
+    }
+
+    /// Rejuvenates `values` (the weights of `param`) in place.
+    fn rejuvenate_slice<T: WeightValue>(
+        &mut self,
+        param: &Param,
+        values: &mut [T],
+        d_re: f64,
+    ) -> Result<usize> {
+        let (max_abs, first_bad) = max_abs_and_first_non_finite(values);
+        if let Some(bad) = first_bad {
+            return Err(diverged(param, bad));
+        }
+        self.stream.restart(&self.rng);
+        let init = param.init;
+        let reset = scan::rejuvenate_in_place(
+            values,
+            max_abs,
+            d_re,
+            &mut self.stream,
+            &mut self.thresholds,
+            &mut |stream| init.sample(stream),
+        );
+        self.rng.set_word_pos(self.stream.position());
+        Ok(reset)
+    }
+}
+
+/// max|w| over `values` and, if some value is not finite, the first such, in parallel.
+///
+/// The bits of |w| of finite floats are ordered as the magnitudes, and those of ∞ and NaN lie
+/// above all of them: one integer maximum (which vectorises, unlike `f64::max`) gives both the
+/// largest magnitude and whether every value is finite.
+fn max_abs_and_first_non_finite<T: WeightValue>(values: &[T]) -> (f64, Option<f64>) {
+    const TASK: usize = 1 << 14;
+    let max_bits = values
+        .par_chunks(TASK)
+        .map(T::max_magnitude_bits)
+        .reduce(|| 0, u64::max);
+    if max_bits < T::NON_FINITE_MAGNITUDE {
+        return (T::magnitude_from_bits(max_bits), None);
+    }
+    let first_bad = values
+        .iter()
+        .map(|w| w.weight_f64())
+        .find(|v| !v.is_finite());
+    (f64::NAN, first_bad)
+}
+
+/// Rejuvenation as a candle in-place op: the weights are rewritten in their own storage.
+struct InPlace<'a, 'r> {
+    param: &'a Param,
+    d_re: f64,
+    rejuvenator: RefCell<&'r mut Rejuvenator>,
+    outcome: RefCell<Option<Result<usize>>>,
+}
+
+impl InplaceOp1 for InPlace<'_, '_> {
+    fn name(&self) -> &'static str {
+        "synfed-rejuvenate"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("rejuvenation needs a contiguous weight tensor");
+        };
+        let mut rejuvenator = self.rejuvenator.borrow_mut();
+        let outcome = match storage {
+            CpuStorage::F32(v) => {
+                rejuvenator.rejuvenate_slice(self.param, &mut v[start..end], self.d_re)
+            }
+            CpuStorage::F64(v) => {
+                rejuvenator.rejuvenate_slice(self.param, &mut v[start..end], self.d_re)
+            }
+            _ => return Ok(()),
+        };
+        *self.outcome.borrow_mut() = Some(outcome);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::RngCore;
 
     #[test]
     fn probability_matches_the_normal_tail() {
@@ -222,5 +432,147 @@ mod tests {
             .sum();
         let rate = hits as f64 / trials as f64;
         assert!((rate - 0.1587).abs() < 0.005, "{rate}");
+    }
+
+    /// A weight tensor of `n` values, some in each magnitude, from a seeded stream.
+    fn weights(n: usize, dtype: DType, seed: u64) -> Param {
+        let mut rng = crate::rng::stream(seed, 9);
+        let values: Vec<f64> = (0..n)
+            .map(|i| match i % 5 {
+                0 => 0.0,
+                1 => rng.random_range(-1e-3..1e-3),
+                _ => rng.random_range(-0.3..0.3),
+            })
+            .collect();
+        let t = Tensor::from_vec(values, n, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        Param {
+            name: "layer.weight".into(),
+            var: candle_core::Var::from_tensor(&t).unwrap(),
+            role: crate::Role::SynapticWeight,
+            init: crate::Init::Uniform { bound: 0.3 },
+            fuzzy: None,
+        }
+    }
+
+    fn bits(p: &Param) -> Vec<u64> {
+        p.var
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    #[test]
+    fn the_rejuvenator_equals_the_word_by_word_definition() {
+        // sizes around the scan's segment (2^16) and a refill; d_re from rare resets to ~45 %
+        // (whose words run far past the first window); several steps on one stream
+        for (n, d_re, dtype) in [
+            (1, 14.0, DType::F32),
+            (7, 1.0, DType::F64),
+            (65_536, 14.0, DType::F32),
+            (65_537, 0.05, DType::F32),
+            (300_001, 14.0, DType::F32),
+            (200_000, 0.3, DType::F64),
+        ] {
+            let ours = weights(n, dtype, n as u64);
+            let theirs = weights(n, dtype, n as u64);
+            let mut rejuvenator = Rejuvenator::new(crate::rng::stream(5, 2));
+            let mut rng = crate::rng::stream(5, 2);
+            rng.next_u32(); // both mid-buffer: the definition's generator one word in
+            rejuvenator.set_word_position(1);
+            for step in 0..3 {
+                let a = rejuvenator.rejuvenate(&ours, d_re).unwrap();
+                let b = rejuvenate(&theirs, d_re, &mut rng).unwrap();
+                assert_eq!(a, b, "n {n} d_re {d_re} step {step}: resets");
+                assert!(b > 0 || n < 10, "n {n}: the case resets nothing");
+                assert_eq!(bits(&ours), bits(&theirs), "n {n} d_re {d_re} step {step}");
+                assert_eq!(
+                    rejuvenator.word_position(),
+                    rng.get_word_pos(),
+                    "n {n} step {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_all_zero_tensor_and_a_diverged_one() {
+        // σ = 0: every weight has P_re = 1/2, as in the definition
+        let zeros = |dtype| {
+            let p = weights(10_000, dtype, 1);
+            p.var.set(&p.var.zeros_like().unwrap()).unwrap();
+            p
+        };
+        let (ours, theirs) = (zeros(DType::F32), zeros(DType::F32));
+        let mut rejuvenator = Rejuvenator::new(crate::rng::stream(6, 2));
+        let mut rng = crate::rng::stream(6, 2);
+        let a = rejuvenator.rejuvenate(&ours, 14.0).unwrap();
+        assert_eq!(a, rejuvenate(&theirs, 14.0, &mut rng).unwrap());
+        assert!((4_500..5_500).contains(&a), "{a} of 10,000 reset");
+        assert_eq!(bits(&ours), bits(&theirs));
+
+        let p = weights(100_000, DType::F32, 2);
+        let mut v = p.var.to_vec1::<f32>().unwrap();
+        v[77_777] = f32::NAN;
+        v[88_888] = f32::INFINITY;
+        p.var
+            .set(&Tensor::from_vec(v, 100_000, &Device::Cpu).unwrap())
+            .unwrap();
+        let err = rejuvenator.rejuvenate(&p, 14.0).unwrap_err().to_string();
+        assert!(err.contains("layer.weight") && err.contains("NaN"), "{err}");
+    }
+
+    #[test]
+    fn extreme_magnitudes_take_the_exact_path_not_a_wrong_estimate() {
+        // f64 weights far outside f32's range, f32 weights so small that the bins per unit of
+        // |w| overflow f32, and an f64 layer whose bins per unit of |w| are subnormal in f32
+        let cases: Vec<(DType, Vec<f64>)> = vec![
+            (
+                DType::F64,
+                (0..50_000)
+                    .map(|i| 10f64.powi(i % 600 - 300) * if i % 2 == 0 { 1.0 } else { -1.0 })
+                    .collect(),
+            ),
+            (
+                DType::F32,
+                (0..50_000).map(|i| (i % 97) as f64 * 1e-39).collect(),
+            ),
+            (
+                DType::F64,
+                (0..50_000).map(|i| (i % 89) as f64 * 1e40).collect(),
+            ),
+        ];
+        for (case, (dtype, values)) in cases.into_iter().enumerate() {
+            let make = || {
+                let p = weights(values.len(), dtype, 3);
+                let t = Tensor::from_vec(values.clone(), values.len(), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                p.var.set(&t).unwrap();
+                p
+            };
+            let (ours, theirs) = (make(), make());
+            let mut rejuvenator = Rejuvenator::new(crate::rng::stream(8, 2));
+            let mut rng = crate::rng::stream(8, 2);
+            for d_re in [14.0, 1e6] {
+                let a = rejuvenator.rejuvenate(&ours, d_re).unwrap();
+                assert_eq!(
+                    a,
+                    rejuvenate(&theirs, d_re, &mut rng).unwrap(),
+                    "case {case}"
+                );
+                assert!(a > 0, "case {case} d_re {d_re}: nothing reset");
+                assert_eq!(bits(&ours), bits(&theirs), "case {case} d_re {d_re}");
+            }
+        }
     }
 }

@@ -8,11 +8,10 @@
 use crate::error::Result;
 use crate::kernels::descend;
 use crate::param::{Param, ParamStore, Role};
-use crate::rejuvenation;
+use crate::rejuvenation::Rejuvenator;
 use crate::rng;
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
-use rand_chacha::ChaCha8Rng;
 
 /// What one step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,7 +24,7 @@ pub struct StepReport {
 pub struct SynapticSgd {
     store: ParamStore,
     lr: f64,
-    rng: ChaCha8Rng,
+    rejuvenator: Rejuvenator,
 }
 
 impl SynapticSgd {
@@ -34,7 +33,7 @@ impl SynapticSgd {
         Self {
             store: store.clone(),
             lr,
-            rng: rng::stream(seed, rng::STREAM_REJUVENATION),
+            rejuvenator: Rejuvenator::new(rng::stream(seed, rng::STREAM_REJUVENATION)),
         }
     }
 
@@ -50,12 +49,12 @@ impl SynapticSgd {
 
     /// Position of the rejuvenation stream, to checkpoint and resume a run exactly.
     pub fn rng_position(&self) -> u128 {
-        self.rng.get_word_pos()
+        self.rejuvenator.word_position()
     }
 
     /// Restores a position saved by [`rng_position`](Self::rng_position).
     pub fn set_rng_position(&mut self, position: u128) {
-        self.rng.set_word_pos(position);
+        self.rejuvenator.set_word_position(position);
     }
 
     /// One step with gradients from `backward()`. Parameters without a gradient are left alone.
@@ -76,7 +75,7 @@ impl SynapticSgd {
         if self.store.methods().rejuvenation {
             let d_re = self.store.hyper().d_re;
             for param in self.store.iter().filter(|p| p.role == Role::SynapticWeight) {
-                report.rejuvenated += rejuvenation::rejuvenate(param, d_re, &mut self.rng)?;
+                report.rejuvenated += self.rejuvenator.rejuvenate(param, d_re)?;
             }
         }
         Ok(report)
