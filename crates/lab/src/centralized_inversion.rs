@@ -12,7 +12,12 @@
 //! synfed's federated clients compute.
 //!
 //! The trained model is written to `trained.safetensors` in the state's folder and reused by a
-//! rerun, so an interrupted study never trains twice.
+//! rerun, so an interrupted study never trains twice. Pretraining itself (100 epochs of a
+//! ResNet take hours on a CPU) leaves `pretraining.partial.safetensors` after every epoch —
+//! the weights, running statistics and fuzzy factors, the epochs done and the rejuvenation
+//! stream's position — and a rerun continues from there: the data order of an epoch depends
+//! only on the seed and the epoch, so the resumed training ends in the same bytes as an
+//! uninterrupted one.
 
 use crate::attacking::{attack_and_write, capture_batch, AttackOptions, AttackOutcome};
 use crate::error::{LabError, Result};
@@ -31,6 +36,18 @@ pub struct Pretraining {
     pub lr: f64,
     pub batch_size: usize,
 }
+
+/// How far an interrupted pretraining got: the state saved with its partial checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PretrainingProgress {
+    pretraining: Pretraining,
+    epochs_done: usize,
+    /// The rejuvenation stream's word position (a u128, written in decimal).
+    rejuvenation_position: String,
+}
+
+/// The partial checkpoint of an unfinished pretraining, beside `trained.safetensors`.
+const PARTIAL: &str = "pretraining.partial.safetensors";
 
 /// One model state of the study: what is built, how it is trained, what is attacked.
 #[derive(Clone, Debug)]
@@ -183,9 +200,10 @@ impl CentralizedInversion {
             );
         }
         let started = Instant::now();
+        let partial = dir.join(PARTIAL);
+        let (model, mut opt, first_epoch) = self.resume(model, p, &partial, device)?;
         let indices: Vec<usize> = (0..splits.train.len()).collect();
-        let mut opt = SynapticSgd::new(model.params(), p.lr, self.spec.seed);
-        for epoch in 1..=p.epochs {
+        for epoch in first_epoch..=p.epochs {
             let stats = train_epoch(
                 &model,
                 &mut opt,
@@ -203,9 +221,67 @@ impl CentralizedInversion {
                     stats.train_loss
                 )));
             }
+            if epoch < p.epochs {
+                let progress = PretrainingProgress {
+                    pretraining: p.clone(),
+                    epochs_done: epoch,
+                    rejuvenation_position: opt.rng_position().to_string(),
+                };
+                let progress = serde_json::to_value(&progress)
+                    .map_err(|e| LabError::Config(format!("serialising the progress: {e}")))?;
+                checkpoint::save(&model, Some(&progress), &partial)?;
+            }
             on_epoch(epoch, stats.train_loss);
         }
         checkpoint::save(&model, Some(&state), &saved)?;
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LabError::io("remove", &partial, e))
+            }
+            _ => {}
+        }
         Ok((model, started.elapsed().as_secs_f64()))
+    }
+
+    /// The model, optimizer and first epoch to train: from the partial checkpoint of an
+    /// interrupted pretraining of this very model and schedule, else from the start.
+    fn resume(
+        &self,
+        fresh: Model,
+        p: &Pretraining,
+        partial: &Path,
+        device: &Device,
+    ) -> Result<(Model, SynapticSgd, usize)> {
+        if partial.exists() {
+            let found = checkpoint::load(partial, DType::F32, device)?;
+            let progress = found
+                .state
+                .and_then(|s| serde_json::from_value::<PretrainingProgress>(s).ok());
+            let position = progress
+                .as_ref()
+                .and_then(|g| g.rejuvenation_position.parse::<u128>().ok());
+            match (progress, position) {
+                (Some(g), Some(position))
+                    if found.model.spec() == &self.spec
+                        && g.pretraining == *p
+                        && g.epochs_done < p.epochs =>
+                {
+                    tracing::info!(
+                        "resuming the pretraining after epoch {} from {}",
+                        g.epochs_done,
+                        partial.display()
+                    );
+                    let mut opt = SynapticSgd::new(found.model.params(), p.lr, self.spec.seed);
+                    opt.set_rng_position(position);
+                    return Ok((found.model, opt, g.epochs_done + 1));
+                }
+                _ => tracing::warn!(
+                    "{} holds another model or training; training afresh",
+                    partial.display()
+                ),
+            }
+        }
+        let opt = SynapticSgd::new(fresh.params(), p.lr, self.spec.seed);
+        Ok((fresh, opt, 1))
     }
 }

@@ -175,3 +175,75 @@ fn a_study_state_trains_once_and_attacks_held_out_batches() {
         .unwrap_err();
     assert!(err.to_string().contains("test split has 20"), "{err}");
 }
+
+/// A pretraining killed after its second of three epochs continues from its partial checkpoint
+/// (only the third epoch runs again) and ends in the same bytes as an uninterrupted one, with
+/// all three mechanisms on: fuzzy factors, rejuvenation stream position and split layers all
+/// survive the restart.
+#[test]
+fn an_interrupted_pretraining_resumes_to_the_same_trained_bytes() {
+    let whole = DatasetName::DemoMnist.load_test(None).unwrap();
+    let splits = Splits::held_out(&whole, 20).unwrap();
+    let s = splits.train.shape();
+    let study = CentralizedInversion {
+        spec: ModelSpec::new(
+            Arch::Mlp,
+            InputShape::new(s.channels, s.height, s.width),
+            splits.train.num_classes(),
+            MethodSet::ALL,
+            3,
+        )
+        .with_width(32),
+        pretraining: Some(Pretraining {
+            epochs: 3,
+            lr: 0.05,
+            batch_size: 20,
+        }),
+        batches: 1,
+        batch_size: 1,
+        mode: Mode::Eval,
+        expose_labels: true,
+        attack: AttackOptions {
+            iterations: 5,
+            ..AttackOptions::default()
+        },
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, resumed) = (dir.path().join("straight"), dir.path().join("resumed"));
+    study
+        .run(&splits, &straight, &Device::Cpu, |_, _| {}, |_, _, _, _| {})
+        .unwrap();
+    assert!(!straight.join("pretraining.partial.safetensors").exists());
+
+    // the process dies right after epoch 2 (its partial checkpoint is written first)
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        study.run(
+            &splits,
+            &resumed,
+            &Device::Cpu,
+            |epoch, _| assert!(epoch < 2, "killed after epoch {epoch}"),
+            |_, _, _, _| {},
+        )
+    }));
+    assert!(killed.is_err());
+    assert!(resumed.join("pretraining.partial.safetensors").is_file());
+    assert!(!resumed.join("trained.safetensors").exists());
+
+    let mut epochs = Vec::new();
+    study
+        .run(
+            &splits,
+            &resumed,
+            &Device::Cpu,
+            |epoch, _| epochs.push(epoch),
+            |_, _, _, _| {},
+        )
+        .unwrap();
+    assert_eq!(epochs, [3], "only the epoch not yet done runs");
+    assert!(!resumed.join("pretraining.partial.safetensors").exists());
+    assert_eq!(
+        std::fs::read(straight.join("trained.safetensors")).unwrap(),
+        std::fs::read(resumed.join("trained.safetensors")).unwrap(),
+        "the resumed training ends in other bytes"
+    );
+}
