@@ -251,19 +251,18 @@ mod tests {
     struct PlusTwice;
 
     impl CpuKernel<2> for PlusTwice {
-        fn name(&self) -> &'static str {
-            "test-plus-twice"
-        }
-
-        fn forward<T: Scalar>(&self, inputs: [Input<'_, T>; 2]) -> Forward<T> {
-            let [a, b] = values(&inputs)?;
+        fn forward<T: Scalar>(&self, [a, b]: [Input<'_, T>; 2]) -> Forward<T> {
             let two = T::from_f64(2.0);
-            let y = a.iter().zip(b).map(|(&a, &b)| a + two * b).collect();
-            Ok((y, inputs[0].shape().clone()))
+            let (shape, a, b) = (a.shape().clone(), a.values()?, b.values()?);
+            Ok((a.iter().zip(b).map(|(&a, &b)| a + two * b).collect(), shape))
         }
 
         fn backward(&self, _: [&Tensor; 2], _res: &Tensor, u: &Tensor) -> Gradients<2> {
             Ok([Some(u.clone()), Some((u * 2.0)?)])
+        }
+
+        fn name(&self) -> &'static str {
+            "test-plus-twice"
         }
     }
 
