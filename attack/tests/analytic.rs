@@ -2,14 +2,17 @@
 //! splitting), most of a batch of eight, FedAvg differences too, and a typed refusal for a
 //! model without a fully connected first layer.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use synfed_attack::analytic::first_layer;
 use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::score;
 use synfed_attack::{AttackError, AttackKind};
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode};
-use synfed_wire::{Capture, CaptureMeta};
+
+mod common;
+
+use common::{fedavg_capture, fedsgd_capture, max_abs_diff, plain_model, two_local_steps};
 
 fn analytic() -> AttackConfig {
     AttackConfig {
@@ -24,42 +27,13 @@ fn mnist_mlp(methods: MethodSet, width: Option<usize>) -> Model {
     Model::build(&spec, DType::F32, &Device::Cpu).unwrap()
 }
 
-/// A FedSGD capture (labels hidden) of `model` on training images `indices`, and the truth.
-fn capture(model: &Model, splits: &synfed_data::Splits, indices: &[usize]) -> (Capture, Tensor) {
-    let (x, y) = splits
-        .train
-        .batch(indices, &splits.normalization, &Device::Cpu, DType::F32)
-        .unwrap();
-    let update = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
-    let meta = CaptureMeta::fedsgd(
-        model.spec().clone(),
-        0,
-        "client-0",
-        indices.len(),
-        splits.normalization.clone(),
-        None,
-    );
-    (Capture::new(meta, model, update).unwrap(), x)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn one_image_comes_back_exactly_with_and_without_weight_splitting() {
     let splits = synfed_data::load("demo-mnist", None).unwrap();
     for methods in [MethodSet::NONE, "III".parse().unwrap()] {
         let model = mnist_mlp(methods, Some(32));
         for index in [0, 5] {
-            let (cap, truth) = capture(&model, &splits, &[index]);
+            let (cap, truth, _) = fedsgd_capture(&model, &splits, &[index]);
             let attack = attack_capture(&cap, &analytic(), &Device::Cpu, |_, _, _| {
                 panic!("the analytic attack does not iterate")
             })
@@ -89,7 +63,7 @@ fn most_of_a_batch_of_eight_comes_back_above_40_db() {
         ("III".parse().unwrap(), None, 6),
     ] {
         let model = mnist_mlp(methods, width);
-        let (cap, truth) = capture(&model, &splits, &indices);
+        let (cap, truth, _) = fedsgd_capture(&model, &splits, &indices);
         let started = std::time::Instant::now();
         let attack = attack_capture(&cap, &analytic(), &Device::Cpu, |_, _, _| {}).unwrap();
         let seconds = started.elapsed().as_secs_f64();
@@ -129,8 +103,6 @@ fn most_of_a_batch_of_eight_comes_back_above_40_db() {
 
 #[test]
 fn a_fedavg_difference_of_two_local_steps_gives_both_images_fuzzy_or_not() {
-    use synfed_synapse::SynapticSgd;
-    use synfed_wire::UpdateKind;
     let splits = synfed_data::load("demo-mnist", None).unwrap();
     for methods in [MethodSet::NONE, "I".parse().unwrap()] {
         // the same spec and seed: the client's model starts as the global one, fuzzy factors too
@@ -140,36 +112,8 @@ fn a_fedavg_difference_of_two_local_steps_gives_both_images_fuzzy_or_not() {
             .train
             .batch(&[0, 1], &splits.normalization, &Device::Cpu, DType::F32)
             .unwrap();
-        let mut sgd = SynapticSgd::new(client.params(), 0.1, 5);
-        for i in 0..2 {
-            let loss = client
-                .loss(
-                    &x.narrow(0, i, 1).unwrap(),
-                    &y.narrow(0, i, 1).unwrap(),
-                    Mode::Train,
-                )
-                .unwrap();
-            sgd.step(&loss.backward().unwrap()).unwrap();
-        }
-        let delta: Vec<Tensor> = client
-            .params()
-            .trainable()
-            .zip(global.params().trainable())
-            .map(|(c, g)| (c.var.as_tensor() - g.var.as_tensor()).unwrap())
-            .collect();
-        let mut meta = CaptureMeta::fedsgd(
-            global.spec().clone(),
-            1,
-            "client-0",
-            2,
-            splits.normalization.clone(),
-            None,
-        );
-        meta.kind = UpdateKind::FedAvg;
-        meta.batch_size = 1;
-        meta.local_steps = Some(2);
-        meta.local_lr = Some(0.1);
-        let cap = Capture::new(meta, &global, delta).unwrap();
+        let delta = two_local_steps(&global, &client, &x, &y);
+        let cap = fedavg_capture(&global, &splits, delta, None);
         let attack = attack_capture(&cap, &analytic(), &Device::Cpu, |_, _, _| {}).unwrap();
         let labels = y.to_vec1::<u32>().unwrap();
         let scores = score(
@@ -191,21 +135,13 @@ fn a_fedavg_difference_of_two_local_steps_gives_both_images_fuzzy_or_not() {
 #[test]
 fn a_model_without_a_fully_connected_first_layer_is_a_typed_error() {
     let splits = synfed_data::load("demo-cifar10", None).unwrap();
-    let spec = ModelSpec::new(
-        Arch::ResNet20,
-        InputShape::new(3, 32, 32),
-        10,
-        MethodSet::NONE,
-        1,
-    )
-    .with_width(4);
-    let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    let model = plain_model(Arch::ResNet20, InputShape::new(3, 32, 32), Some(4));
     let err = first_layer(&model).unwrap_err();
     assert!(
         matches!(err, AttackError::NoFullyConnectedInput { .. }),
         "{err}"
     );
-    let (cap, _) = capture(&model, &splits, &[0]);
+    let (cap, _, _) = fedsgd_capture(&model, &splits, &[0]);
     let err = match attack_capture(&cap, &analytic(), &Device::Cpu, |_, _, _| {}) {
         Ok(_) => panic!("resnet20 was attacked analytically"),
         Err(e) => e,

@@ -2,41 +2,23 @@
 //! model's FedSGD gradient, and L-BFGS drives the L2 gradient distance down by orders of
 //! magnitude without ever climbing.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use synfed_attack::dlg::DlgConfig;
 use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::score;
 use synfed_attack::AttackKind;
-use synfed_models::{Arch, InputShape, Model, ModelSpec};
-use synfed_synapse::{MethodSet, Mode};
-use synfed_wire::{Capture, CaptureMeta};
+use synfed_models::{Arch, InputShape};
+use synfed_synapse::Mode;
+
+mod common;
+
+use common::{fedsgd_capture, plain_model};
 
 #[test]
 fn dlg_reconstructs_one_digit_from_a_small_untrained_mlp() {
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let spec = ModelSpec::new(
-        Arch::Mlp,
-        InputShape::new(1, 28, 28),
-        10,
-        MethodSet::NONE,
-        1,
-    )
-    .with_width(32);
-    let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-    let (x, y) = splits
-        .train
-        .batch(&[0], &splits.normalization, &Device::Cpu, DType::F32)
-        .unwrap();
-    let update = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
-    let meta = CaptureMeta::fedsgd(
-        spec.clone(),
-        0,
-        "client-0",
-        1,
-        splits.normalization.clone(),
-        None,
-    );
-    let cap = Capture::new(meta, &model, update).unwrap();
+    let model = plain_model(Arch::Mlp, InputShape::new(1, 28, 28), Some(32));
+    let (cap, x, labels) = fedsgd_capture(&model, &splits, &[0]);
     let config = AttackConfig {
         attack: AttackKind::Dlg,
         // ReLU networks leave DLG stuck on plateaus where a hidden unit is dead for the dummy
@@ -54,7 +36,6 @@ fn dlg_reconstructs_one_digit_from_a_small_untrained_mlp() {
     let mut reported = 0;
     let attack = attack_capture(&cap, &config, &Device::Cpu, |_, _, _| reported += 1).unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    let labels = y.to_vec1::<u32>().unwrap();
     assert_eq!(attack.labels, labels, "iDLG recovers the label");
     let r = &attack.reconstruction;
     let scores = score(

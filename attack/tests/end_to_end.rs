@@ -5,45 +5,18 @@ use candle_core::{DType, Device, Tensor};
 use synfed_attack::inversion::InversionConfig;
 use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::{match_to_truth, score};
-use synfed_models::{Arch, InputShape, Model, ModelSpec};
-use synfed_synapse::{MethodSet, Mode};
-use synfed_wire::{Capture, CaptureMeta};
+use synfed_models::{Arch, InputShape, Model};
+use synfed_synapse::Mode;
 
-/// A FedSGD capture of `model`'s gradient on training images `indices` of `data`, labels hidden.
-fn capture(
-    model: &Model,
-    splits: &synfed_data::Splits,
-    indices: &[usize],
-) -> (Capture, Tensor, Vec<u32>) {
-    let (x, y) = splits
-        .train
-        .batch(indices, &splits.normalization, &Device::Cpu, DType::F32)
-        .unwrap();
-    let update = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
-    let meta = CaptureMeta::fedsgd(
-        model.spec().clone(),
-        0,
-        "client-0",
-        indices.len(),
-        splits.normalization.clone(),
-        None,
-    );
-    let labels = y.to_vec1::<u32>().unwrap();
-    (Capture::new(meta, model, update).unwrap(), x, labels)
-}
+mod common;
+
+use common::{fedavg_capture, fedsgd_capture, max_abs_diff, plain_model, two_local_steps};
 
 #[test]
 fn untrained_mlp_reveals_a_real_mnist_digit_and_its_label() {
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let spec = ModelSpec::new(
-        Arch::Mlp,
-        InputShape::new(1, 28, 28),
-        10,
-        MethodSet::NONE,
-        1,
-    );
-    let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-    let (cap, truth, true_labels) = capture(&model, &splits, &[0]);
+    let model = plain_model(Arch::Mlp, InputShape::new(1, 28, 28), None);
+    let (cap, truth, true_labels) = fedsgd_capture(&model, &splits, &[0]);
     let config = AttackConfig {
         inversion: InversionConfig {
             iterations: 200,
@@ -89,23 +62,9 @@ fn shuffled_reconstructions_are_scored_as_unshuffled() {
     let recon = (truth.index_select(&order, 0).unwrap() + noise).unwrap();
     let (matched, source) = match_to_truth(&recon, &truth, norm).unwrap();
     assert_eq!(source, vec![1, 3, 0, 2]);
-    let diff = (matched - &truth)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&matched, &truth);
     assert!((diff - 0.01).abs() < 1e-5);
-    let spec = ModelSpec::new(
-        Arch::LeNet,
-        InputShape::new(3, 32, 32),
-        10,
-        MethodSet::NONE,
-        1,
-    );
-    let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    let model = plain_model(Arch::LeNet, InputShape::new(3, 32, 32), None);
     let s = score(
         &model,
         Mode::Eval,
@@ -136,18 +95,8 @@ fn shuffled_reconstructions_are_scored_as_unshuffled() {
 #[test]
 fn fedavg_update_of_two_local_steps_reveals_both_digits() {
     use synfed_models::{unrolled_update, LocalSteps};
-    use synfed_synapse::SynapticSgd;
-    use synfed_wire::UpdateKind;
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let spec = ModelSpec::new(
-        Arch::Mlp,
-        InputShape::new(1, 28, 28),
-        10,
-        MethodSet::NONE,
-        1,
-    )
-    .with_width(64);
-    let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
+    let global = plain_model(Arch::Mlp, InputShape::new(1, 28, 28), Some(64));
     // Two digits of different classes (a count-based recovery cannot tell repeated labels).
     let first_label = splits.train.label(0).unwrap();
     let second = (1..splits.train.len())
@@ -163,24 +112,8 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
         )
         .unwrap();
     // The client: two real SGD steps of one image each.
-    let client = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-    let mut sgd = SynapticSgd::new(client.params(), 0.1, 5);
-    for i in 0..2 {
-        let loss = client
-            .loss(
-                &x.narrow(0, i, 1).unwrap(),
-                &y.narrow(0, i, 1).unwrap(),
-                Mode::Train,
-            )
-            .unwrap();
-        sgd.step(&loss.backward().unwrap()).unwrap();
-    }
-    let delta: Vec<Tensor> = client
-        .params()
-        .trainable()
-        .zip(global.params().trainable())
-        .map(|(c, g)| (c.var.as_tensor() - g.var.as_tensor()).unwrap())
-        .collect();
+    let client = Model::build(global.spec(), DType::F32, &Device::Cpu).unwrap();
+    let delta = two_local_steps(&global, &client, &x, &y);
     // Sanity: the attacker's replay of the true images gives the observed difference.
     let local = LocalSteps {
         steps: 2,
@@ -189,31 +122,11 @@ fn fedavg_update_of_two_local_steps_reveals_both_digits() {
     };
     let replay = unrolled_update(&global, &x, &y, local, Mode::Train).unwrap();
     for (r, d) in replay.iter().zip(&delta) {
-        let diff = (r - d)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-6);
+        assert!(max_abs_diff(r, d) < 1e-6);
     }
     let labels = y.to_vec1::<u32>().unwrap();
     // Labels exposed: recovering two labels from a multi-step difference is approximate.
-    let mut meta = CaptureMeta::fedsgd(
-        spec.clone(),
-        1,
-        "client-0",
-        2,
-        splits.normalization.clone(),
-        Some(labels.clone()),
-    );
-    meta.kind = UpdateKind::FedAvg;
-    meta.batch_size = 1;
-    meta.local_steps = Some(2);
-    meta.local_lr = Some(0.1);
-    let cap = Capture::new(meta, &global, delta).unwrap();
+    let cap = fedavg_capture(&global, &splits, delta, Some(labels.clone()));
     let config = AttackConfig {
         inversion: InversionConfig {
             iterations: 300,
