@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::dataset::{Dataset, ImageShape};
 use crate::error::{DataError, Result};
+use crate::read;
 
 /// CIFAR images are 3×32×32.
 pub(crate) const SHAPE: ImageShape = ImageShape::new(3, 32, 32);
@@ -155,6 +156,39 @@ impl Records {
     pub(crate) fn into_dataset(self, name: &str, class_names: Vec<String>) -> Result<Dataset> {
         Dataset::new(name, SHAPE, self.pixels, self.labels, class_names)
     }
+}
+
+/// Builds a CIFAR-10 data set named `name` (official class names) from the contents of one
+/// CIFAR-10 binary file, raw or gzip-compressed exactly as on disk (inflation bounded by
+/// the largest record file); `path` names the file in errors.
+pub fn cifar10_from_bytes(name: &str, bytes: &[u8], path: &Path) -> Result<Dataset> {
+    from_bytes(Layout::Cifar10, name, bytes, path, cifar10_class_names())
+}
+
+/// Builds a CIFAR-100 data set named `name` (fine labels, numbered class names) from the
+/// contents of one CIFAR-100 binary file, raw or gzip-compressed exactly as on disk; `path`
+/// names the file in errors.
+pub fn cifar100_from_bytes(name: &str, bytes: &[u8], path: &Path) -> Result<Dataset> {
+    from_bytes(
+        Layout::Cifar100,
+        name,
+        bytes,
+        path,
+        numbered_class_names(CIFAR100_FINE),
+    )
+}
+
+/// One file's records, decoded and validated, as a data set.
+fn from_bytes(
+    layout: Layout,
+    name: &str,
+    bytes: &[u8],
+    path: &Path,
+    class_names: Vec<String>,
+) -> Result<Dataset> {
+    let mut records = Records::new(layout);
+    records.append(&read::decode(bytes, path)?, path)?;
+    records.into_dataset(name, class_names)
 }
 
 /// CIFAR-10 class names as owned strings.

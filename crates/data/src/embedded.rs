@@ -8,11 +8,10 @@
 
 use std::path::PathBuf;
 
-use crate::cifar::{self, Layout, Records};
+use crate::cifar;
 use crate::dataset::{Dataset, Splits};
 use crate::error::Result;
-use crate::idx::{self, IdxFile};
-use crate::read;
+use crate::idx;
 
 /// Training images in each embedded subset.
 pub const DEMO_TRAIN_LEN: usize = 1600;
@@ -51,19 +50,12 @@ impl Embedded {
 /// The embedded MNIST subset: 1,600 train and 400 test images.
 pub(crate) fn demo_mnist() -> Result<Splits> {
     let split = |name: &str, images: &Embedded, labels: &Embedded| -> Result<Dataset> {
-        let (images_path, labels_path) = (images.pseudo_path(), labels.pseudo_path());
-        let images_bytes = read::decode(images.bytes, &images_path)?;
-        let labels_bytes = read::decode(labels.bytes, &labels_path)?;
-        idx::mnist(
+        idx::mnist_from_bytes(
             name,
-            IdxFile {
-                bytes: &images_bytes,
-                path: &images_path,
-            },
-            IdxFile {
-                bytes: &labels_bytes,
-                path: &labels_path,
-            },
+            images.bytes,
+            &images.pseudo_path(),
+            labels.bytes,
+            &labels.pseudo_path(),
         )
     };
     Splits::new(
@@ -75,10 +67,7 @@ pub(crate) fn demo_mnist() -> Result<Splits> {
 /// The embedded CIFAR-10 subset: 1,600 train and 400 test images.
 pub(crate) fn demo_cifar10() -> Result<Splits> {
     let split = |name: &str, file: &Embedded| -> Result<Dataset> {
-        let path = file.pseudo_path();
-        let mut records = Records::new(Layout::Cifar10);
-        records.append(&read::decode(file.bytes, &path)?, &path)?;
-        records.into_dataset(name, cifar::cifar10_class_names())
+        cifar::cifar10_from_bytes(name, file.bytes, &file.pseudo_path())
     };
     Splits::new(
         split("demo-cifar10/train", &CIFAR10_TRAIN)?,

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::dataset::{Dataset, ImageShape};
 use crate::error::{DataError, Result};
+use crate::read;
 
 /// Magic number of an IDX file of unsigned bytes with three dimensions (images).
 pub(crate) const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -28,6 +29,32 @@ const LABELS_HEADER: usize = 8;
 pub(crate) struct IdxFile<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) path: &'a Path,
+}
+
+/// Builds an MNIST data set named `name` from the contents of its images and labels files,
+/// each raw or gzip-compressed exactly as on disk (inflation bounded by the IDX header);
+/// `images_path` and `labels_path` name the files in errors. This is the reader every MNIST
+/// source goes through, and the entry point for bytes that did not come from a data directory.
+pub fn mnist_from_bytes(
+    name: &str,
+    images: &[u8],
+    images_path: &Path,
+    labels: &[u8],
+    labels_path: &Path,
+) -> Result<Dataset> {
+    let images = read::decode(images, images_path)?;
+    let labels = read::decode(labels, labels_path)?;
+    mnist(
+        name,
+        IdxFile {
+            bytes: &images,
+            path: images_path,
+        },
+        IdxFile {
+            bytes: &labels,
+            path: labels_path,
+        },
+    )
 }
 
 /// Builds an MNIST data set named `name` from an images file and a labels file.

@@ -45,9 +45,11 @@ mod source;
 mod testutil;
 
 pub use batching::Batches;
+pub use cifar::{cifar100_from_bytes, cifar10_from_bytes};
 pub use dataset::{Dataset, ImageShape, Splits};
 pub use embedded::{DEMO_TEST_LEN, DEMO_TRAIN_LEN};
 pub use error::{DataError, Result};
+pub use idx::mnist_from_bytes;
 pub use kfold::{kfold, Fold};
 pub use normalization::Normalization;
 pub use partition::{partition, Partition};
