@@ -15,19 +15,15 @@ use crate::progress;
 use crate::serve::summary_line;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use synfed_data::Partition;
-use synfed_lab::Fleet;
+use synfed_lab::{attack_captures, AttackOptions, Fleet, SimulationReport};
 use synfed_server::{read_rounds, RunConfig, RunSummary, Tokens};
 
 /// Where the run goes when neither `--out` nor the configuration says.
 const DEFAULT_OUT: &str = "runs/simulate";
-/// The file name ending of the tap's captures (`round-RRRR-CLIENT.capture.safetensors`).
-const CAPTURE_SUFFIX: &str = ".capture.safetensors";
-const ESCROW_SUFFIX: &str = ".escrow.safetensors";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -58,13 +54,6 @@ pub struct Args {
     /// auto, cpu, cuda or cuda:N: where the clients and the attacker compute.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-}
-
-/// The attack on one capture, as the report shows it.
-struct AttackRow {
-    /// `round-RRRR-CLIENT`.
-    name: String,
-    result: Result<synfed_lab::AttackOutcome, String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -102,13 +91,27 @@ pub fn run(args: Args) -> Result<()> {
     let attacks = if args.no_attack {
         Vec::new()
     } else {
-        attack_captures(&summary, &args, config.seed, &device)?
+        let options = AttackOptions {
+            iterations: args.attack_iterations,
+            seed: config.seed,
+            ..AttackOptions::default()
+        };
+        attack_captures(&summary, &options, &device)
     };
     let attack_s = attack_started.elapsed().as_secs_f64();
 
-    let report = out.join("report.md");
-    let text = report_markdown(&config, &args, &summary, &attacks, federation_s, attack_s)?;
-    std::fs::write(&report, text).with_context(|| format!("writing {}", report.display()))?;
+    let report = SimulationReport {
+        config: &config,
+        clients: args.clients,
+        split: args.split,
+        attack_iterations: args.attack_iterations,
+        summary: &summary,
+        attacks: &attacks,
+        federation_seconds: federation_s,
+        attack_seconds: attack_s,
+    }
+    .write()
+    .context("writing the report")?;
 
     println!("{}", summary_line(&summary));
     for row in &attacks {
@@ -245,166 +248,6 @@ fn watch_rounds(path: &Path, rounds: u64, done: &AtomicBool) {
             }
         }
     }
-}
-
-/// Attacks every capture the tap wrote, each with its escrow, into `out/attack/<name>/`.
-fn attack_captures(
-    summary: &RunSummary,
-    args: &Args,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<AttackRow>> {
-    let mut captures = summary.captures.clone();
-    captures.sort();
-    if captures.is_empty() {
-        tracing::warn!("the tap wrote no capture: nothing to attack");
-    }
-    let mut rows = Vec::new();
-    for capture in captures {
-        let file = capture
-            .file_name()
-            .and_then(|f| f.to_str())
-            .unwrap_or_default();
-        let name = file
-            .strip_suffix(CAPTURE_SUFFIX)
-            .unwrap_or(file)
-            .to_string();
-        let escrow = capture.with_file_name(format!("{name}{ESCROW_SUFFIX}"));
-        if !escrow.exists() {
-            tracing::warn!("no escrow beside {}: not attacked", capture.display());
-            rows.push(AttackRow {
-                name,
-                result: Err(format!("no escrow file {}", escrow.display())),
-            });
-            continue;
-        }
-        let out = summary.out.join("attack").join(&name);
-        let options = synfed_lab::AttackOptions {
-            iterations: args.attack_iterations,
-            seed,
-            ..synfed_lab::AttackOptions::default()
-        };
-        tracing::info!("attacking {name} ({} iterations)", options.iterations);
-        let described = serde_json::json!({ "federation": summary.run_id, "capture": capture, "escrow": escrow });
-        let result = synfed_lab::attack_files(
-            &options,
-            &capture,
-            &escrow,
-            &out,
-            device,
-            &described,
-            |_, _, _| {},
-        )
-        .map_err(|e| {
-            tracing::warn!("the attack on {name} failed: {e:#}");
-            format!("{e:#}")
-        });
-        rows.push(AttackRow { name, result });
-    }
-    Ok(rows)
-}
-
-/// `report.md`: configuration, rounds, attacks.
-fn report_markdown(
-    config: &RunConfig,
-    args: &Args,
-    summary: &RunSummary,
-    attacks: &[AttackRow],
-    federation_s: f64,
-    attack_s: f64,
-) -> Result<String> {
-    let rounds = read_rounds(&summary.out.join("rounds.csv")).context("reading rounds.csv")?;
-    let m = &config.model;
-    let width = m
-        .width
-        .map_or_else(|| "published".to_string(), |w| w.to_string());
-    let mut s = String::new();
-    writeln!(s, "# synfed simulate: {}\n", summary.run_id)?;
-    writeln!(
-        s,
-        "- model: `{}` (width {width}), methods `{}` (τ {}, d_re {}, Γ {})",
-        m.arch, m.methods, m.tau, m.d_re, m.gamma
-    )?;
-    writeln!(
-        s,
-        "- data: `{}`, {} clients, `{}` split (seed {})",
-        config.data.name, args.clients, args.split, config.seed
-    )?;
-    writeln!(
-        s,
-        "- {} rounds of {}, lr {}, batch {}, sampling fraction {}, seed {}",
-        config.rounds,
-        config.algorithm,
-        config.training.lr,
-        config.training.batch_size,
-        config.sampling.fraction,
-        config.seed
-    )?;
-    writeln!(
-        s,
-        "- tap: rounds {:?}, clients {}",
-        config.tap.rounds,
-        if config.tap.clients.is_empty() {
-            "all".to_string()
-        } else {
-            config.tap.clients.join(", ")
-        }
-    )?;
-    writeln!(
-        s,
-        "- time: federation {federation_s:.1} s, attacks {attack_s:.1} s ({} iterations each)",
-        args.attack_iterations
-    )?;
-    writeln!(s, "- full configuration: [config.toml](config.toml)\n")?;
-
-    writeln!(s, "## Rounds\n")?;
-    writeln!(s, "| round | updates | test accuracy | test loss |")?;
-    writeln!(s, "|---:|---:|---:|---:|")?;
-    for r in &rounds {
-        writeln!(
-            s,
-            "| {} | {} | {:.2} % | {:.4} |",
-            r.round,
-            r.updates,
-            100.0 * r.test_accuracy,
-            r.test_loss
-        )?;
-    }
-
-    if !attacks.is_empty() {
-        writeln!(s, "\n## Attacks\n")?;
-        writeln!(
-            s,
-            "Gradient inversion of each captured update; top row of a picture the client's batch, bottom row the reconstruction.\n"
-        )?;
-        writeln!(
-            s,
-            "| capture | PSNR (dB) | SSIM | MSE | label accuracy | truth / reconstruction |"
-        )?;
-        writeln!(s, "|---|---:|---:|---:|---:|---|")?;
-        for row in attacks {
-            match &row.result {
-                Ok(o) => writeln!(
-                    s,
-                    "| {} | {:.2} | {:.3} | {:.5} | {:.0} % | ![{}](attack/{}/grid.png) |",
-                    row.name,
-                    o.scores.psnr,
-                    o.scores.ssim,
-                    o.scores.mse,
-                    100.0 * o.scores.label_accuracy,
-                    row.name,
-                    row.name
-                )?,
-                Err(why) => writeln!(
-                    s,
-                    "| {} | – | – | – | – | not attacked: {} |",
-                    row.name,
-                    why.replace('|', "\\|").replace('\n', " ")
-                )?,
-            }
-        }
-    }
-    Ok(s)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! outcomes (medians, bootstrap intervals, success rates, Wilcoxon's signed-rank test, Holm's
 //! correction). [`simulation`] runs a whole federation — a gRPC server and its clients — in
 //! one process, the one implementation behind `synfed simulate`, every cell of `synfed
-//! compare`, the end-to-end tests and the federation benchmark. [`comparison`] is the engine
+//! compare`, the end-to-end tests and the federation benchmark; [`simulation_report`] attacks
+//! a simulated run's captures and writes its `report.md`. [`comparison`] is the engine
 //! of `synfed compare`: the grid of method sets, controls and defences × models, its cells
 //! run (on threads, resumable, in shards) and merged, and the report with its statistics,
 //! tables, grids and charts.
@@ -22,6 +23,7 @@ pub mod centralized_inversion;
 pub mod comparison;
 pub mod error;
 pub mod simulation;
+pub mod simulation_report;
 pub mod statistics;
 pub mod training;
 
@@ -30,4 +32,5 @@ pub use centralized_inversion::{BatchAttack, CentralizedInversion, Pretraining, 
 pub use comparison::{CompareConfig, ComparisonError};
 pub use error::{LabError, Result};
 pub use simulation::{federate, simulate, Fleet, Simulated};
+pub use simulation_report::{attack_captures, CaptureAttack, SimulationReport};
 pub use training::{train, TrainingConfig, TrainingProgress, TrainingSummary};
