@@ -10,6 +10,11 @@ use synfed_synapse::{MethodSet, Mode, Role};
 use synfed_wire::capture::{self, META_KEY};
 use synfed_wire::{Capture, CaptureMeta, FileKind, Problem, UpdateKind, WireError};
 
+#[path = "../../models/tests/common/bits.rs"]
+mod bits;
+
+use bits::bits;
+
 const INPUT: InputShape = InputShape::new(3, 8, 8);
 const CLASSES: usize = 10;
 const BATCH: usize = 4;
@@ -41,25 +46,6 @@ fn images(n: usize, seed: u64) -> Tensor {
 
 fn labels() -> Vec<u32> {
     (0..BATCH).map(|i| (i * 3 % CLASSES) as u32).collect()
-}
-
-fn bits(t: &Tensor) -> Vec<u64> {
-    let flat = t.flatten_all().unwrap();
-    match t.dtype() {
-        DType::F32 => flat
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|x| x.to_bits() as u64)
-            .collect(),
-        DType::F64 => flat
-            .to_vec1::<f64>()
-            .unwrap()
-            .into_iter()
-            .map(f64::to_bits)
-            .collect(),
-        other => panic!("unexpected dtype {other:?}"),
-    }
 }
 
 fn meta(kind: UpdateKind) -> CaptureMeta {

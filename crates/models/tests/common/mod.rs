@@ -7,6 +7,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 
+mod bits;
+
+pub use bits::bits;
+
 pub const CIFAR: InputShape = InputShape::new(3, 32, 32);
 pub const MNIST: InputShape = InputShape::new(1, 28, 28);
 
@@ -34,26 +38,6 @@ pub fn images(n: usize, input: InputShape, seed: u64, dtype: DType) -> Tensor {
 pub fn labels(n: usize, classes: usize) -> Tensor {
     let v: Vec<u32> = (0..n).map(|i| (i * 7 % classes) as u32).collect();
     Tensor::from_vec(v, n, &Device::Cpu).unwrap()
-}
-
-/// The exact bits of a float tensor, so that comparisons are byte-for-byte.
-pub fn bits(t: &Tensor) -> Vec<u64> {
-    let flat = t.flatten_all().unwrap();
-    match t.dtype() {
-        DType::F32 => flat
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|x| x.to_bits() as u64)
-            .collect(),
-        DType::F64 => flat
-            .to_vec1::<f64>()
-            .unwrap()
-            .into_iter()
-            .map(f64::to_bits)
-            .collect(),
-        other => panic!("unexpected dtype {other:?}"),
-    }
 }
 
 pub fn values(t: &Tensor) -> Vec<f64> {
