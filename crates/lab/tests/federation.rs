@@ -158,21 +158,8 @@ async fn a_model_larger_than_a_message_travels_in_chunks_and_a_corrupted_chunk_i
     let mut config = small_config(dir.path(), 1, 3);
     config.model.width = Some(2048); // 784 × 2048 weights: 6.4 MB in the first layer alone
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
-    let clients: Vec<_> = (0..2)
-        .map(|k| {
-            tokio::spawn(synfed_client::run(
-                client(&url, k, 2),
-                Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
+    let server = spawn_server(config, listener);
+    let clients: Vec<_> = spawn_clients(&url, 0..2, 2);
 
     let mut mallory = RawClient::connect(&url, "mallory", None).await;
     mallory.register(100).await.unwrap();
@@ -216,21 +203,8 @@ async fn a_client_killed_mid_round_is_left_behind_at_the_deadline() {
     let mut config = small_config(dir.path(), 2, 3);
     config.timing.round_timeout_s = 2.0;
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
-    let clients: Vec<_> = (0..2)
-        .map(|k| {
-            tokio::spawn(synfed_client::run(
-                client(&url, k, 2),
-                Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
+    let server = spawn_server(config, listener);
+    let clients: Vec<_> = spawn_clients(&url, 0..2, 2);
     // Takes the first round's task, then dies without a word.
     {
         let mut doomed = RawClient::connect(&url, "doomed", None).await;
@@ -286,15 +260,7 @@ async fn a_server_killed_after_round_k_and_resumed_reaches_the_same_final_model(
         false,
         killed_after_two,
     ));
-    let clients: Vec<_> = (0..2)
-        .map(|k| {
-            tokio::spawn(synfed_client::run(
-                client(&url, k, 2),
-                Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
+    let clients: Vec<_> = spawn_clients(&url, 0..2, 2);
     let stopped = first.await.unwrap().unwrap();
     assert!(!stopped.complete);
     assert!(

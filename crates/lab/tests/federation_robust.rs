@@ -264,26 +264,13 @@ async fn run(rule: Rule, norm_bound: Option<f64>, attack: Option<Attack>) -> Out
     let config = config(dir.path(), rule, norm_bound);
     let spec = config.model_spec(InputShape::new(1, 28, 28), 10);
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
+    let server = spawn_server(config, listener);
     let honest = if attack.is_some() {
         CLIENTS - 1
     } else {
         CLIENTS
     };
-    let clients: Vec<_> = (0..honest)
-        .map(|k| {
-            tokio::spawn(synfed_client::run(
-                client(&url, k, CLIENTS),
-                Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
+    let clients: Vec<_> = spawn_clients(&url, 0..honest, CLIENTS);
     let attacker = attack.map(|a| tokio::spawn(mallory(url.clone(), a, spec)));
     let summary = server.await.unwrap().unwrap();
     assert!(summary.complete);

@@ -19,12 +19,7 @@ async fn tokens_authenticate_clients_and_wrong_tokens_are_unauthenticated() {
     let mut config = small_config(&dir.path().join("run"), 1, 2);
     config.security.tokens = Some(tokens);
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
+    let server = spawn_server(config, listener);
 
     // A wrong token ends the client at once (no retrying).
     let mut wrong = client(&url, 0, 2);
@@ -120,12 +115,7 @@ async fn mutual_tls_with_generated_certificates() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
+    let server = spawn_server(config, listener);
 
     // Without a client certificate the handshake fails: the client gives up as unreachable.
     let mut no_cert = client(&url, 0, 2);

@@ -198,21 +198,8 @@ async fn round_with_bad_clients(bad: bool) -> (Vec<u8>, synfed_server::RoundReco
     let mut config = small_config(dir.path(), 1, HONEST + cases.len());
     config.timing.round_timeout_s = 30.0;
     let (listener, url) = bind().await;
-    let server = tokio::spawn(synfed_server::run(
-        config,
-        listener,
-        false,
-        std::future::pending(),
-    ));
-    let honest: Vec<_> = (0..HONEST)
-        .map(|k| {
-            tokio::spawn(synfed_client::run(
-                client(&url, k, HONEST),
-                candle_core::Device::Cpu,
-                std::future::pending(),
-            ))
-        })
-        .collect();
+    let server = spawn_server(config, listener);
+    let honest: Vec<_> = spawn_clients(&url, 0..HONEST, HONEST);
 
     let mut bad_clients = Vec::new();
     for (i, _) in cases.iter().enumerate() {

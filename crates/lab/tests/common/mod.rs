@@ -4,9 +4,10 @@
 
 use std::path::Path;
 use std::time::Duration;
-use synfed_client::{ClientConfig, ClientReport, Retry, Share};
+use synfed_client::{ClientConfig, ClientError, ClientReport, Retry, Share};
 use synfed_data::Partition;
-use synfed_server::{RunConfig, RunSummary};
+use synfed_server::{RunConfig, RunSummary, ServerError};
+use tokio::task::JoinHandle;
 
 /// A small, fast run: `mlp` of width 16 on the embedded MNIST subset.
 pub fn small_config(out: &Path, rounds: u64, min_clients: usize) -> RunConfig {
@@ -51,6 +52,37 @@ pub async fn bind() -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     (listener, url)
+}
+
+/// Starts the server of `config` on `listener` on its own task, to run until its last round
+/// (nothing stops it from outside, nothing is resumed).
+pub fn spawn_server(
+    config: RunConfig,
+    listener: tokio::net::TcpListener,
+) -> JoinHandle<Result<RunSummary, ServerError>> {
+    tokio::spawn(synfed_server::run(
+        config,
+        listener,
+        false,
+        std::future::pending(),
+    ))
+}
+
+/// Starts the honest clients `ks` (each with its share of the data among `n`, [`client`]) of
+/// the server at `url`, each on its own task, on the CPU, running until the run ends.
+pub fn spawn_clients(
+    url: &str,
+    ks: std::ops::Range<usize>,
+    n: usize,
+) -> Vec<JoinHandle<Result<ClientReport, ClientError>>> {
+    ks.map(|k| {
+        tokio::spawn(synfed_client::run(
+            client(url, k, n),
+            candle_core::Device::Cpu,
+            std::future::pending(),
+        ))
+    })
+    .collect()
 }
 
 /// Runs the server of `config` with `clients` (built from the server's URL) to the end, on
