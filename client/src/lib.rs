@@ -37,7 +37,7 @@ use synfed_wire::proto::{
     LeaveRequest, PullTaskRequest, RegisterRequest, Task, TaskKind, TaskRef, UpdateHeader,
     UpdateMessage,
 };
-use synfed_wire::{escrow_file_name, Escrow, EscrowMeta};
+use synfed_wire::{escrow_file_name, Escrow, EscrowMeta, UpdateDigest};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
@@ -404,11 +404,11 @@ impl Session {
         let path = config
             .dir
             .join(escrow_file_name(round, &self.reg.client_id));
-        let meta = EscrowMeta {
-            round,
-            client: self.reg.client_id.clone(),
-        };
+        let client = self.reg.client_id.clone();
         let (images, labels) = (work.truth.0.clone(), work.truth.1.clone());
+        // the update exactly as it will be sent (after the defence): the server's capture of
+        // what it receives has the same digest, which binds this escrow to that capture
+        let sent = work.update.named_trainable();
         let dir = config.dir.clone();
         let written = path.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
@@ -416,6 +416,11 @@ impl Session {
                 path: dir.display().to_string(),
                 source,
             })?;
+            let meta = EscrowMeta {
+                round,
+                client,
+                update_digest: Some(UpdateDigest::of(&sent)?),
+            };
             Escrow::new(meta, &images, &labels)?.save(&written)?;
             Ok(())
         })

@@ -27,7 +27,8 @@ use synfed_attack::{save_grid, save_image, AttackKind, Image};
 use synfed_data::{Dataset, Normalization};
 use synfed_models::Model;
 use synfed_synapse::Mode;
-use synfed_wire::{Capture, CaptureMeta, Escrow, EscrowMeta};
+use synfed_wire::{Binding, Capture, CaptureMeta, Escrow, EscrowMeta};
+use tracing::warn;
 
 /// How an attack runs (defaults: the reference implementation's, Geiping et al.).
 #[derive(clap::Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -193,7 +194,9 @@ pub fn attack_and_write(
     args: &impl Serialize,
     on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<AttackOutcome> {
-    escrow.check_matches(&capture.meta)?;
+    if let Binding::Unchecked(reason) = escrow.check_matches(capture)? {
+        warn!(%reason, "scoring against an escrow not bound to its capture");
+    }
     std::fs::create_dir_all(out).map_err(|e| LabError::io("create", out, e))?;
     let started = Instant::now();
     let attack = attack_capture(capture, &options.config(), device, on_iteration)?;
@@ -323,6 +326,7 @@ pub fn capture_batch(
         EscrowMeta {
             round: 0,
             client: client.into(),
+            update_digest: Some(capture.update_digest()?),
         },
         &x,
         &y,

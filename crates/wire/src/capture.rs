@@ -9,12 +9,16 @@
 //!   ([`ParamStore::trainable`](synfed_synapse::ParamStore::trainable)): what the client sent, a
 //!   gradient for FedSGD, θ_local − θ_global for FedAvg;
 //! - one header metadata key, [`META_KEY`], holding a JSON object: `format` ([`FORMAT`]),
-//!   `version` ([`VERSION`]) and the fields of [`CaptureMeta`].
+//!   `version` ([`VERSION`]), the fields of [`CaptureMeta`] and `update_digest`, the
+//!   [`UpdateDigest`] of the `update/` tensors (version 2; version 1 files have none). The
+//!   digest is what an [`Escrow`](crate::Escrow) is checked against: it binds the truth a
+//!   client kept to the update the server received.
 //!
 //! Reading validates everything an attacker's code would otherwise trip over: the header, the
 //! spec (bounded before any model is built from it), every tensor's presence, shape and
 //! finiteness against the model the spec describes, and the consistency of the metadata.
 
+use crate::digest::UpdateDigest;
 use crate::error::{FileKind, Problem, Result, WireError};
 use crate::{all_finite, dtype_name, invalid, IN_MEMORY};
 use candle_core::safetensors::Load;
@@ -28,10 +32,12 @@ use synfed_synapse::Mode;
 
 /// Value of the header's `format` field.
 pub const FORMAT: &str = "synfed-capture";
-/// Version written by this crate.
-pub const VERSION: u64 = 1;
-/// Versions this crate reads.
-pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+/// Version written by this crate (2: the header carries `update_digest`).
+pub const VERSION: u64 = 2;
+/// Versions this crate reads (1: no digest, so no escrow can be bound to it).
+pub const SUPPORTED_VERSIONS: &[u64] = &[1, 2];
+/// The header field holding the update's digest.
+pub const DIGEST_KEY: &str = "update_digest";
 /// The one safetensors metadata key, holding the header JSON.
 pub const META_KEY: &str = "synfed-capture";
 /// Prefix of the global parameters' tensor names.
@@ -119,13 +125,14 @@ impl CaptureMeta {
     }
 }
 
-/// The header as written: `format` and `version` first, then the metadata.
+/// The header as written: `format` and `version` first, then the metadata and the digest.
 #[derive(Serialize)]
 struct HeaderOut<'a> {
     format: &'static str,
     version: u64,
     #[serde(flatten)]
     meta: &'a CaptureMeta,
+    update_digest: UpdateDigest,
 }
 
 /// One intercepted client update.
@@ -197,6 +204,12 @@ impl Capture {
         self.to_bytes_at(IN_MEMORY)
     }
 
+    /// The digest of the update as held (the `update/` tensors, in order): the server's
+    /// digest of what it received, written into the header.
+    pub fn update_digest(&self) -> Result<UpdateDigest> {
+        UpdateDigest::of(&self.update)
+    }
+
     fn to_bytes_at(&self, origin: &str) -> Result<Vec<u8>> {
         let bad = |problem| invalid(KIND, origin, problem);
         check_meta(&self.meta).map_err(bad)?;
@@ -217,6 +230,7 @@ impl Capture {
             format: FORMAT,
             version: VERSION,
             meta: &self.meta,
+            update_digest: self.update_digest()?,
         };
         let json = serde_json::to_string(&header).map_err(|e| {
             bad(Problem::MalformedHeader {
@@ -423,7 +437,26 @@ fn is_float(d: safetensors::Dtype) -> bool {
 
 fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
     let bad = |problem| invalid(KIND, origin, problem);
-    let (st, header) = crate::open(KIND, origin, bytes, META_KEY, FORMAT, SUPPORTED_VERSIONS)?;
+    let (st, mut header, version) =
+        crate::open(KIND, origin, bytes, META_KEY, FORMAT, SUPPORTED_VERSIONS)?;
+    let malformed = |reason: String| {
+        bad(Problem::MalformedHeader {
+            key: META_KEY,
+            reason,
+        })
+    };
+    let declared = match (version, header.remove(DIGEST_KEY)) {
+        (1, None) => None,
+        (1, Some(_)) => {
+            return Err(malformed(format!(
+                "a version 1 capture has no `{DIGEST_KEY}`"
+            )))
+        }
+        (_, None) => return Err(malformed(format!("no `{DIGEST_KEY}`"))),
+        (_, Some(value)) => {
+            Some(UpdateDigest::deserialize(value).map_err(|e| malformed(e.to_string()))?)
+        }
+    };
     let meta = CaptureMeta::deserialize(serde_json::Value::Object(header)).map_err(|e| {
         bad(Problem::MalformedHeader {
             key: META_KEY,
@@ -493,6 +526,14 @@ fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
             global.push((name, t));
         } else {
             update.push((name, t));
+        }
+    }
+    if let Some(declared) = declared {
+        let computed = UpdateDigest::of(&update)?;
+        if computed != declared {
+            return Err(bad(Problem::BadMeta(format!(
+                "the header's update digest {declared} is not that of the file's update tensors, {computed}"
+            ))));
         }
     }
     Ok(Capture {

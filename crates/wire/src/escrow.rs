@@ -3,9 +3,19 @@
 //!
 //! A safetensors file with tensors `images` (`[B, C, H, W]` F32, normalised as the model saw
 //! them) and `labels` (`[B]` U32), and one header metadata key, [`META_KEY`], holding a JSON
-//! object: `format` ([`FORMAT`]), `version` ([`VERSION`]), `round` and `client`.
+//! object: `format` ([`FORMAT`]), `version` ([`VERSION`]), `round`, `client` and
+//! `update_digest`.
+//!
+//! Round, client and batch size do not say which update an escrow is the truth of: the same
+//! client can compute twice in a round (two runs, a retried task), and an attack scored against
+//! another batch's images measures nothing. Version 2 escrows carry the [`UpdateDigest`] of the
+//! update the client sent (after its defence), the capture the digest of the update the server
+//! received, and [`Escrow::check_matches`] refuses a pair whose digests differ. Version 1
+//! escrows have no digest: they are still read, and the check reports the binding as
+//! [`Binding::Unchecked`] for the caller to warn about.
 
-use crate::capture::CaptureMeta;
+use crate::capture::{Capture, CaptureMeta};
+use crate::digest::UpdateDigest;
 use crate::error::{FileKind, Problem, Result, WireError};
 use crate::{all_finite, dtype_name, invalid, IN_MEMORY};
 use candle_core::safetensors::Load;
@@ -16,10 +26,11 @@ use std::path::Path;
 
 /// Value of the header's `format` field.
 pub const FORMAT: &str = "synfed-escrow";
-/// Version written by this crate.
-pub const VERSION: u64 = 1;
+/// Version written by this crate for an escrow with a digest (2: the header carries
+/// `update_digest`; an escrow without one is written as version 1, the format it is).
+pub const VERSION: u64 = 2;
 /// Versions this crate reads.
-pub const SUPPORTED_VERSIONS: &[u64] = &[1];
+pub const SUPPORTED_VERSIONS: &[u64] = &[1, 2];
 /// The one safetensors metadata key, holding the header JSON.
 pub const META_KEY: &str = "synfed-escrow";
 /// Name of the images tensor.
@@ -37,6 +48,21 @@ pub struct EscrowMeta {
     pub round: u64,
     /// Client id.
     pub client: String,
+    /// Digest of the update computed on this batch, as the client sent it (None: a version 1
+    /// escrow, which cannot be bound to its capture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_digest: Option<UpdateDigest>,
+}
+
+/// What [`Escrow::check_matches`] could establish about an escrow and a capture.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// Both digests are there and equal: the escrow is the truth of this very update.
+    Verified(UpdateDigest),
+    /// The metadata match, but the escrow (version 1) has no digest: it may belong to another
+    /// capture of the same client, round and batch size.
+    Unchecked(String),
 }
 
 #[derive(Serialize)]
@@ -83,9 +109,14 @@ impl Escrow {
     fn to_bytes_at(&self, origin: &str) -> Result<Vec<u8>> {
         let bad = |problem| invalid(KIND, origin, problem);
         check_tensors(&self.images, &self.labels).map_err(bad)?;
+        let version = if self.meta.update_digest.is_some() {
+            VERSION
+        } else {
+            1
+        };
         let json = serde_json::to_string(&HeaderOut {
             format: FORMAT,
-            version: VERSION,
+            version,
             meta: &self.meta,
         })
         .map_err(|e| {
@@ -118,17 +149,39 @@ impl Escrow {
         parse(bytes, device, IN_MEMORY)
     }
 
-    /// Checks that this escrow is the ground truth of the capture described by `capture`:
-    /// same round and client, a batch of `batch_size` images of the spec's input shape, labels
-    /// that are classes of the model and, when the capture exposes labels, the same ones.
-    pub fn check_matches(&self, capture: &CaptureMeta) -> Result<()> {
+    /// Checks that this escrow is the ground truth of `capture`: the metadata match
+    /// ([`check_matches_meta`](Self::check_matches_meta)) and the escrow's update digest is
+    /// the digest of the capture's update. A differing digest is an error naming both; an
+    /// escrow without a digest (version 1) gives [`Binding::Unchecked`].
+    pub fn check_matches(&self, capture: &Capture) -> Result<Binding> {
+        self.check_matches_meta(&capture.meta)?;
+        let Some(kept) = &self.meta.update_digest else {
+            return Ok(Binding::Unchecked(format!(
+                "the escrow of round {} client `{}` has no update digest (a version 1 file): \
+                 it cannot be told apart from another capture's of the same client, round and \
+                 batch size",
+                self.meta.round, self.meta.client
+            )));
+        };
+        let received = capture.update_digest()?;
+        if *kept != received {
+            return Err(WireError::Mismatch(format!(
+                "the escrow is the truth of update {kept}, the capture holds update {received} \
+                 (another capture of round {} client `{}`)",
+                self.meta.round, self.meta.client
+            )));
+        }
+        Ok(Binding::Verified(received))
+    }
+
+    /// Checks that this escrow fits the capture described by `capture`: same round and
+    /// client, a batch of `batch_size` images of the spec's input shape, labels that are
+    /// classes of the model and, when the capture exposes labels, the same ones. This alone
+    /// cannot tell two captures of the same client, round and batch size apart: see
+    /// [`check_matches`](Self::check_matches).
+    pub fn check_matches_meta(&self, capture: &CaptureMeta) -> Result<()> {
         let mismatch = |what: String| Err(WireError::Mismatch(what));
-        if self.meta
-            != (EscrowMeta {
-                round: capture.round,
-                client: capture.client.clone(),
-            })
-        {
+        if (self.meta.round, &self.meta.client) != (capture.round, &capture.client) {
             return mismatch(format!(
                 "the escrow is of round {} client `{}`, the capture of round {} client `{}`",
                 self.meta.round, self.meta.client, capture.round, capture.client
@@ -202,13 +255,25 @@ fn check_shapes(images: &[usize], labels: &[usize]) -> std::result::Result<(), P
 
 fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Escrow> {
     let bad = |problem| invalid(KIND, origin, problem);
-    let (st, header) = crate::open(KIND, origin, bytes, META_KEY, FORMAT, SUPPORTED_VERSIONS)?;
-    let meta = EscrowMeta::deserialize(serde_json::Value::Object(header)).map_err(|e| {
+    let (st, header, version) =
+        crate::open(KIND, origin, bytes, META_KEY, FORMAT, SUPPORTED_VERSIONS)?;
+    let malformed = |reason: String| {
         bad(Problem::MalformedHeader {
             key: META_KEY,
-            reason: e.to_string(),
+            reason,
         })
-    })?;
+    };
+    let meta = EscrowMeta::deserialize(serde_json::Value::Object(header))
+        .map_err(|e| malformed(e.to_string()))?;
+    match (version, &meta.update_digest) {
+        (1, Some(_)) => {
+            return Err(malformed(
+                "a version 1 escrow has no `update_digest`".into(),
+            ))
+        }
+        (1, None) | (_, Some(_)) => {}
+        (_, None) => return Err(malformed("no `update_digest`".into())),
+    }
     let mut views = Vec::with_capacity(2);
     for (name, dtype, expected) in [
         (IMAGES, safetensors::Dtype::F32, "F32"),

@@ -9,7 +9,8 @@
 //! - [`Capture`]: one intercepted client update — the global parameters the client started
 //!   from, the update it sent (a FedSGD gradient or a FedAvg difference) and the public facts
 //!   of the round (model spec, batch size, BatchNorm mode, normalisation, optionally labels).
-//! - [`Escrow`]: the images and labels the update was computed on, for scoring only.
+//! - [`Escrow`]: the images and labels the update was computed on, for scoring only, bound
+//!   to its capture by the [`UpdateDigest`] of the update both headers carry.
 //!
 //! Both are safetensors files with all metadata in one JSON-valued header key (safetensors
 //! writes its metadata map in hash order, so several keys would make equal files differ), are
@@ -21,6 +22,7 @@
 
 pub mod capture;
 pub mod chunks;
+pub mod digest;
 pub mod error;
 pub mod escrow;
 pub mod proto;
@@ -29,8 +31,9 @@ pub use capture::{Capture, CaptureMeta, UpdateKind};
 pub use chunks::{
     Assembler, ChunkProblem, EncodedTensor, TensorLayout, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES,
 };
+pub use digest::UpdateDigest;
 pub use error::{FileKind, Problem, Result, WireError};
-pub use escrow::{Escrow, EscrowMeta};
+pub use escrow::{Binding, Escrow, EscrowMeta};
 
 use candle_core::{DType, Tensor};
 use safetensors::SafeTensors;
@@ -126,7 +129,7 @@ pub(crate) fn with_path(e: WireError, path: &Path) -> WireError {
 }
 
 /// Parses a safetensors buffer and its header key `key`, checks `format` and `version`, and
-/// returns the parsed tensors with the header object minus those two fields.
+/// returns the parsed tensors, the header object minus those two fields, and the version.
 pub(crate) fn open<'a>(
     kind: FileKind,
     origin: &str,
@@ -134,7 +137,11 @@ pub(crate) fn open<'a>(
     key: &'static str,
     format: &'static str,
     versions: &'static [u64],
-) -> Result<(SafeTensors<'a>, serde_json::Map<String, serde_json::Value>)> {
+) -> Result<(
+    SafeTensors<'a>,
+    serde_json::Map<String, serde_json::Value>,
+    u64,
+)> {
     let bad = |problem| invalid(kind, origin, problem);
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| bad(Problem::NotSafetensors(e.to_string())))?;
@@ -167,8 +174,8 @@ pub(crate) fn open<'a>(
         }
         None => return Err(malformed("no `format`".into())),
     }
-    match header.remove("version") {
-        Some(v) if v.as_u64().is_some_and(|v| versions.contains(&v)) => {}
+    let version = match header.remove("version") {
+        Some(v) if v.as_u64().is_some_and(|v| versions.contains(&v)) => v.as_u64().unwrap_or(0),
         Some(v) => {
             return Err(bad(Problem::UnsupportedVersion {
                 found: v.to_string(),
@@ -176,8 +183,8 @@ pub(crate) fn open<'a>(
             }))
         }
         None => return Err(malformed("no `version`".into())),
-    }
-    Ok((st, header))
+    };
+    Ok((st, header, version))
 }
 
 /// Whether every value of a floating-point tensor is finite (x − x is 0 exactly for finite x

@@ -26,6 +26,7 @@ fn escrow() -> Escrow {
     let meta = EscrowMeta {
         round: 7,
         client: "c-1".into(),
+        update_digest: None,
     };
     Escrow::new(meta, &images(), &labels()).unwrap()
 }
@@ -132,10 +133,10 @@ fn new_converts_images_to_f32_and_requires_u32_labels() {
 #[test]
 fn pairs_with_its_capture_only() {
     let e = escrow();
-    e.check_matches(&capture_meta()).unwrap();
+    e.check_matches_meta(&capture_meta()).unwrap();
     let mut with_labels = capture_meta();
     with_labels.labels = Some(vec![4, 0, 9]);
-    e.check_matches(&with_labels).unwrap();
+    e.check_matches_meta(&with_labels).unwrap();
 
     type Edit = Box<dyn Fn(&mut CaptureMeta)>;
     let edits: [(&str, Edit); 6] = [
@@ -155,7 +156,7 @@ fn pairs_with_its_capture_only() {
     for (what, edit) in edits {
         let mut m = capture_meta();
         edit(&mut m);
-        let err = e.check_matches(&m).unwrap_err();
+        let err = e.check_matches_meta(&m).unwrap_err();
         assert!(matches!(err, WireError::Mismatch(_)), "{err}");
         assert!(err.to_string().contains(what), "{what}: {err}");
     }
