@@ -1,6 +1,6 @@
-//! What the attack's tests share: a model without mechanisms, a client's FedSGD capture of real training images, a FedAvg
-//! client's two one-image SGD steps and their capture, and the largest difference of two
-//! tensors.
+//! What the attack's tests share: a model without mechanisms, a client's FedSGD capture of
+//! real training images, a FedAvg client's two one-image SGD steps and their capture, and the
+//! largest difference of two tensors (the zoo tests' own, through `#[path]`).
 //!
 //! Each test file is its own crate and uses only some of these.
 #![allow(dead_code)]
@@ -10,6 +10,12 @@ use synfed_data::Splits;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
 use synfed_synapse::{MethodSet, Mode, SynapticSgd};
 use synfed_wire::{Capture, CaptureMeta, UpdateKind};
+
+#[path = "../../../crates/models/tests/common/bits.rs"]
+mod bits;
+
+#[allow(unused_imports)] // each test file is its own crate; not all of them compare tensors
+pub use bits::max_abs_diff;
 
 /// `arch` without mechanisms for 10 classes of `input`, built from seed 1 on the CPU, of base
 /// `width` (absent: the published size).
@@ -88,16 +94,4 @@ pub fn fedavg_capture(
     meta.local_steps = Some(2);
     meta.local_lr = Some(LOCAL_LR);
     Capture::new(meta, global, delta).unwrap()
-}
-
-/// max |a − b|.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }

@@ -59,15 +59,7 @@ fn max_difference(a: &Model, b: &Model) -> f32 {
     let mut worst = 0f32;
     for ((na, ta), (nb, tb)) in a.params().tensors().iter().zip(b.params().tensors().iter()) {
         assert_eq!(na, nb);
-        let d = (ta - tb)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        worst = worst.max(d);
+        worst = worst.max(max_abs_diff(ta, tb));
     }
     worst
 }
@@ -373,15 +365,7 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
     .model;
     let mut worst = 0f32;
     for (e, (_, f)) in expected.iter().zip(federated.params().tensors()) {
-        let d = (e - &f)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        worst = worst.max(d);
+        worst = worst.max(max_abs_diff(e, &f));
     }
     assert!(worst < 1e-6, "FedAvg aggregate differs by {worst}");
     assert!(

@@ -9,6 +9,12 @@ use synfed_data::Partition;
 use synfed_server::{RunConfig, RunSummary, ServerError};
 use tokio::task::JoinHandle;
 
+#[path = "../../../models/tests/common/bits.rs"]
+mod bits;
+
+#[allow(unused_imports)] // each test file is its own crate; not all of them compare tensors
+pub use bits::max_abs_diff;
+
 /// A small, fast run: `mlp` of width 16 on the embedded MNIST subset.
 pub fn small_config(out: &Path, rounds: u64, min_clients: usize) -> RunConfig {
     let mut c = RunConfig {

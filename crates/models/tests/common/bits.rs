@@ -1,5 +1,7 @@
-//! The exact bits of a tensor's values, so that tests compare byte for byte; shared with the
-//! wire crate's tests (`#[path]`), which check that captures keep tensors bit-identical.
+//! Comparing tensors in tests: the exact bits of their values (byte-for-byte equality) and the
+//! largest absolute difference of two. Shared through `#[path]` with the tests of the wire
+//! crate (captures keep tensors bit-identical), the attack and the federations.
+#![allow(dead_code)]
 
 use candle_core::{DType, Tensor};
 
@@ -21,4 +23,16 @@ pub fn bits(t: &Tensor) -> Vec<u64> {
             .collect(),
         other => panic!("unexpected dtype {other:?}"),
     }
+}
+
+/// max |a − b| of two f32 tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
