@@ -9,6 +9,7 @@
 //! iterations. Each of `restarts` trials starts from its own noise; the best trial is the one
 //! with the lowest objective *without* TV, and every trial is kept.
 
+use crate::bn_prior::{statistics_penalty, StatisticsPrior};
 use crate::error::{AttackError, Result};
 use crate::objective::{gradient_distance, total_variation, Distance, LayerWeighting};
 use candle_core::{DType, Tensor, Var};
@@ -187,17 +188,51 @@ fn final_descent(objective: &[f64]) -> f64 {
     (before - last) / before.abs()
 }
 
-/// Gradient distance and TV of images `x` (a leaf); returns (distance, tv) as graph nodes.
-fn objective(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<(Tensor, Tensor)> {
+/// The terms of the objective at images `x` (a leaf), as graph nodes.
+struct Terms {
+    distance: Tensor,
+    tv: Tensor,
+    /// The BatchNorm statistics penalty, with a prior ([`crate::bn_prior`]).
+    bn_penalty: Option<Tensor>,
+}
+
+/// Gradient distance, TV and, with a `prior`, the statistics penalty of the candidates'
+/// forward pass (the same pass whose parameter gradients are matched).
+fn objective(
+    target: &Target,
+    config: &InversionConfig,
+    prior: Option<&StatisticsPrior>,
+    x: &Tensor,
+) -> Result<Terms> {
     // replaying a train-mode client must not drift the attacker's BatchNorm statistics
     let mode = match target.mode {
         Mode::Train => Mode::TrainFrozenStats,
         other => other,
     };
+    let mut bn_penalty = None;
     let trial: Vec<Tensor> = match target.local_steps {
-        Some(local) => unrolled_update(target.model, x, &target.labels, local, mode)?,
+        Some(local) => {
+            if prior.is_some() {
+                return Err(AttackError::BadOption(
+                    "the BatchNorm statistics prior needs a FedSGD capture (a FedAvg update \
+                     mixes the statistics of several local batches)"
+                        .into(),
+                ));
+            }
+            unrolled_update(target.model, x, &target.labels, local, mode)?
+        }
         None => {
-            let grads = target.model.loss(x, &target.labels, mode)?.backward()?;
+            let loss = match prior {
+                None => target.model.loss(x, &target.labels, mode)?,
+                Some(prior) => {
+                    let (loss, inputs) = target
+                        .model
+                        .record_batch_norm_inputs(|| target.model.loss(x, &target.labels, mode))?;
+                    bn_penalty = Some(statistics_penalty(&inputs, &prior.layers)?);
+                    loss
+                }
+            };
+            let grads = loss.backward()?;
             target
                 .model
                 .params()
@@ -211,7 +246,11 @@ fn objective(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<(T
         }
     };
     let distance = gradient_distance(&trial, &target.gradient, config.distance, config.weighting)?;
-    Ok((distance, total_variation(x)?))
+    Ok(Terms {
+        distance,
+        tv: total_variation(x)?,
+        bn_penalty,
+    })
 }
 
 /// Runs the reconstruction of a batch of `shape = [B, C, H, W]`. `on_iteration(trial,
@@ -220,6 +259,19 @@ pub fn reconstruct(
     target: &Target,
     shape: [usize; 4],
     config: &InversionConfig,
+    on_iteration: impl FnMut(usize, usize, f64),
+) -> Result<Reconstruction> {
+    reconstruct_with_prior(target, shape, config, None, on_iteration)
+}
+
+/// [`reconstruct`] with, when `prior` is given, its BatchNorm statistics penalty added to the
+/// objective ([`crate::bn_prior`]); the best trial is still the one with the lowest gradient
+/// distance.
+pub fn reconstruct_with_prior(
+    target: &Target,
+    shape: [usize; 4],
+    config: &InversionConfig,
+    prior: Option<&StatisticsPrior>,
     mut on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<Reconstruction> {
     validate(target, shape, config)?;
@@ -237,7 +289,7 @@ pub fn reconstruct(
             Var::from_tensor(&Tensor::from_vec(noise, shape.to_vec(), &device)?.to_dtype(dtype)?)?;
         let mut adam = Adam::new(x.as_tensor())?;
         for i in 0..config.iterations {
-            let eval = evaluate(target, config, x.as_tensor())?;
+            let eval = evaluate_with_prior(target, config, prior, x.as_tensor())?;
             let value = eval.objective;
             if !value.is_finite() {
                 return Err(AttackError::Diverged {
@@ -263,10 +315,10 @@ pub fn reconstruct(
             });
             on_iteration(k, i, value);
         }
-        let (distance, _) = objective(target, config, x.as_tensor())?;
+        let terms = objective(target, config, prior, x.as_tensor())?;
         trials.push(Trial {
             images: x.as_tensor().detach(),
-            distance: distance.to_dtype(DType::F64)?.to_scalar()?,
+            distance: terms.distance.to_dtype(DType::F64)?.to_scalar()?,
         });
     }
     Ok(Reconstruction::from_trials(trials, trace))
@@ -275,10 +327,12 @@ pub fn reconstruct(
 /// The objective at images `x` and its exact gradient with respect to them: one iteration's
 /// work (a forward pass, the parameter gradients, and the backward pass through them).
 pub struct Evaluation {
-    /// Gradient distance + tv · TV.
+    /// Gradient distance + tv · TV (+ α · BatchNorm statistics penalty, with a prior).
     pub objective: f64,
     pub distance: f64,
     pub tv: f64,
+    /// The BatchNorm statistics penalty before its weight α (0 without a prior).
+    pub bn_penalty: f64,
     /// d objective / d x.
     pub gradient: Tensor,
 }
@@ -287,12 +341,35 @@ pub struct Evaluation {
 /// `synfed_synapse::worker`: the iteration's kernels then split their work without a thread
 /// hand-over per op).
 pub fn evaluate(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
-    synfed_synapse::on_worker(|| evaluate_here(target, config, x))
+    evaluate_with_prior(target, config, None, x)
 }
 
-fn evaluate_here(target: &Target, config: &InversionConfig, x: &Tensor) -> Result<Evaluation> {
-    let (distance, tv) = objective(target, config, x)?;
-    let total = (&distance + (&tv * config.tv)?)?;
+/// [`evaluate`] with, when `prior` is given, its weighted BatchNorm statistics penalty in the
+/// objective and in the gradient.
+pub fn evaluate_with_prior(
+    target: &Target,
+    config: &InversionConfig,
+    prior: Option<&StatisticsPrior>,
+    x: &Tensor,
+) -> Result<Evaluation> {
+    synfed_synapse::on_worker(|| evaluate_here(target, config, prior, x))
+}
+
+fn evaluate_here(
+    target: &Target,
+    config: &InversionConfig,
+    prior: Option<&StatisticsPrior>,
+    x: &Tensor,
+) -> Result<Evaluation> {
+    let Terms {
+        distance,
+        tv,
+        bn_penalty,
+    } = objective(target, config, prior, x)?;
+    let mut total = (&distance + (&tv * config.tv)?)?;
+    if let (Some(penalty), Some(prior)) = (&bn_penalty, prior) {
+        total = (total + (penalty * prior.alpha)?)?;
+    }
     // only the images' gradient is wanted: the model's weights are constants of this pass
     // (their second-order gradients would be computed and dropped)
     let weights = target.model.params().iter().map(|p| p.var.as_tensor());
@@ -305,6 +382,7 @@ fn evaluate_here(target: &Target, config: &InversionConfig, x: &Tensor) -> Resul
         objective: scalar(&total)?,
         distance: scalar(&distance)?,
         tv: scalar(&tv)?,
+        bn_penalty: bn_penalty.as_ref().map_or(Ok(0.0), scalar)?,
         gradient,
     })
 }

@@ -1,7 +1,7 @@
 //! Which attacker runs on a capture.
 //!
 //! A mechanism that defeats one optimisation attack can still leak everything to another, so a
-//! privacy evaluation needs more than one attacker. All three share the capture → model →
+//! privacy evaluation needs more than one attacker. All of them share the capture → model →
 //! labels path of [`pipeline`](crate::pipeline) and return the same
 //! [`Reconstruction`](crate::inversion::Reconstruction), so scoring, matching and pictures are
 //! the same for every attack.
@@ -26,18 +26,29 @@ pub enum AttackKind {
     /// Zhu et al.'s *Deep Leakage from Gradients* ([`dlg`](crate::dlg)): squared L2 distance
     /// minimised with L-BFGS.
     Dlg,
+    /// Inverting Gradients plus the BatchNorm statistics-matching prior of
+    /// See-through-Gradients / GradInversion ([`bn_prior`](crate::bn_prior)), for models with
+    /// BatchNorm and train-mode FedSGD clients.
+    #[serde(rename = "bn-prior")]
+    BnPrior,
 }
 
 impl AttackKind {
     /// Every attack, in the order of the command line's help.
-    pub const ALL: [AttackKind; 3] = [AttackKind::Ig, AttackKind::Analytic, AttackKind::Dlg];
+    pub const ALL: [AttackKind; 4] = [
+        AttackKind::Ig,
+        AttackKind::Analytic,
+        AttackKind::Dlg,
+        AttackKind::BnPrior,
+    ];
 
-    /// The lowercase name (`ig`, `analytic`, `dlg`).
+    /// The lowercase name (`ig`, `analytic`, `dlg`, `bn-prior`).
     pub fn as_str(self) -> &'static str {
         match self {
             AttackKind::Ig => "ig",
             AttackKind::Analytic => "analytic",
             AttackKind::Dlg => "dlg",
+            AttackKind::BnPrior => "bn-prior",
         }
     }
 }
@@ -78,10 +89,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<AttackKind>(&json).unwrap(), k);
         }
         assert_eq!(" DLG ".parse::<AttackKind>().unwrap(), AttackKind::Dlg);
+        assert_eq!(
+            "BN-Prior".parse::<AttackKind>().unwrap(),
+            AttackKind::BnPrior
+        );
+        assert_eq!(
+            serde_json::to_string(&AttackKind::BnPrior).unwrap(),
+            "\"bn-prior\""
+        );
         assert_eq!(AttackKind::default(), AttackKind::Ig);
         let err = "rgap".parse::<AttackKind>().unwrap_err().to_string();
         assert!(
-            err.contains("`rgap`") && err.contains("ig, analytic, dlg"),
+            err.contains("`rgap`") && err.contains("ig, analytic, dlg, bn-prior"),
             "{err}"
         );
     }

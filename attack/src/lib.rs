@@ -2,7 +2,7 @@
 //!
 //! This crate hosts the honest-but-curious server's attacks on shared gradients. One attack
 //! is not enough to judge a defence: a mechanism that stops one optimiser can leak everything
-//! to another, or in closed form. So [`pipeline`] runs any of three attackers ([`AttackKind`])
+//! to another, or in closed form. So [`pipeline`] runs any of four attackers ([`AttackKind`])
 //! on the same capture, labels and scoring:
 //!
 //! - [`inversion`] (`ig`, the default): Geiping et al.'s "Inverting Gradients" reconstruction —
@@ -13,6 +13,9 @@
 //!   (exact for one image; needs a model whose first layer is fully connected, the zoo's `mlp`);
 //! - [`dlg`]: Zhu et al.'s "Deep Leakage from Gradients" — squared L2 gradient distance
 //!   minimised with the small [`lbfgs`] minimiser from Gaussian noise;
+//! - [`bn_prior`] (`bn-prior`): Inverting Gradients plus the BatchNorm statistics-matching
+//!   prior of See-through-Gradients / GradInversion, for models with BatchNorm (the batch's
+//!   statistics recovered from the running statistics, or given: "BN exact");
 //! - [`labels`]: recovery of the batch's labels from the classifier's gradient (iDLG for one
 //!   image, counts from the bias gradient for more);
 //!

@@ -4,12 +4,13 @@
 //! attacker goes through this one path and returns the same [`Reconstruction`], so scoring,
 //! matching and pictures never depend on which one ran.
 
+use crate::bn_prior::{BnPriorConfig, LayerStatistics};
 use crate::dlg::DlgConfig;
 use crate::error::{AttackError, Result};
 use crate::inversion::{reconstruct, InversionConfig, Reconstruction, Target};
 use crate::kind::AttackKind;
 use crate::labels::recover_labels;
-use crate::{analytic, dlg};
+use crate::{analytic, bn_prior, dlg};
 use candle_core::{DType, Device, Tensor};
 use synfed_models::{LocalSteps, Model};
 use synfed_wire::{Capture, UpdateKind};
@@ -24,6 +25,13 @@ pub struct AttackConfig {
     pub inversion: InversionConfig,
     /// DLG's settings.
     pub dlg: DlgConfig,
+    /// `bn-prior`'s weight of the statistics penalty (its other settings are `inversion`'s).
+    pub bn_prior: BnPriorConfig,
+    /// `bn-prior`: the client batch's statistics at every BatchNorm layer. Captures do not
+    /// carry the client's running statistics, so the caller supplies them ("BN exact",
+    /// [`bn_prior::exact_statistics`] of the true batch); without them `bn-prior` is an error.
+    #[serde(skip)]
+    pub bn_statistics: Option<Vec<LayerStatistics>>,
     /// Use the labels stored in the capture when it exposes them (otherwise always recover).
     pub use_exposed_labels: bool,
 }
@@ -56,7 +64,8 @@ pub fn pixel_bounds(mean: &[f32], std: &[f32]) -> Vec<(f64, f64)> {
 /// difference (Geiping et al.'s FedAvg setting); without exposed labels they are recovered
 /// from the difference, which points against the summed gradient. `analytic` reads only the
 /// first layer's update, which is a weighted sum of the images in both settings; `dlg` matches
-/// the replayed difference as Inverting Gradients does.
+/// the replayed difference as Inverting Gradients does. `bn-prior` attacks FedSGD captures of
+/// train-mode clients only, with `config.bn_statistics` as its target statistics.
 pub fn attack_capture(
     capture: &Capture,
     config: &AttackConfig,
@@ -114,6 +123,23 @@ pub fn attack_capture(
             config.inversion.weighting,
         )?,
         AttackKind::Dlg => dlg::reconstruct(&target, shape, &config.dlg, on_iteration)?,
+        AttackKind::BnPrior => {
+            let layers = config.bn_statistics.clone().ok_or_else(|| {
+                AttackError::NoSignal(
+                    "bn-prior needs the client batch's BatchNorm statistics, which a capture \
+                     does not carry; supply them (\"BN exact\")"
+                        .into(),
+                )
+            })?;
+            bn_prior::reconstruct(
+                &target,
+                shape,
+                &config.inversion,
+                &config.bn_prior,
+                layers,
+                on_iteration,
+            )?
+        }
     };
     Ok(Attack {
         model,

@@ -181,7 +181,7 @@ fn attack(
     let o = &args.options;
     let iterations = match o.attack {
         AttackKind::Analytic => 0,
-        AttackKind::Ig | AttackKind::Dlg => o.iterations * o.restarts.max(1),
+        AttackKind::Ig | AttackKind::Dlg | AttackKind::BnPrior => o.iterations * o.restarts.max(1),
     };
     let bar = progress::bar(iterations as u64, "iterations");
     let outcome = synfed_lab::attack_and_write(

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
+use synfed_attack::bn_prior::BnPriorConfig;
 use synfed_attack::dlg::DlgConfig;
 use synfed_attack::inversion::{InversionConfig, TraceRow};
 use synfed_attack::objective::{Distance, LayerWeighting};
@@ -35,8 +36,9 @@ use tracing::warn;
 #[serde(default, deny_unknown_fields)]
 pub struct AttackOptions {
     /// The attacker: ig (Geiping et al.'s Inverting Gradients), analytic (closed form from a
-    /// fully connected first layer; no iterations) or dlg (Zhu et al.'s Deep Leakage from
-    /// Gradients, L2 + L-BFGS).
+    /// fully connected first layer; no iterations), dlg (Zhu et al.'s Deep Leakage from
+    /// Gradients, L2 + L-BFGS) or bn-prior (ig + BatchNorm statistics matching; "BN exact":
+    /// the statistics of the escrowed true batch; FedSGD, train-mode BatchNorm models).
     #[arg(long, default_value = "ig")]
     #[serde(with = "as_text")]
     pub attack: AttackKind,
@@ -66,6 +68,9 @@ pub struct AttackOptions {
     /// Seed of the attack's initial noise.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Weight α of bn-prior's BatchNorm statistics penalty (GradAttack's bn_reg: 1e-3).
+    #[arg(long, default_value_t = synfed_attack::bn_prior::DEFAULT_ALPHA)]
+    pub bn_alpha: f64,
 }
 
 impl Default for AttackOptions {
@@ -81,6 +86,7 @@ impl Default for AttackOptions {
             weighting: reference.weighting,
             lbfgs_history: DlgConfig::default().history,
             seed: 1,
+            bn_alpha: BnPriorConfig::default().alpha,
         }
     }
 }
@@ -126,6 +132,10 @@ impl AttackOptions {
                 restarts: self.restarts,
                 seed: self.seed,
             },
+            bn_prior: BnPriorConfig {
+                alpha: self.bn_alpha,
+            },
+            bn_statistics: None,
             use_exposed_labels: true,
         }
     }
@@ -199,7 +209,15 @@ pub fn attack_and_write(
     }
     std::fs::create_dir_all(out).map_err(|e| LabError::io("create", out, e))?;
     let started = Instant::now();
-    let attack = attack_capture(capture, &options.config(), device, on_iteration)?;
+    let mut config = options.config();
+    if options.attack == AttackKind::BnPrior {
+        // "BN exact": captures carry no running statistics of the client, so the prior's
+        // target statistics are those of the escrowed true batch
+        let model = capture.model(DType::F32, device)?;
+        let images = escrow.images.to_device(device)?.to_dtype(DType::F32)?;
+        config.bn_statistics = Some(synfed_attack::bn_prior::exact_statistics(&model, &images)?);
+    }
+    let attack = attack_capture(capture, &config, device, on_iteration)?;
     let seconds = started.elapsed().as_secs_f64();
     let meta = &capture.meta;
     let true_labels = escrow.labels_vec()?;

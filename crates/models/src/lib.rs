@@ -32,7 +32,7 @@ pub use arch::Arch;
 pub use config::ModelConfig;
 pub use error::{ModelError, Result};
 pub use loss::{accuracy, cross_entropy};
-pub use model::Model;
+pub use model::{BatchNormInput, Model};
 pub use network::Network;
 pub use spec::{InputShape, ModelSpec};
 pub use training::{evaluate, train_epoch, train_epoch_in, EpochStats, Evaluation};

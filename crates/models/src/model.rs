@@ -6,8 +6,27 @@ use crate::network::Network;
 use crate::spec::ModelSpec;
 use crate::{alexnet, convnet, lenet, loss, mlp, resnet};
 use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use synfed_synapse::batch_norm_recording::record_batch_norm_inputs;
 use synfed_synapse::kernels::backward_final;
-use synfed_synapse::{on_worker, Builder, Mode, ParamStore};
+use synfed_synapse::{on_worker, Builder, Mode, ParamStore, Role};
+
+/// One BatchNorm layer's input during a recorded forward pass
+/// ([`Model::record_batch_norm_inputs`]).
+#[derive(Clone, Debug)]
+pub struct BatchNormInput {
+    /// The layer's name (its parameters' prefix, e.g. `blocks.0.bn`).
+    pub layer: String,
+    /// The `[B, C, H, W]` tensor it normalised, part of the graph.
+    pub input: Tensor,
+}
+
+/// The layer a BatchNorm buffer belongs to: its name without the last component.
+fn layer_of(param: &str) -> String {
+    param
+        .rsplit_once('.')
+        .map_or_else(|| param.to_string(), |(layer, _)| layer.to_string())
+}
 
 /// A model of the zoo, built from a [`ModelSpec`].
 pub struct Model {
@@ -117,6 +136,44 @@ impl Model {
                 })
                 .collect()
         })
+    }
+
+    /// The names of the model's BatchNorm layers (`blocks.0.bn`), in parameter order.
+    pub fn batch_norm_layers(&self) -> Vec<String> {
+        self.params
+            .iter()
+            .filter(|p| p.role == Role::RunningMean)
+            .map(|p| layer_of(&p.name))
+            .collect()
+    }
+
+    /// Runs `f` (a forward pass of this model, or a loss) and returns, with its result, the
+    /// input of every BatchNorm layer that normalised with batch statistics during it, named,
+    /// in the order the layers ran. The inputs stay in the graph, so statistics computed from
+    /// them are differentiable in the images: what a statistics-matching attacker compares.
+    /// Layers of other models run inside `f` are left out.
+    pub fn record_batch_norm_inputs<R>(
+        &self,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<(R, Vec<BatchNormInput>)> {
+        let (result, recorded) = record_batch_norm_inputs(f);
+        let result = result?;
+        let names: HashMap<_, _> = self
+            .params
+            .iter()
+            .filter(|p| p.role == Role::RunningMean)
+            .map(|p| (p.var.as_tensor().id(), layer_of(&p.name)))
+            .collect();
+        let inputs = recorded
+            .into_iter()
+            .filter_map(|r| {
+                names.get(&r.layer).map(|layer| BatchNormInput {
+                    layer: layer.clone(),
+                    input: r.input,
+                })
+            })
+            .collect();
+        Ok((result, inputs))
     }
 
     /// Number of trainable scalars.

@@ -5,6 +5,7 @@
 //! normalisation is composed of ops whose gradients candle can differentiate again (the
 //! attack needs the gradient of a gradient).
 
+use crate::batch_norm_recording;
 use crate::error::Result;
 use crate::kernels::{self, batch_norm, batch_norm_relu, channel_affine};
 use crate::mode::Mode;
@@ -50,6 +51,7 @@ impl BatchNorm2d {
 
     fn normalize(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
         if mode.uses_batch_stats() {
+            batch_norm_recording::note(self.running_mean.as_tensor().id(), x);
             let norm = if relu { batch_norm_relu } else { batch_norm };
             let (y, stats) = norm(x, &value(&self.weight), &value(&self.bias), self.eps)?;
             if mode == Mode::Train {

@@ -16,6 +16,7 @@
 //! Randomness never comes from candle (its CPU generator cannot be seeded) but from
 //! `rand_chacha` streams derived from the model seed ([`rng`]).
 
+pub mod batch_norm_recording;
 pub mod batchnorm;
 pub mod builder;
 pub mod conv;

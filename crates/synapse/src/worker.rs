@@ -19,11 +19,12 @@
 //! A worker waiting for its parallel op may meanwhile run another job of the pool — if another
 //! thread has started a computation through [`on_worker`], that whole computation, nested on
 //! this thread's stack. synfed keeps per-thread state for a computation (the backward pass's
-//! constants and final flag, the parameter substitutions of an unrolled update), so each
-//! computation started here runs with that state reset to the defaults and restores the
-//! caller's afterwards: nested computations cannot see or clear each other's.
+//! constants and final flag, the parameter substitutions of an unrolled update, the record of
+//! BatchNorm inputs), so each computation started here runs with that state reset to the
+//! defaults and restores the caller's afterwards: nested computations cannot see or clear each
+//! other's.
 
-use crate::{kernels, substitution};
+use crate::{batch_norm_recording, kernels, substitution};
 use candle_core::{Tensor, TensorId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,19 +82,25 @@ fn with_fresh_state<R>(f: impl FnOnce() -> R) -> R {
     let _restore = Restore(Some((
         kernels::backward::take_state(),
         substitution::take_state(),
+        batch_norm_recording::take_state(),
     )));
     f()
 }
 
-type State = ((HashSet<TensorId>, bool), Option<HashMap<TensorId, Tensor>>);
+type State = (
+    (HashSet<TensorId>, bool),
+    Option<HashMap<TensorId, Tensor>>,
+    Option<Vec<batch_norm_recording::RecordedInput>>,
+);
 
 struct Restore(Option<State>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if let Some((backward, values)) = self.0.take() {
+        if let Some((backward, values, recording)) = self.0.take() {
             kernels::backward::restore_state(backward);
             substitution::restore_state(values);
+            batch_norm_recording::restore_state(recording);
         }
     }
 }
