@@ -151,7 +151,11 @@ fn round_trip_of_a_real_gradient_with_deterministic_bytes() {
 
     let header = header_of(&bytes);
     assert_eq!(header["format"], "synfed-capture");
-    assert_eq!(header["version"], 1);
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        header["update_digest"],
+        loaded.update_digest().unwrap().as_str()
+    );
     assert_eq!(header["kind"], "fedsgd");
     assert_eq!(header["mode"], "train-frozen-stats");
     assert_eq!(header["spec"]["methods"], "I+II+III");
@@ -482,7 +486,7 @@ fn rejects_another_format() {
 
 #[test]
 fn rejects_unknown_versions_saying_which_are_supported() {
-    for v in [json!(2), json!(0), json!("1"), json!(1.5)] {
+    for v in [json!(3), json!(0), json!("1"), json!(1.5)] {
         let (problem, message) = reject_header(|h| h["version"] = v.clone());
         assert!(
             matches!(problem, Problem::UnsupportedVersion { .. }),
@@ -778,5 +782,5 @@ fn save_refuses_invalid_metadata_and_writes_nothing() {
     std::fs::write(&path, b"old contents").unwrap();
     capture.save(&path).unwrap();
     Capture::load(&path, &Device::Cpu).unwrap();
-    assert_eq!(capture::VERSION, 1);
+    assert_eq!(capture::VERSION, 2);
 }

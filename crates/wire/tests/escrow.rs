@@ -218,7 +218,7 @@ fn rejects_bad_headers() {
     assert!(message.contains("expected `synfed-escrow`"), "{message}");
 
     let mut h = header();
-    h["version"] = json!(2);
+    h["version"] = json!(3);
     let (problem, message) = reject(&assemble(&good, Some(&h)));
     assert!(
         matches!(problem, Problem::UnsupportedVersion { .. }),
