@@ -10,11 +10,7 @@ use crate::error::{LabError, Result};
 use candle_core::Device;
 use synfed_data::Partition;
 use synfed_server::{read_rounds, RunConfig, RunSummary};
-
-/// The ending of the tap's capture files, and of the clients' escrows beside them
-/// (`synfed_wire::capture_file_name`, `synfed_wire::escrow_file_name`).
-const CAPTURE_SUFFIX: &str = ".capture.safetensors";
-const ESCROW_SUFFIX: &str = ".escrow.safetensors";
+use synfed_wire::{CAPTURE_SUFFIX, ESCROW_SUFFIX};
 
 /// The attack on one capture.
 #[derive(Clone, Debug)]

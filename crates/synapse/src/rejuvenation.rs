@@ -166,8 +166,7 @@ pub fn rejuvenate_values<T: WeightValue, R: Rng + ?Sized>(
     let max = values
         .iter()
         .fold(0.0f64, |m, w| m.max(w.weight_f64().abs()));
-    let sigma = max / d_re;
-    let inv_sigma = if sigma > 0.0 { 1.0 / sigma } else { 0.0 };
+    let inv_sigma = inverse_sigma(max, d_re);
     let table = ResetTable::get();
     let mut reset = 0;
     for w in values.iter_mut() {
@@ -179,6 +178,25 @@ pub fn rejuvenate_values<T: WeightValue, R: Rng + ?Sized>(
         }
     }
     reset
+}
+
+/// 1/σ_re for σ_re = max|w| / d_re; 0 for an all-zero tensor (every |w|/σ then counts as 0).
+fn inverse_sigma(max_abs: f64, d_re: f64) -> f64 {
+    let sigma = max_abs / d_re;
+    if sigma > 0.0 {
+        1.0 / sigma
+    } else {
+        0.0
+    }
+}
+
+/// Writes host `values` back into `var` (on its device, in its dtype).
+fn write_back<T: WeightValue>(var: &candle_core::Var, values: Vec<T>) -> Result<()> {
+    let fresh = Tensor::from_vec(values, var.dims(), &Device::Cpu)?
+        .to_dtype(var.dtype())?
+        .to_device(var.device())?;
+    var.set(&fresh)?;
+    Ok(())
 }
 
 /// Rejuvenates one synaptic weight tensor by the word-by-word definition; returns how many
@@ -203,10 +221,7 @@ fn rejuvenate_as<T: WeightValue, R: Rng + ?Sized>(
     let init = param.init;
     let reset = rejuvenate_values(&mut values, d_re, rng, |r| init.sample(r));
     if reset > 0 {
-        let fresh = Tensor::from_vec(values, var.dims(), &Device::Cpu)?
-            .to_dtype(var.dtype())?
-            .to_device(var.device())?;
-        var.set(&fresh)?;
+        write_back(var, values)?;
     }
     Ok(reset)
 }
@@ -261,10 +276,7 @@ impl Rejuvenator {
             let mut values = var.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
             let reset = self.rejuvenate_slice(param, &mut values, d_re)?;
             if reset > 0 {
-                let fresh = Tensor::from_vec(values, var.dims(), &Device::Cpu)?
-                    .to_dtype(var.dtype())?
-                    .to_device(var.device())?;
-                var.set(&fresh)?;
+                write_back(var, values)?;
             }
             return Ok(reset);
         }

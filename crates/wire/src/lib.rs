@@ -40,17 +40,22 @@ use safetensors::SafeTensors;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How a capture file's name ends ([`capture_file_name`]).
+pub const CAPTURE_SUFFIX: &str = ".capture.safetensors";
+/// How an escrow file's name ends ([`escrow_file_name`]).
+pub const ESCROW_SUFFIX: &str = ".escrow.safetensors";
+
 /// The file name of the capture of `client`'s update in `round`:
 /// `round-RRRR-CLIENT.capture.safetensors` (client names are restricted to file-safe
 /// characters by the server).
 pub fn capture_file_name(round: u64, client: &str) -> String {
-    format!("round-{round:04}-{client}.capture.safetensors")
+    format!("round-{round:04}-{client}{CAPTURE_SUFFIX}")
 }
 
 /// The file name of the escrow matching [`capture_file_name`]:
 /// `round-RRRR-CLIENT.escrow.safetensors`.
 pub fn escrow_file_name(round: u64, client: &str) -> String {
-    format!("round-{round:04}-{client}.escrow.safetensors")
+    format!("round-{round:04}-{client}{ESCROW_SUFFIX}")
 }
 
 /// The `path` of errors about bytes that did not come from a file.

@@ -11,7 +11,7 @@
 //! values, same final stream position — in a few milliseconds per ten million weights.
 
 use super::keystream::Keystream;
-use super::{ResetTable, WeightValue, BINS};
+use super::{inverse_sigma, ResetTable, WeightValue, BINS};
 use rand::RngCore;
 use rayon::prelude::*;
 
@@ -31,8 +31,7 @@ pub(crate) fn rejuvenate_in_place<T: WeightValue>(
     thresholds: &mut Vec<u32>,
     fresh: &mut dyn FnMut(&mut Keystream) -> f64,
 ) -> usize {
-    let sigma = max_abs / d_re;
-    let inv_sigma = if sigma > 0.0 { 1.0 / sigma } else { 0.0 };
+    let inv_sigma = inverse_sigma(max_abs, d_re);
     let table = ResetTable::get();
     // the bin estimate is off by at most one, so the bin below it is never above the true one;
     // where the bins per unit of |w| are not a normal f32 (σ beyond f32's range), every
