@@ -95,11 +95,14 @@ pub struct ClientConfig {
     pub tls: Option<ClientTls>,
     pub retry: Retry,
     pub escrow: Option<EscrowConfig>,
+    /// Stop after this many accepted updates without telling the server, as a host that
+    /// crashed or lost its network would (fault injection; `None`: run to the end).
+    pub stop_after_updates: Option<usize>,
 }
 
 impl ClientConfig {
     /// A client `name` of `server` holding `share` of `dataset`, with default retry, no TLS,
-    /// no token, no escrow.
+    /// no token, no escrow, running to the end of the run.
     pub fn new(
         server: impl Into<String>,
         name: impl Into<String>,
@@ -116,6 +119,7 @@ impl ClientConfig {
             tls: None,
             retry: Retry::default(),
             escrow: None,
+            stop_after_updates: None,
         }
     }
 }

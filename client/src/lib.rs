@@ -140,6 +140,12 @@ pub async fn run(
                     session.leave("stopped").await;
                     return Ok(session.report);
                 }
+                let accepted = session.report.accepted.len();
+                if session.config.stop_after_updates.is_some_and(|k| accepted >= k) {
+                    // no Leave: the server sees what a crashed host looks like
+                    info!(client = %session.reg.client_id, accepted, "stopping without leaving");
+                    return Ok(session.report);
+                }
             }
             Pulled::Idle(wait) => tokio::time::sleep(wait).await,
             Pulled::Finished => {

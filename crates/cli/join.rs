@@ -61,6 +61,11 @@ pub struct Args {
     /// scoring attacks. Only for experiments: it is exactly what the client must keep private.
     #[arg(long)]
     pub escrow_dir: Option<PathBuf>,
+    /// Stop after K accepted updates without telling the server, as a host that crashed or
+    /// lost its network would: the server drops this client from later rounds when it falls
+    /// silent. For fault-injection tests (a reference run for a cut link).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stop_after_updates: Option<u64>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -74,6 +79,9 @@ pub fn run(args: Args) -> Result<()> {
         dir,
         rounds: Vec::new(),
     });
+    config.stop_after_updates = args
+        .stop_after_updates
+        .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
     let device = args.device.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,6 +105,11 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("client {} stopped", args.name))?;
     let state = if report.finished {
         "the run is over"
+    } else if args
+        .stop_after_updates
+        .is_some_and(|k| report.accepted.len() as u64 >= k)
+    {
+        "stopped without leaving"
     } else {
         "left the run"
     };
