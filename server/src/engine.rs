@@ -456,7 +456,7 @@ impl Engine {
         // the claim (checked against the registration) capped by what the task asked for
         let weight = weight::example_weight(examples, weight::task_bound(self.config())) as f64;
         let sum = offer(sum, client.clone(), update, weight).await?;
-        loss.add(train_loss, weight);
+        loss.add(&client, train_loss, weight);
         self.shared.resolve_accepted(round, &client);
         let _ = reply.send(Ok(()));
         Ok(sum)
@@ -527,22 +527,26 @@ pub(crate) fn apply(
     Ok(rejuvenated)
 }
 
-/// Example-weighted mean of reported losses.
+/// Example-weighted mean of reported losses, summed in the canonical (sorted) order of the
+/// clients whatever order their updates arrived in, so that `rounds.csv` has the same bits in
+/// every run of a seed.
 #[derive(Default)]
 struct LossMean {
-    sum: f64,
-    weight: f64,
+    by_client: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 impl LossMean {
-    fn add(&mut self, loss: f64, weight: f64) {
-        self.sum += loss * weight;
-        self.weight += weight;
+    fn add(&mut self, client: &str, loss: f64, weight: f64) {
+        self.by_client.insert(client.to_string(), (loss, weight));
     }
 
     fn mean(&self) -> f64 {
-        if self.weight > 0.0 {
-            self.sum / self.weight
+        let (sum, weight) = self
+            .by_client
+            .values()
+            .fold((0.0, 0.0), |(s, w), &(l, x)| (s + l * x, w + x));
+        if weight > 0.0 {
+            sum / weight
         } else {
             f64::NAN
         }
@@ -585,6 +589,26 @@ pub fn fingerprint(config: &RunConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Losses whose sum depends on the order of addition (0.1 + 0.2 + 0.3 ≠ 0.3 + 0.2 + 0.1
+    /// in f64) give the same mean in any arrival order: the canonical order's.
+    #[test]
+    fn the_loss_mean_does_not_depend_on_arrival_order() {
+        let losses = [("a", 0.1), ("b", 0.2), ("c", 0.3)];
+        let mut forward = LossMean::default();
+        let mut backward = LossMean::default();
+        for &(client, loss) in &losses {
+            forward.add(client, loss, 1.0);
+        }
+        for &(client, loss) in losses.iter().rev() {
+            backward.add(client, loss, 1.0);
+        }
+        assert_eq!(
+            forward.mean().to_bits(),
+            ((0.1 + 0.2 + 0.3) / 3.0f64).to_bits()
+        );
+        assert_eq!(backward.mean().to_bits(), forward.mean().to_bits());
+    }
 
     #[test]
     fn the_fingerprint_names_bn_mode_only_when_it_is_eval() {
