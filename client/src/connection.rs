@@ -1,12 +1,14 @@
-//! The connection to the server: TLS, the bearer token on every call, and retries with
-//! exponential backoff while the server is unreachable.
+//! The connection to the server: TLS, the bearer token and the registration's session secret
+//! on every call, and retries with exponential backoff while the server is unreachable.
 
 use crate::config::{ClientConfig, Retry};
 use crate::error::{ClientError, Result};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use synfed_wire::chunks::MAX_MESSAGE_BYTES;
 use synfed_wire::proto::federation_client::FederationClient;
+use synfed_wire::proto::SESSION_METADATA;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -14,10 +16,40 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Request, Status};
 use tracing::debug;
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// The session secret of the client's registration, shared by every clone of the [`Api`]:
+/// set when the server answers Register, sent on every call after (Register included, so that
+/// a client that reconnects keeps its name).
+#[derive(Clone, Default)]
+pub struct Session {
+    secret: Arc<Mutex<Option<MetadataValue<Ascii>>>>,
+}
+
+impl Session {
+    /// Keeps `secret` (as the server sent it) for every later call.
+    pub fn set(&self, secret: &str) -> Result<()> {
+        let value = secret.parse().map_err(|_| {
+            ClientError::Protocol("a session secret HTTP headers cannot carry".into())
+        })?;
+        *self
+            .secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(value);
+        Ok(())
+    }
+
+    fn get(&self) -> Option<MetadataValue<Ascii>> {
+        self.secret
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Adds `authorization: Bearer <token>` and the session secret to every call.
 #[derive(Clone)]
 pub struct Auth {
     header: Option<MetadataValue<Ascii>>,
+    session: Session,
 }
 
 impl Interceptor for Auth {
@@ -26,6 +58,9 @@ impl Interceptor for Auth {
             request
                 .metadata_mut()
                 .insert("authorization", header.clone());
+        }
+        if let Some(secret) = self.session.get() {
+            request.metadata_mut().insert(SESSION_METADATA, secret);
         }
         Ok(request)
     }
@@ -68,8 +103,9 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint> {
     Ok(endpoint)
 }
 
-/// Connects, retrying with backoff until `config.retry.give_up_after`.
-pub async fn connect(config: &ClientConfig) -> Result<Api> {
+/// Connects, retrying with backoff until `config.retry.give_up_after`; every call of the
+/// returned client carries the secret `session` holds.
+pub async fn connect(config: &ClientConfig, session: Session) -> Result<Api> {
     let endpoint = endpoint(config)?;
     let header = match &config.token {
         Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
@@ -87,9 +123,11 @@ pub async fn connect(config: &ClientConfig) -> Result<Api> {
         }
     })
     .await?;
-    Ok(FederationClient::with_interceptor(channel, Auth { header })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(
+        FederationClient::with_interceptor(channel, Auth { header, session })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

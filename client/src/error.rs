@@ -16,6 +16,8 @@ pub enum ClientError {
         waited_s: f64,
         last: String,
     },
+    #[error("the server stopped: {reason}")]
+    ServerStopped { reason: String },
     #[error("the server answered {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
     #[error("the server sent something unusable: {0}")]
@@ -50,6 +52,13 @@ impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         match status.code() {
             tonic::Code::Unauthenticated => ClientError::Unauthenticated(status.message().into()),
+            tonic::Code::Aborted => ClientError::ServerStopped {
+                reason: status
+                    .message()
+                    .strip_prefix("the server stopped: ")
+                    .unwrap_or(status.message())
+                    .into(),
+            },
             code => ClientError::Refused {
                 code,
                 message: status.message().into(),

@@ -5,6 +5,10 @@
 //! its own share of the data — a FedSGD gradient or FedAvg local training with `SynapticSgd` —
 //! while heartbeating, and streams the update back in checksummed chunks. When the server
 //! restarts (a resumed run) it registers again and carries on; when the run is over it leaves.
+//! Register returns a session secret that the client sends on every later call (and when it
+//! registers again after a reconnect), so that no one else can act under its name. When the
+//! server stops on a fatal error, the client's next call learns why and the client stops with
+//! that reason ([`ClientError::ServerStopped`]).
 //!
 //! The run's defence (see [`defence`]) arrives with each task and is applied to the update
 //! before it leaves the client; [`accountant`] says what (ε, δ) a `dp:` defence guarantees.
@@ -26,7 +30,7 @@ pub use error::{ClientError, Result};
 
 use candle_core::Device;
 use compute::{LocalData, Work};
-use connection::{transient, with_retry, Api};
+use connection::{transient, with_retry, Api, Session as SessionSecret};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +73,7 @@ struct Registration {
 struct Session {
     config: ClientConfig,
     api: Api,
+    secret: SessionSecret,
     device: Device,
     data: Arc<LocalData>,
     model: Option<Arc<Model>>,
@@ -107,10 +112,12 @@ pub async fn run(
             config.share.index, config.share.count, config.dataset
         )));
     }
-    let api = connection::connect(&config).await?;
+    let secret = SessionSecret::default();
+    let api = connection::connect(&config, secret.clone()).await?;
     let mut session = Session {
         config,
         api,
+        secret,
         device,
         data: Arc::new(data),
         model: None,
@@ -164,6 +171,14 @@ enum Pulled {
     Finished,
 }
 
+/// Whether an error ends the client rather than only the task at hand.
+fn fatal(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Unauthenticated(_) | ClientError::ServerStopped { .. }
+    )
+}
+
 impl Session {
     async fn register(&mut self) -> Result<()> {
         let request = RegisterRequest {
@@ -195,6 +210,7 @@ impl Session {
             .map_err(|e| ClientError::Internal(e.to_string()))??;
             self.model = Some(Arc::new(model));
         }
+        self.secret.set(&reply.session_secret)?;
         info!(client = %reply.client_id, run = %reply.run_id, examples = request.num_examples, "registered");
         self.report.client_id = reply.client_id.clone();
         self.reg = Registration {
@@ -227,6 +243,9 @@ impl Session {
                     Duration::from_millis(idle.retry_after_ms.into()),
                 )),
                 Some(pull_task_reply::Reply::Finished(_)) => Ok(Pulled::Finished),
+                Some(pull_task_reply::Reply::Stopped(stopped)) => Err(ClientError::ServerStopped {
+                    reason: stopped.reason,
+                }),
                 None => Err(ClientError::Protocol("an empty PullTask reply".into())),
             },
             // The server restarted (resumed run) and forgot us: register again.
@@ -324,11 +343,12 @@ impl Session {
         }
     }
 
-    /// A task that failed: fatal for authentication problems, otherwise logged (the server
-    /// goes on without this client's update) and the client pulls the next task.
+    /// A task that failed: fatal for authentication problems and a stopped server, otherwise
+    /// logged (the server goes on without this client's update) and the client pulls the next
+    /// task.
     fn skip(&mut self, round: u64, error: ClientError) -> Result<()> {
         match error {
-            ClientError::Unauthenticated(_) => Err(error),
+            e if fatal(&e) => Err(e),
             ClientError::Refused { code, message } => {
                 warn!(round, ?code, %message, "update refused");
                 self.report

@@ -5,6 +5,7 @@
 //! `out/config.toml` so a run can always be reproduced.
 
 use crate::error::{Result, ServerError};
+pub use crate::limits::LimitsConfig;
 pub use crate::tap::TapConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub struct RunConfig {
     pub tap: TapConfig,
     pub security: SecurityConfig,
     pub aggregation: AggregationConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Default for RunConfig {
@@ -84,6 +86,7 @@ impl Default for RunConfig {
             tap: TapConfig::default(),
             security: SecurityConfig::default(),
             aggregation: AggregationConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -554,6 +557,15 @@ impl RunConfig {
         }
         if let Err(reason) = self.aggregation.validate(&self.sampling) {
             return bad(reason);
+        }
+        if let Err(reason) = self.limits.validate(&self.timing) {
+            return bad(reason);
+        }
+        if self.sampling.min_clients > self.limits.max_clients {
+            return bad(format!(
+                "sampling.min_clients ({}) exceeds limits.max_clients ({})",
+                self.sampling.min_clients, self.limits.max_clients
+            ));
         }
         self.model
             .validate()

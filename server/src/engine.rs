@@ -98,19 +98,7 @@ impl Engine {
 
     /// Waits until every client has left, at most `linger_s`.
     async fn linger(&self) {
-        let until = tokio::time::Instant::now() + secs(self.config().timing.linger_s);
-        let mut changed = self.shared.subscribe();
-        loop {
-            if !self.shared.lock().clients.values().any(|c| c.active) {
-                return;
-            }
-            if tokio::time::timeout_at(until, changed.changed())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+        linger(&self.shared).await;
     }
 
     async fn wait_for_clients(&self) -> Result<Vec<String>> {
@@ -120,20 +108,19 @@ impl Engine {
         let mut changed = self.shared.subscribe();
         loop {
             let active: Vec<String> = {
-                let state = self.shared.lock();
-                state
-                    .clients
-                    .iter()
-                    .filter(|(_, c)| c.active)
-                    .map(|(n, _)| n.clone())
-                    .collect()
+                let mut state = self.shared.lock();
+                state.clients.expire(Instant::now());
+                state.clients.names()
             };
             if active.len() >= needed {
                 return Ok(active);
             }
-            if tokio::time::timeout_at(until, changed.changed())
+            // registrations also end by expiry, which no one announces: look again each second
+            let next = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            if tokio::time::timeout_at(next, changed.changed())
                 .await
                 .is_err()
+                && tokio::time::Instant::now() >= until
             {
                 return Err(ServerError::NotEnoughClients {
                     registered: active.len(),
@@ -385,25 +372,44 @@ impl Engine {
         blocking(move || files.save_checkpoint(&model, &state)).await
     }
 
-    /// Sampled clients still computing but silent for longer than `silence` are dropped.
+    /// Sampled clients still computing but silent for longer than `silence` are dropped, and
+    /// so are those whose registration expired or ended.
     fn drop_silent(&self, round: u64, silence: Duration) {
-        let silent: Vec<String> = {
-            let state = self.shared.lock();
+        let (gone, silent): (Vec<String>, Vec<String>) = {
+            let mut guard = self.shared.lock();
+            let state: &mut crate::state::State = &mut guard;
+            state.clients.expire(Instant::now());
             let Phase::Open(open) = &state.phase else {
                 return;
             };
-            open.slots
+            let waiting = |name: &String| {
+                matches!(open.slots.get(name), Some(Slot::Assigned | Slot::Receiving))
+            };
+            let silent = open
+                .slots
                 .iter()
                 .filter(|(name, slot)| {
                     **slot == Slot::Assigned
                         && state
                             .clients
-                            .get(*name)
-                            .is_none_or(|c| c.last_seen.elapsed() > silence)
+                            .get(name)
+                            .is_some_and(|c| c.last_seen.elapsed() > silence)
                 })
                 .map(|(name, _)| name.clone())
-                .collect()
+                .collect();
+            let gone: Vec<String> = open
+                .slots
+                .keys()
+                .filter(|name| waiting(name) && !state.clients.contains(name))
+                .cloned()
+                .collect();
+            (gone, silent)
         };
+        for client in gone {
+            warn!(%client, round, "registration expired or ended: dropped from the round");
+            self.shared
+                .resolve(round, &client, Slot::Dropped("its registration expired"));
+        }
         for client in silent {
             warn!(%client, round, "client silent: dropped from the round");
             self.shared
@@ -468,6 +474,24 @@ impl Engine {
         matches!(&state.phase, Phase::Open(open) if open.round == submission.round
             && submission.round == round
             && open.slots.get(&submission.client) == Some(&Slot::Receiving))
+    }
+}
+
+/// Waits until every registered client has been told the run is over (or stopped) and left,
+/// at most `timing.linger_s`.
+pub(crate) async fn linger(shared: &Shared) {
+    let until = tokio::time::Instant::now() + secs(shared.config.timing.linger_s);
+    let mut changed = shared.subscribe();
+    loop {
+        if shared.lock().clients.is_empty() {
+            return;
+        }
+        if tokio::time::timeout_at(until, changed.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

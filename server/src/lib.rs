@@ -26,7 +26,9 @@ pub mod aggregation;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod limits;
 pub mod peer_text;
+mod registry;
 pub mod run_files;
 pub mod sampling;
 pub mod seeds;
@@ -55,10 +57,7 @@ use synfed_wire::proto::federation_server::FederationServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tracing::{info, warn};
-
-/// Concurrent HTTP/2 streams one connection may hold open.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+use tracing::{error, info, warn};
 
 /// The seed of the server's optimizer (rejuvenation after FedSGD steps) in a run of `seed`.
 pub fn optimizer_seed(seed: u64) -> u64 {
@@ -207,9 +206,10 @@ pub async fn run(
 
     // One connection cannot open more than a handful of concurrent streams: an honest client
     // has at most one push and one poll in flight.
+    let streams = shared.config.limits.max_streams_per_connection;
     let mut builder = Server::builder()
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize);
+        .max_concurrent_streams(streams)
+        .concurrency_limit_per_connection(streams as usize);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -249,6 +249,14 @@ pub async fn run(
             Ok(())
         }
     };
+    if let Err(fatal) = &outcome {
+        // Tell the clients why before going: each one's next call gets the reason, for at most
+        // timing.linger_s or until every registered client has been told.
+        let reason = fatal.to_string();
+        error!(%reason, "stopping on a fatal error; telling the clients");
+        shared.stop(reason);
+        engine::linger(&shared).await;
+    }
     shared.close();
     let _ = stop.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -5,30 +5,33 @@
 //!
 //! | problem | status |
 //! |---|---|
-//! | missing/unknown token | `UNAUTHENTICATED` |
+//! | missing/unknown token; a registered name called without its session secret | `UNAUTHENTICATED` |
 //! | token of another client, client not sampled this round | `PERMISSION_DENIED` |
-//! | unknown client id | `NOT_FOUND` |
+//! | unknown client id or session secret (not registered, or the registration expired) | `NOT_FOUND` |
 //! | other run, round not open, unknown task, update already refused | `FAILED_PRECONDITION` |
-//! | second update for the same task | `ALREADY_EXISTS` |
-//! | after the round's deadline | `DEADLINE_EXCEEDED` |
+//! | second update for the same task; Register under a live name without its secret or token | `ALREADY_EXISTS` |
+//! | after the round's deadline; an upload still open at the deadline or stalled for `limits.stall_timeout_s` | `DEADLINE_EXCEEDED` |
+//! | the server stopped on a fatal error (the reason follows) | `ABORTED` |
 //! | malformed header, bad example count (0, more than the training split at registration, more than registered in an update), non-finite loss, unknown/duplicate/missing tensor, wrong dtype/shape/length, non-finite values | `INVALID_ARGUMENT` |
-//! | chunk larger than 4 MiB; a registration that would make a round sample more clients than the aggregation's memory budget holds | `RESOURCE_EXHAUSTED` |
+//! | chunk larger than 4 MiB; an upload past its message or byte budget; a registration beyond `limits.max_clients`, or one that would make a round sample more clients than the aggregation's memory budget holds | `RESOURCE_EXHAUSTED` |
 //! | chunk offset gap/overlap/overrun | `OUT_OF_RANGE` |
 //! | checksum mismatch | `DATA_LOSS` |
 
 use crate::aggregation::weight;
+use crate::config::secs;
 use crate::peer_text::peer_text;
+use crate::registry::{RegisterRefusal, SessionRefusal};
 use crate::sampling::sample_size;
-use crate::state::{ClientEntry, Phase, Shared, Slot, Submission};
+use crate::state::{Phase, Shared, Slot, State, Submission};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use synfed_wire::chunks::{Assembler, MAX_CHUNK_BYTES};
+use synfed_wire::chunks::{Assembler, StreamBudget, StreamMeter, MAX_CHUNK_BYTES};
 use synfed_wire::proto::federation_server::Federation;
 use synfed_wire::proto::{
     self, pull_task_reply, update_message, FetchModelRequest, HeartbeatReply, HeartbeatRequest,
     LeaveReply, LeaveRequest, ModelChunk, PullTaskReply, PullTaskRequest, PushUpdateReply,
-    RegisterReply, RegisterRequest, TaskRef, UpdateMessage,
+    RegisterReply, RegisterRequest, TaskRef, UpdateMessage, SESSION_METADATA,
 };
 use tokio::sync::oneshot;
 use tokio_stream::Stream;
@@ -44,6 +47,24 @@ pub(crate) struct Service {
     pub shared: Arc<Shared>,
 }
 
+/// The session secret a call presents, if any.
+fn session_of(metadata: &MetadataMap) -> Option<&str> {
+    metadata.get(SESSION_METADATA).and_then(|v| v.to_str().ok())
+}
+
+/// The answer to every call once the server stopped on a fatal error.
+fn stopped(reason: &str) -> Status {
+    Status::aborted(format!("the server stopped: {reason}"))
+}
+
+/// How an upload broke off: whether the client may send it again before the deadline.
+enum Broken {
+    /// The transfer broke (the client died, lost its connection or stalled): it may retry.
+    Retry(Status),
+    /// The update is refused for the round.
+    Refuse(Status),
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -54,8 +75,8 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Service {
-    /// Checks the token (if tokens are configured) belongs to `client` and `client` is
-    /// registered; refreshes its liveness.
+    /// Checks the token (if tokens are configured) belongs to `client`, `client` is
+    /// registered and the call presents its session secret; refreshes its liveness.
     fn authorize(&self, metadata: &MetadataMap, client: &str) -> Result<(), Status> {
         if let Some(tokens) = &self.shared.tokens {
             let name = tokens.authenticate(metadata)?;
@@ -66,13 +87,17 @@ impl Service {
             }
         }
         let mut state = self.shared.lock();
-        match state.clients.get_mut(client) {
-            Some(entry) if entry.active => {
-                entry.last_seen = Instant::now();
-                Ok(())
-            }
-            _ => Err(Status::not_found(format!(
+        match state
+            .clients
+            .check(client, session_of(metadata), Instant::now())
+        {
+            Ok(()) => Ok(()),
+            Err(SessionRefusal::Unknown) => Err(Status::not_found(format!(
                 "unknown client `{}`: register first",
+                peer_text(client)
+            ))),
+            Err(SessionRefusal::WrongSecret) => Err(Status::unauthenticated(format!(
+                "the call for `{}` lacks its registration's session secret ({SESSION_METADATA})",
                 peer_text(client)
             ))),
         }
@@ -95,6 +120,9 @@ impl Service {
         let task = task.ok_or_else(|| Status::invalid_argument("missing task reference"))?;
         self.check_run(&task.run_id)?;
         let state = self.shared.lock();
+        if let Phase::Stopped { reason } = &state.phase {
+            return Err(stopped(reason));
+        }
         let Phase::Open(open) = &state.phase else {
             return Err(Status::failed_precondition(format!(
                 "round {} is not open",
@@ -109,7 +137,8 @@ impl Service {
         }
         if !open.slots.contains_key(client) {
             return Err(Status::permission_denied(format!(
-                "`{client}` is not sampled in round {}",
+                "`{}` is not sampled in round {}",
+                peer_text(client),
                 open.round
             )));
         }
@@ -143,30 +172,96 @@ impl Service {
         }
     }
 
-    /// Receives the chunks after the header into tensors; any problem refuses the update.
+    /// The status of a refused Register of `name`.
+    fn register_refused(&self, refusal: RegisterRefusal, name: &str) -> Status {
+        match refusal {
+            RegisterRefusal::Full { max } => Status::resource_exhausted(format!(
+                "the server holds at most {max} registered clients (limits.max_clients)"
+            )),
+            RegisterRefusal::Taken => Status::already_exists(format!(
+                "`{name}` is registered by another session: a client keeps its name by presenting \
+                 its session secret ({SESSION_METADATA}); a name is free again after {} s \
+                 without calls (limits.registration_ttl_s)",
+                self.shared.config.limits.registration_ttl_s
+            )),
+        }
+    }
+
+    /// The next message of an upload, waiting at most `limits.stall_timeout_s` and never past
+    /// the round's `deadline`.
+    async fn next_message(
+        &self,
+        stream: &mut Streaming<UpdateMessage>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<UpdateMessage>, Broken> {
+        let stall = self.shared.config.limits.stall_timeout_s;
+        let stalled = tokio::time::Instant::now() + secs(stall);
+        let until = deadline.map_or(stalled, |d| d.min(stalled));
+        match tokio::time::timeout_at(until, stream.message()).await {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(status)) => Err(
+                if matches!(
+                    status.code(),
+                    tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable
+                ) {
+                    Broken::Retry(status)
+                } else {
+                    Broken::Refuse(status)
+                },
+            ),
+            Err(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
+                Err(Broken::Refuse(Status::deadline_exceeded(
+                    "the round reached its deadline during the upload: cut",
+                )))
+            }
+            Err(_) => Err(Broken::Retry(Status::deadline_exceeded(format!(
+                "the upload made no progress for {stall} s (limits.stall_timeout_s): cut"
+            )))),
+        }
+    }
+
+    /// Receives the chunks after the header into tensors, within the stream's budget and the
+    /// round's deadline; any problem refuses the update.
     async fn receive(
         &self,
         stream: &mut Streaming<UpdateMessage>,
         client: &str,
         task: &TaskRef,
-    ) -> Result<(Vec<candle_core::Tensor>, usize), Status> {
+        deadline: tokio::time::Instant,
+        meter: &mut StreamMeter,
+    ) -> Result<(Vec<candle_core::Tensor>, usize), Broken> {
+        let refuse = |status: Status| Broken::Refuse(status);
         let mut assembler = Assembler::new(self.shared.layout.clone());
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = self.next_message(stream, Some(deadline)).await? {
+            meter
+                .charge_message(&message)
+                .map_err(|p| refuse(p.into()))?;
+            self.shared.lock().clients.touch(client, Instant::now());
             if message.client_id != client || message.r#ref.as_ref() != Some(task) {
-                return Err(Status::invalid_argument(
+                return Err(refuse(Status::invalid_argument(
                     "a message of the stream names another client or task than its header",
-                ));
+                )));
             }
             match message.part {
-                Some(update_message::Part::Chunk(chunk)) => assembler.push(chunk)?,
-                Some(update_message::Part::Header(_)) => {
-                    return Err(Status::invalid_argument("a second header in one update"))
+                Some(update_message::Part::Chunk(chunk)) => {
+                    assembler.push(chunk).map_err(|p| refuse(p.into()))?
                 }
-                None => return Err(Status::invalid_argument("a message without content")),
+                Some(update_message::Part::Header(_)) => {
+                    return Err(refuse(Status::invalid_argument(
+                        "a second header in one update",
+                    )))
+                }
+                None => {
+                    return Err(refuse(Status::invalid_argument(
+                        "a message without content",
+                    )))
+                }
             }
         }
         let received = assembler.bytes_received();
-        let tensors = assembler.finish(&candle_core::Device::Cpu)?;
+        let tensors = assembler
+            .finish(&candle_core::Device::Cpu)
+            .map_err(|e| refuse(e.into()))?;
         Ok((tensors.into_iter().map(|(_, t)| t).collect(), received))
     }
 }
@@ -183,6 +278,7 @@ impl Federation for Service {
             Some(tokens) => Some(tokens.authenticate(request.metadata())?.to_string()),
             None => None,
         };
+        let presented = session_of(request.metadata()).map(str::to_string);
         let req = request.into_inner();
         let name = match authenticated {
             Some(name) if req.client_name.is_empty() || req.client_name == name => name,
@@ -203,17 +299,17 @@ impl Federation for Service {
         {
             return Err(Status::invalid_argument(reason));
         }
-        {
+        let secret = {
             let mut state = self.shared.lock();
-            let rejoin = state.clients.contains_key(&name);
+            if let Phase::Stopped { reason } = &state.phase {
+                return Err(stopped(reason));
+            }
+            let now = Instant::now();
+            state.clients.expire(now);
             if let Some(capacity) = self.shared.limits.round_capacity {
                 // the round's kept updates must fit the budget: refuse the client that would
                 // make a round sample more than it holds
-                let active = 1 + state
-                    .clients
-                    .iter()
-                    .filter(|(other, c)| c.active && **other != name)
-                    .count();
+                let active = 1 + state.clients.len() - usize::from(state.clients.contains(&name));
                 let s = &self.shared.config.sampling;
                 let sampled = sample_size(active, s.fraction, s.min_clients);
                 if sampled > capacity {
@@ -224,16 +320,20 @@ impl Federation for Service {
                     )));
                 }
             }
-            state.clients.insert(
-                name.clone(),
-                ClientEntry {
-                    examples: req.num_examples,
-                    last_seen: Instant::now(),
-                    active: true,
-                },
-            );
+            let token_proven = self.shared.tokens.is_some();
+            let (secret, rejoin) = state
+                .clients
+                .register(
+                    &name,
+                    req.num_examples,
+                    presented.as_deref(),
+                    token_proven,
+                    now,
+                )
+                .map_err(|refusal| self.register_refused(refusal, &name))?;
             info!(client = %name, examples = req.num_examples, rejoin, "client registered");
-        }
+            secret
+        };
         self.shared.notify();
         Ok(Response::new(RegisterReply {
             run_id: self.shared.run_id.clone(),
@@ -241,6 +341,7 @@ impl Federation for Service {
             model_spec_json: self.shared.spec_json.clone(),
             seed: self.shared.config.seed,
             dataset: self.shared.config.data.name.clone(),
+            session_secret: secret,
         }))
     }
 
@@ -259,14 +360,21 @@ impl Federation for Service {
                 return Err(Status::unavailable("the server is shutting down"));
             }
             let reply = {
-                let mut state = self.shared.lock();
-                if let Some(entry) = state.clients.get_mut(&client) {
-                    entry.last_seen = Instant::now();
-                }
+                let mut guard = self.shared.lock();
+                let state: &mut State = &mut guard;
+                state.clients.touch(&client, Instant::now());
                 match &state.phase {
                     Phase::Finished { rounds } => {
                         Some(pull_task_reply::Reply::Finished(proto::Finished {
                             rounds: *rounds,
+                        }))
+                    }
+                    Phase::Stopped { reason } => {
+                        // told: the grace period need not wait for this client any more
+                        state.clients.remove(&client);
+                        info!(client = %client, "told that the server stopped");
+                        Some(pull_task_reply::Reply::Stopped(proto::Stopped {
+                            reason: reason.clone(),
                         }))
                     }
                     Phase::Open(open) if open.slots.get(&client) == Some(&Slot::Assigned) => {
@@ -276,6 +384,9 @@ impl Federation for Service {
                 }
             };
             if let Some(reply) = reply {
+                if matches!(reply, pull_task_reply::Reply::Stopped(_)) {
+                    self.shared.notify();
+                }
                 return Ok(Response::new(PullTaskReply { reply: Some(reply) }));
             }
             match tokio::time::timeout_at(until, changed.changed()).await {
@@ -325,28 +436,58 @@ impl Federation for Service {
         request: Request<Streaming<UpdateMessage>>,
     ) -> Result<Response<PushUpdateReply>, Status> {
         let metadata = request.metadata().clone();
-        // Authenticate before any upload byte is pulled: a caller without a valid token never
-        // gets the server to buffer its message.
+        // Authenticate before any upload byte is pulled: a caller without a valid token or
+        // session secret never gets the server to buffer its message.
         if let Some(tokens) = &self.shared.tokens {
             tokens.authenticate(&metadata)?;
         }
+        let owner = {
+            let presented = session_of(&metadata).ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "an update needs its registration's session secret ({SESSION_METADATA})"
+                ))
+            })?;
+            let state = self.shared.lock();
+            state
+                .clients
+                .name_of(presented, Instant::now())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Status::not_found(
+                        "no registration holds this session secret: register (again) first",
+                    )
+                })?
+        };
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty update stream"))?;
+        let mut meter = StreamMeter::new(StreamBudget::for_tensors(
+            &self.shared.layout,
+            MAX_CHUNK_BYTES,
+            1,
+        ));
+        let first = match self.next_message(&mut stream, None).await {
+            Ok(first) => first,
+            Err(Broken::Retry(status) | Broken::Refuse(status)) => return Err(status),
+        }
+        .ok_or_else(|| Status::invalid_argument("empty update stream"))?;
+        meter.charge_message(&first)?;
         let Some(update_message::Part::Header(header)) = first.part else {
             return Err(Status::invalid_argument(
                 "the first message of an update must be its header",
             ));
         };
         let client = first.client_id;
+        if client != owner {
+            return Err(Status::unauthenticated(format!(
+                "the update names `{}`, its session secret is another client's",
+                peer_text(&client)
+            )));
+        }
         self.authorize(&metadata, &client)?;
         let round = self.check_task(&client, first.r#ref.as_ref())?;
         let task = first.r#ref.unwrap_or_default();
 
         // Identity established: from here a problem refuses this client's update for the round.
-        {
+        let deadline = {
             let mut state = self.shared.lock();
             let examples = state.clients.get(&client).map_or(0, |c| c.examples);
             let Phase::Open(open) = &mut state.phase else {
@@ -400,37 +541,35 @@ impl Federation for Service {
                 return Err(Status::invalid_argument(problem));
             }
             *slot = Slot::Receiving;
-        }
+            tokio::time::Instant::from_std(open.deadline)
+        };
 
-        let (update, received) = match self.receive(&mut stream, &client, &task).await {
+        let received = self
+            .receive(&mut stream, &client, &task, deadline, &mut meter)
+            .await;
+        let (update, received) = match received {
             Ok(ok) => ok,
-            Err(status) => {
-                if matches!(
-                    status.code(),
-                    tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable
-                ) {
-                    // The transfer broke off (the client died or lost its connection): it may
-                    // still send the update again before the deadline.
-                    {
-                        let mut state = self.shared.lock();
-                        if let Phase::Open(open) = &mut state.phase {
-                            if open.round == round {
-                                if let Some(slot) = open.slots.get_mut(&client) {
-                                    *slot = Slot::Assigned;
-                                }
+            Err(Broken::Retry(status)) => {
+                // The transfer broke off (the client died, lost its connection or stalled): it
+                // may still send the update again before the deadline.
+                {
+                    let mut state = self.shared.lock();
+                    if let Phase::Open(open) = &mut state.phase {
+                        if open.round == round {
+                            if let Some(slot) = open.slots.get_mut(&client) {
+                                *slot = Slot::Assigned;
                             }
                         }
                     }
-                    self.shared.notify();
-                    debug!(%client, round, status = %status.message(), "upload interrupted");
-                } else {
-                    warn!(%client, round, status = %status.message(), "update refused");
-                    self.shared.resolve(
-                        round,
-                        &client,
-                        Slot::Refused(status.message().to_string()),
-                    );
                 }
+                self.shared.notify();
+                debug!(%client, round, status = %status.message(), "upload interrupted");
+                return Err(status);
+            }
+            Err(Broken::Refuse(status)) => {
+                warn!(%client, round, status = %status.message(), "update refused");
+                self.shared
+                    .resolve(round, &client, Slot::Refused(status.message().to_string()));
                 return Err(status);
             }
         };
@@ -485,9 +624,7 @@ impl Federation for Service {
         self.check_run(&req.run_id)?;
         let round = {
             let mut state = self.shared.lock();
-            if let Some(entry) = state.clients.get_mut(&req.client_id) {
-                entry.active = false;
-            }
+            state.clients.remove(&req.client_id);
             match &state.phase {
                 Phase::Open(open) => Some(open.round),
                 _ => None,
@@ -498,7 +635,7 @@ impl Federation for Service {
                 .resolve(round, &req.client_id, Slot::Dropped("left the run"));
         }
         self.shared.notify();
-        info!(client = %req.client_id, reason = %peer_text(&req.reason), "client left");
+        info!(client = %peer_text(&req.client_id), reason = %peer_text(&req.reason), "client left");
         Ok(Response::new(LeaveReply {}))
     }
 }

@@ -2,7 +2,8 @@
 //! client stands in it. The gRPC handlers and the round engine both hold it behind one mutex,
 //! for short critical sections only (never across an `.await` or heavy computation).
 
-use crate::config::RunConfig;
+use crate::config::{secs, RunConfig};
+use crate::registry::Registry;
 use crate::tokens::Tokens;
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -12,13 +13,6 @@ use synfed_wire::chunks::{EncodedTensor, TensorLayout};
 use synfed_wire::proto::TaskKind;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
-
-/// A registered client.
-pub(crate) struct ClientEntry {
-    pub examples: u64,
-    pub last_seen: Instant,
-    pub active: bool,
-}
 
 /// Where a sampled client stands in the open round.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,10 +54,15 @@ pub(crate) enum Phase {
     Finished {
         rounds: u64,
     },
+    /// Stopped by a fatal error before the run was over: every client's next call is told
+    /// `reason` (for a short grace period), then the server exits with the error.
+    Stopped {
+        reason: String,
+    },
 }
 
 pub(crate) struct State {
-    pub clients: BTreeMap<String, ClientEntry>,
+    pub clients: Registry,
     pub phase: Phase,
 }
 
@@ -115,6 +114,10 @@ impl Shared {
         limits: Limits,
         submissions: mpsc::Sender<Submission>,
     ) -> Self {
+        let clients = Registry::new(
+            config.limits.max_clients,
+            secs(config.limits.registration_ttl_s),
+        );
         Self {
             config,
             run_id,
@@ -123,7 +126,7 @@ impl Shared {
             layout,
             limits,
             state: Mutex::new(State {
-                clients: BTreeMap::new(),
+                clients,
                 phase: Phase::Between,
             }),
             changed: watch::channel(0).0,
@@ -149,6 +152,13 @@ impl Shared {
     pub fn close(&self) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Stops the run on a fatal error: from now on every client's next call is answered with
+    /// `reason`.
+    pub fn stop(&self, reason: String) {
+        self.lock().phase = Phase::Stopped { reason };
         self.notify();
     }
 

@@ -98,7 +98,9 @@ async fn next_task(raw: &mut RawClient) -> Option<Task> {
         match reply.reply? {
             pull_task_reply::Reply::Task(task) => return Some(task),
             pull_task_reply::Reply::Idle(_) => continue,
-            pull_task_reply::Reply::Finished(_) => return None,
+            pull_task_reply::Reply::Finished(_) | pull_task_reply::Reply::Stopped(_) => {
+                return None
+            }
         }
     }
 }

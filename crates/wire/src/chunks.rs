@@ -6,7 +6,13 @@
 //! total byte length, where the chunk starts and the CRC-32 of the whole tensor. The receiving
 //! side ([`Assembler`]) knows which tensors it expects ([`TensorLayout`]) and refuses, with a
 //! specific [`ChunkProblem`], anything else: unknown or repeated tensors, wrong dtype, shape or
-//! length, oversized chunks, gaps or overlaps, checksum mismatches and non-finite values.
+//! length, oversized or empty chunks, gaps or overlaps, checksum mismatches and non-finite
+//! values.
+//!
+//! A stream as a whole is bounded too ([`StreamBudget`], counted by a [`StreamMeter`]): it may
+//! carry only the messages and bytes the expected tensors need, plus a small slack for framing,
+//! so a peer cannot keep a server reading (100,000 empty chunks, names of megabytes) once what
+//! it owes has arrived.
 
 use crate::proto;
 use candle_core::{DType, Device, Tensor};
@@ -218,6 +224,15 @@ pub enum ChunkProblem {
     },
     #[error("missing tensors: {}", names.join(", "))]
     Missing { names: Vec<String> },
+    #[error("an empty chunk of `{name}`, a tensor of {total} bytes")]
+    EmptyChunk { name: String, total: usize },
+    #[error(
+        "the stream went past its limit of {max} messages (the update's chunks + {} more)",
+        MESSAGE_SLACK
+    )]
+    TooManyMessages { max: usize },
+    #[error("the stream went past its limit of {max} bytes (the update's tensors + framing)")]
+    TooManyBytes { max: usize },
 }
 
 impl ChunkProblem {
@@ -225,7 +240,9 @@ impl ChunkProblem {
     pub fn code(&self) -> tonic::Code {
         match self {
             ChunkProblem::Checksum { .. } => tonic::Code::DataLoss,
-            ChunkProblem::ChunkTooLarge { .. } => tonic::Code::ResourceExhausted,
+            ChunkProblem::ChunkTooLarge { .. }
+            | ChunkProblem::TooManyMessages { .. }
+            | ChunkProblem::TooManyBytes { .. } => tonic::Code::ResourceExhausted,
             ChunkProblem::BadOffset { .. } | ChunkProblem::Overrun { .. } => {
                 tonic::Code::OutOfRange
             }
@@ -282,7 +299,8 @@ impl Assembler {
 
     /// Takes one chunk.
     pub fn push(&mut self, chunk: proto::TensorChunk) -> Result<(), ChunkProblem> {
-        let name = chunk.name.clone();
+        // the peer's name as it may be shown; the tensors' own names are short and plain
+        let name = crate::peer_text::peer_text(&chunk.name);
         if chunk.data.len() > self.max_chunk {
             return Err(ChunkProblem::ChunkTooLarge {
                 name,
@@ -290,7 +308,8 @@ impl Assembler {
                 max: self.max_chunk,
             });
         }
-        let continues = matches!(&self.current, Some(p) if self.expected[p.index].name == name);
+        let continues =
+            matches!(&self.current, Some(p) if self.expected[p.index].name == chunk.name);
         if !continues {
             if let Some(p) = &self.current {
                 return Err(ChunkProblem::Interleaved {
@@ -300,7 +319,7 @@ impl Assembler {
             }
             let index = *self
                 .index_of
-                .get(&name)
+                .get(&chunk.name)
                 .ok_or_else(|| ChunkProblem::UnknownTensor { name: name.clone() })?;
             if self.done[index].is_some() {
                 return Err(ChunkProblem::DuplicateTensor { name });
@@ -319,6 +338,9 @@ impl Assembler {
         let total = layout.byte_len();
         if chunk.crc32 != partial.crc32 || chunk.total_bytes != total as u64 {
             return Err(ChunkProblem::InconsistentHeader { name });
+        }
+        if chunk.data.is_empty() && total > 0 {
+            return Err(ChunkProblem::EmptyChunk { name, total });
         }
         if chunk.offset != partial.bytes.len() as u64 {
             return Err(ChunkProblem::BadOffset {
@@ -419,6 +441,90 @@ impl Assembler {
                 Ok((layout.name, tensor))
             })
             .collect()
+    }
+}
+
+/// Messages a stream may send beyond those its tensors need.
+pub const MESSAGE_SLACK: usize = 8;
+/// Bytes a message may take beyond its chunk's payload: the tensor's name and shape, offsets,
+/// checksum, the client id and the task reference, with room to spare.
+pub const FRAMING_BYTES_PER_MESSAGE: usize = 4096;
+
+/// What one stream of tensors may carry: the messages and bytes its tensors need, plus
+/// [`MESSAGE_SLACK`] messages and [`FRAMING_BYTES_PER_MESSAGE`] bytes of framing per message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamBudget {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl StreamBudget {
+    /// The budget of a stream of `leading` messages (an update's header) followed by the
+    /// tensors of `layout`, each in chunks of at most `max_chunk` bytes (an empty tensor is one
+    /// empty chunk).
+    pub fn for_tensors(layout: &[TensorLayout], max_chunk: usize, leading: usize) -> Self {
+        let max_chunk = max_chunk.clamp(1, MAX_CHUNK_BYTES);
+        let chunks: usize = layout
+            .iter()
+            .map(|l| l.byte_len().div_ceil(max_chunk).max(1))
+            .sum();
+        let payload: usize = layout.iter().map(TensorLayout::byte_len).sum();
+        let max_messages = leading + chunks + MESSAGE_SLACK;
+        Self {
+            max_messages,
+            max_bytes: payload + max_messages * FRAMING_BYTES_PER_MESSAGE,
+        }
+    }
+}
+
+/// Counts a stream's messages and bytes against its [`StreamBudget`].
+#[derive(Debug)]
+pub struct StreamMeter {
+    budget: StreamBudget,
+    messages: usize,
+    bytes: usize,
+}
+
+impl StreamMeter {
+    pub fn new(budget: StreamBudget) -> Self {
+        Self {
+            budget,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Counts one message of `bytes` encoded bytes; past the budget it is refused, and the
+    /// stream should be read no further.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), ChunkProblem> {
+        self.messages += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.messages > self.budget.max_messages {
+            return Err(ChunkProblem::TooManyMessages {
+                max: self.budget.max_messages,
+            });
+        }
+        if self.bytes > self.budget.max_bytes {
+            return Err(ChunkProblem::TooManyBytes {
+                max: self.budget.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`charge`](Self::charge) for `message` at its encoded length.
+    pub fn charge_message(&mut self, message: &impl prost::Message) -> Result<(), ChunkProblem> {
+        self.charge(message.encoded_len())
+    }
+
+    /// Messages counted so far.
+    pub fn messages(&self) -> usize {
+        self.messages
+    }
+
+    /// Encoded bytes counted so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -614,5 +720,77 @@ mod tests {
         asm.push(enc.chunks(1024).next().unwrap()).unwrap();
         let err = asm.push(enc.chunks(1024).next().unwrap()).unwrap_err();
         assert!(matches!(err, ChunkProblem::DuplicateTensor { .. }));
+    }
+
+    #[test]
+    fn a_stream_budget_is_the_chunks_and_bytes_its_tensors_need_plus_slack() {
+        // 1000 f32 = 4000 bytes in chunks of 1024: 4 chunks; a 0-element tensor: 1 chunk
+        let layout = vec![
+            TensorLayout {
+                name: "w".into(),
+                dtype: DType::F32,
+                shape: vec![1000],
+            },
+            TensorLayout {
+                name: "e".into(),
+                dtype: DType::F32,
+                shape: vec![0],
+            },
+        ];
+        let budget = StreamBudget::for_tensors(&layout, 1024, 1);
+        assert_eq!(budget.max_messages, 1 + 4 + 1 + 8);
+        assert_eq!(budget.max_bytes, 4000 + 14 * 4096);
+
+        let mut meter = StreamMeter::new(budget);
+        for _ in 0..14 {
+            meter.charge(10).unwrap();
+        }
+        let err = meter.charge(10).unwrap_err();
+        assert_eq!(err, ChunkProblem::TooManyMessages { max: 14 });
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+        let mut meter = StreamMeter::new(budget);
+        meter.charge(budget.max_bytes).unwrap();
+        let err = meter.charge(1).unwrap_err();
+        assert_eq!(
+            err,
+            ChunkProblem::TooManyBytes {
+                max: 4000 + 14 * 4096
+            }
+        );
+        assert_eq!((meter.messages(), meter.bytes()), (2, budget.max_bytes + 1));
+    }
+
+    #[test]
+    fn empty_chunks_of_a_tensor_with_bytes_and_hostile_names_are_refused_bounded() {
+        let t = tensor(64);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut empty = enc.chunk(0, 100);
+        empty.data.clear();
+        let err = assembler_for(&t).push(empty).unwrap_err();
+        assert_eq!(
+            err,
+            ChunkProblem::EmptyChunk {
+                name: "w".into(),
+                total: 256
+            }
+        );
+        // an empty tensor still arrives as its one empty chunk
+        let none = Tensor::zeros((0, 4), DType::F32, &Device::Cpu).unwrap();
+        let enc_none = EncodedTensor::new("e", &none).unwrap();
+        let mut asm = Assembler::new(vec![TensorLayout::of("e", &none)]);
+        asm.push(enc_none.chunk(0, 100)).unwrap();
+        assert_eq!(asm.finish(&Device::Cpu).unwrap()[0].1.dims(), &[0, 4]);
+
+        let mut named = enc.chunk(0, 100);
+        named.name = format!("\u{1b}[2J{}", "n".repeat(1 << 20));
+        let err = assembler_for(&t).push(named).unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, ChunkProblem::UnknownTensor { .. }));
+        assert!(shown.len() < 200 && !shown.contains('\u{1b}'), "{shown}");
+        assert!(
+            shown.starts_with("unknown tensor `\\u{1b}[2Jnnn"),
+            "{shown}"
+        );
     }
 }

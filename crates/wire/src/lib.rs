@@ -25,6 +25,7 @@ pub mod chunks;
 pub mod digest;
 pub mod error;
 pub mod escrow;
+pub mod peer_text;
 pub mod proto;
 
 pub use capture::{Capture, CaptureMeta, UpdateKind};

@@ -5,6 +5,10 @@
 
 tonic::include_proto!("synfed.v1");
 
+/// The metadata key of a registration's session secret ([`RegisterReply::session_secret`]),
+/// sent by the client on every call after Register.
+pub const SESSION_METADATA: &str = "x-synfed-session";
+
 /// Whether `chunk` belongs to `task` (clients refuse a model download of another task).
 pub fn model_chunk_is_for(chunk: &ModelChunk, task: &TaskRef) -> bool {
     chunk.r#ref.as_ref() == Some(task)

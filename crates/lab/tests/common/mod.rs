@@ -126,6 +126,8 @@ pub mod raw {
         pub name: String,
         pub run_id: String,
         pub token: Option<String>,
+        /// The session secret Register returned, sent on every later call.
+        pub session: Option<String>,
     }
 
     impl RawClient {
@@ -140,6 +142,7 @@ pub mod raw {
                 name: name.into(),
                 run_id: String::new(),
                 token: token.map(String::from),
+                session: None,
             }
         }
 
@@ -149,6 +152,12 @@ pub mod raw {
                 request
                     .metadata_mut()
                     .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            }
+            if let Some(session) = &self.session {
+                request.metadata_mut().insert(
+                    synfed_wire::proto::SESSION_METADATA,
+                    session.parse().unwrap(),
+                );
             }
             request
         }
@@ -163,6 +172,7 @@ pub mod raw {
                 .await?
                 .into_inner();
             self.run_id = reply.run_id;
+            self.session = Some(reply.session_secret);
             Ok(())
         }
 
