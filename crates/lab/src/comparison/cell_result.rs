@@ -10,6 +10,8 @@ use super::variants::Variant;
 use crate::attacking::AttackOutcome;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use synfed_attack::metrics::ImageScores;
+use synfed_attack::AttackKind;
 
 /// One attack of a cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,11 +32,27 @@ pub struct AttackRecord {
     pub final_descent: Option<f64>,
     #[serde(default)]
     pub converged: Option<bool>,
+    /// The attacker (absent in older results, which ran `ig` only).
+    #[serde(default)]
+    pub attack: AttackKind,
+    /// MSE, PSNR and SSIM of each true image of the batch against the reconstruction matched
+    /// to it, in the batch's order (absent in older results): what the worst case per image
+    /// is taken over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageScores>,
+}
+
+/// An attack a cell did not run, and why (an attack that needs what the model or the clients'
+/// BatchNorm mode does not offer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub attack: AttackKind,
+    pub reason: String,
 }
 
 impl AttackRecord {
-    /// The record of `outcome`, the attack on `client`'s batch (or batch `client`) in `state`.
-    pub fn of(state: &str, client: String, outcome: &AttackOutcome) -> Self {
+    /// The record of `outcome`, `attack` on `client`'s batch (or batch `client`) in `state`.
+    pub fn of(state: &str, client: String, attack: AttackKind, outcome: &AttackOutcome) -> Self {
         Self {
             state: state.into(),
             client,
@@ -46,6 +64,8 @@ impl AttackRecord {
             seconds: outcome.seconds,
             final_descent: Some(outcome.final_descent),
             converged: Some(outcome.converged),
+            attack,
+            images: outcome.scores.images.iter().map(|i| i.scores).collect(),
         }
     }
 }
@@ -89,6 +109,9 @@ pub struct CellResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training_seconds: Option<f64>,
     pub seconds: f64,
+    /// Attacks of the comparison that do not apply to this cell, with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
 }
 
 impl CellResult {

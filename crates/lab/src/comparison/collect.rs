@@ -15,14 +15,22 @@ pub struct Located {
     pub dir: PathBuf,
     /// `--kind inversion`: each state's folder (they may come from different shards).
     pub state_dirs: Vec<(String, PathBuf)>,
+    /// The attack's subfolder of `attack/` whose pictures the report shows (`None`: a
+    /// comparison of one attack, whose results lie in `attack/` itself).
+    pub attack_folder: Option<String>,
 }
 
 impl Located {
     /// The folder of the attack on the first batch (client 0) in `state`.
     pub fn first_attack_dir(&self, state: &str) -> PathBuf {
-        match self.state_dirs.iter().find(|(s, _)| s == state) {
-            Some((_, dir)) => dir.join("attack").join("batch-0"),
-            None => self.dir.join("attack").join(format!("{state}-client-0")),
+        let (dir, batch) = match self.state_dirs.iter().find(|(s, _)| s == state) {
+            Some((_, dir)) => (dir, "batch-0".to_string()),
+            None => (&self.dir, format!("{state}-client-0")),
+        };
+        let root = dir.join("attack");
+        match &self.attack_folder {
+            Some(folder) => root.join(folder).join(batch),
+            None => root.join(batch),
         }
     }
 }
@@ -76,11 +84,17 @@ pub fn collect(
                         (a, b) => a.or(b),
                     };
                 l.result.seconds += result.seconds;
+                for s in result.skipped {
+                    if !l.result.skipped.contains(&s) {
+                        l.result.skipped.push(s);
+                    }
+                }
                 l.state_dirs.push(state_dir);
             }
             (_, state_dir) => results.push(Located {
                 dir: cell.variant_dir(root),
                 state_dirs: state_dir.into_iter().collect(),
+                attack_folder: None,
                 result,
             }),
         }

@@ -10,6 +10,7 @@ use super::variants::Variant;
 use crate::attacking::AttackOptions;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use synfed_attack::AttackKind;
 use synfed_data::Partition;
 use synfed_defence::Defence;
 use synfed_models::{Arch, ModelConfig};
@@ -91,6 +92,12 @@ pub struct CompareConfig {
     /// Iterations and restarts of each attack.
     pub attack_iterations: usize,
     pub attack_restarts: usize,
+    /// The attackers (`ig`, `analytic`, `dlg`, `bn-prior`): every captured batch is attacked
+    /// by each; with more than one, the report adds the worst case per image. Left out of the
+    /// saved configuration when it is `["ig"]`, so that folders of older comparisons still
+    /// hold the same comparison.
+    #[serde(with = "attack_list", skip_serializing_if = "attack_list::is_default")]
+    pub attacks: Vec<AttackKind>,
     /// Method sets compared (default: all eight, in the paper's order).
     pub methods: Vec<MethodSet>,
     /// Defences (`dp:C=…,sigma=…`, `prune:p=…`), each run with every set of `defended`.
@@ -162,6 +169,7 @@ impl Default for CompareConfig {
             bn_mode: synfed_synapse::BnMode::Train,
             attack_iterations: 300,
             attack_restarts: 1,
+            attacks: vec![AttackKind::Ig],
             methods: MethodSet::paper_order().to_vec(),
             defences: Vec::new(),
             defended: vec![MethodSet::NONE],
@@ -199,6 +207,17 @@ impl CompareConfig {
             || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite()))
         {
             return invalid("lr and lr_factors must be positive".into());
+        }
+        if self.attacks.is_empty() {
+            return invalid("attacks must name at least one attack".into());
+        }
+        if let Some(twice) = self
+            .attacks
+            .iter()
+            .enumerate()
+            .find(|(i, a)| self.attacks[..*i].contains(a))
+        {
+            return invalid(format!("attacks names `{}` twice", twice.1));
         }
         if self.attack_iterations == 0 {
             return invalid("attack_iterations must be at least 1".into());
@@ -302,14 +321,25 @@ impl CompareConfig {
         Ok(self.splits()?.train.len())
     }
 
-    /// How every attack of the comparison runs: the reference settings with the comparison's
+    /// How `attack` runs in this comparison: the reference settings with the comparison's
     /// iterations, restarts and seed.
-    pub fn attack_options(&self) -> AttackOptions {
+    pub fn attack_options(&self, attack: AttackKind) -> AttackOptions {
         AttackOptions {
+            attack,
             iterations: self.attack_iterations,
             restarts: self.attack_restarts,
             seed: self.seed,
             ..AttackOptions::default()
+        }
+    }
+
+    /// The folder of `attack`'s results in a cell's folder `dir`: `attack/` when the comparison
+    /// runs one attacker (the layout of older comparisons), `attack/<name>/` otherwise.
+    pub fn attack_root(&self, dir: &Path, attack: AttackKind) -> PathBuf {
+        if self.attacks.len() == 1 {
+            dir.join("attack")
+        } else {
+            dir.join("attack").join(attack.as_str())
         }
     }
 
@@ -339,6 +369,30 @@ impl CompareConfig {
             std::fs::read_to_string(&path).map_err(|e| ComparisonError::io("reading", &path, e))?;
         let config = toml::from_str(&text).map_err(|e| ComparisonError::parse(&path, e))?;
         Ok((config, text))
+    }
+}
+
+/// `attacks` as a list of names; a name that is not an attack is refused naming the field.
+mod attack_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use synfed_attack::AttackKind;
+
+    pub fn is_default(attacks: &[AttackKind]) -> bool {
+        attacks == [AttackKind::Ig]
+    }
+
+    pub fn serialize<S: Serializer>(attacks: &[AttackKind], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(attacks.iter().map(|a| a.as_str()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AttackKind>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|name| {
+                name.parse()
+                    .map_err(|e| serde::de::Error::custom(format!("attacks: {e}")))
+            })
+            .collect()
     }
 }
 

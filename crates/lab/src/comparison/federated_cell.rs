@@ -5,15 +5,17 @@
 //! the partition and the attacker's seed, so the K attacked batches are the same images in
 //! every cell and two cells differ only in what is compared.
 
-use super::cell_result::{finished_or_prepare, AttackRecord, CellResult};
+use super::applicability::split_applicable;
+use super::cell_result::{finished_or_prepare, AttackRecord, CellResult, Skipped};
 use super::config::{parse_defence, CompareConfig};
 use super::error::{ComparisonError, Result};
 use super::grid::Cell;
 use super::progress::ComparisonProgress;
 use crate::simulation::{federate, Fleet};
-use candle_core::Device;
+use candle_core::{DType, Device};
 use std::path::Path;
 use std::time::Instant;
+use synfed_attack::AttackKind;
 use synfed_server::{read_rounds, RunConfig};
 
 /// Runs one cell (or reads it if it is finished) into its folder under `out`.
@@ -49,35 +51,48 @@ pub(super) fn run(
         states.push(("trained", c.rounds + 1));
     }
     let mut attacks = Vec::new();
-    let work = progress.cell_work(cell, (states.len() * c.batches) as u64, "attacks");
+    let captures = run.out.join("captures");
+    let (runs, skipped) = applicable(
+        c,
+        &captures.join(synfed_wire::capture_file_name(1, &Fleet::name(0))),
+        device,
+    )?;
+    let work = progress.cell_work(
+        cell,
+        (states.len() * c.batches * runs.len()) as u64,
+        "attacks",
+    );
     for (state, round) in states {
         for k in 0..c.batches {
             let client = Fleet::name(k);
-            let captures = run.out.join("captures");
             let capture = captures.join(synfed_wire::capture_file_name(round, &client));
             let escrow = captures.join(synfed_wire::escrow_file_name(round, &client));
-            let target = dir.join("attack").join(format!("{state}-{client}"));
-            let described = serde_json::json!({
-                "comparison": c,
-                "model": cell.model,
-                "variant": cell.variant,
-                "capture": capture,
-            });
-            let outcome = crate::attacking::attack_files(
-                &c.attack_options(),
-                &capture,
-                &escrow,
-                &target,
-                device,
-                &described,
-                |_, _, _| {},
-            )
-            .map_err(|e| ComparisonError::Attack {
-                capture: capture.clone(),
-                source: Box::new(e),
-            })?;
-            attacks.push(AttackRecord::of(state, client, &outcome));
-            work.step();
+            for &attack in &runs {
+                let target = c
+                    .attack_root(&dir, attack)
+                    .join(format!("{state}-{client}"));
+                let described = serde_json::json!({
+                    "comparison": c,
+                    "model": cell.model,
+                    "variant": cell.variant,
+                    "capture": capture,
+                });
+                let outcome = crate::attacking::attack_files(
+                    &c.attack_options(attack),
+                    &capture,
+                    &escrow,
+                    &target,
+                    device,
+                    &described,
+                    |_, _, _| {},
+                )
+                .map_err(|e| ComparisonError::Attack {
+                    capture: capture.clone(),
+                    source: Box::new(e),
+                })?;
+                attacks.push(AttackRecord::of(state, client.clone(), attack, &outcome));
+                work.step();
+            }
         }
     }
     drop(work);
@@ -102,9 +117,26 @@ pub(super) fn run(
         same_as: None,
         training_seconds: None,
         seconds: started.elapsed().as_secs_f64(),
+        skipped,
     };
     result.finish(&dir)?;
     Ok(result)
+}
+
+/// The comparison's attacks that apply to the model of the capture `first` (in the
+/// comparison's order), and those that do not, with the reason.
+fn applicable(
+    c: &CompareConfig,
+    first: &Path,
+    device: &Device,
+) -> Result<(Vec<AttackKind>, Vec<Skipped>)> {
+    let model = synfed_wire::Capture::load(first, device)
+        .and_then(|capture| capture.model(DType::F32, device))
+        .map_err(|e| ComparisonError::Attack {
+            capture: first.to_path_buf(),
+            source: Box::new(crate::LabError::from(e)),
+        })?;
+    Ok(split_applicable(c, &model))
 }
 
 /// The run configuration of a cell's federation: R + 1 rounds (the last one only to capture

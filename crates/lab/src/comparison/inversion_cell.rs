@@ -4,6 +4,7 @@
 //! kept through a restart of the cell), and K consecutive held-out batches are captured and
 //! attacked.
 
+use super::applicability::split_applicable;
 use super::cell_result::{finished_or_prepare, AttackRecord, CellResult};
 use super::config::CompareConfig;
 use super::error::{ComparisonError, Result};
@@ -35,23 +36,13 @@ pub(super) fn run(
         splits.train.num_classes(),
         c.seed,
     );
-    let study = CentralizedInversion {
-        spec: spec.clone(),
-        pretraining: (state == "trained").then(|| Pretraining {
-            epochs: c.pretrain_epochs,
-            // the variant's factor of the comparison's lr, applied to training's
-            lr: c.learning.lr * cell.variant.lr / c.lr,
-            batch_size: c.learning.batch_size,
-        }),
-        batches: c.batches,
-        batch_size: c.batch_size,
-        mode: c.bn_mode.mode(),
-        expose_labels: c.expose_labels,
-        attack: c.attack_options(),
-    };
+    let built = synfed_models::Model::build(&spec, candle_core::DType::F32, device)
+        .map_err(|e| state_error(cell, state, crate::LabError::from(e)))?;
+    let (runs, skipped) = split_applicable(c, &built);
+    drop(built);
     let work = progress.cell_work(
         cell,
-        (c.batches * c.attack_iterations * c.attack_restarts.max(1)) as u64,
+        (c.batches * c.attack_iterations * c.attack_restarts.max(1) * runs.len()) as u64,
         "iterations",
     );
     tracing::info!(
@@ -59,41 +50,82 @@ pub(super) fn run(
         cell.model.slug(),
         cell.variant.label
     );
-    let result = study
-        .run(
-            splits,
-            &dir,
-            device,
-            |epoch, loss| {
-                work.epoch(epoch, loss);
-                tracing::info!("epoch {epoch}: train loss {loss:.4}");
-            },
-            |_, _, _, _| work.step(),
-        )
-        .map_err(|e| ComparisonError::State {
-            model: cell.model.slug(),
-            variant: cell.variant.label.clone(),
-            state: state.into(),
-            source: Box::new(e),
-        })?;
+    let mut attacks = Vec::new();
+    let mut test_accuracy = None;
+    let mut training_seconds = 0.0;
+    for &attack in &runs {
+        let study = CentralizedInversion {
+            spec: spec.clone(),
+            pretraining: (state == "trained").then(|| Pretraining {
+                epochs: c.pretrain_epochs,
+                // the variant's factor of the comparison's lr, applied to training's
+                lr: c.learning.lr * cell.variant.lr / c.lr,
+                batch_size: c.learning.batch_size,
+            }),
+            batches: c.batches,
+            batch_size: c.batch_size,
+            mode: c.bn_mode.mode(),
+            expose_labels: c.expose_labels,
+            attack: c.attack_options(attack),
+        };
+        // the first attack trains (and saves) the model, the others reuse it and capture the
+        // very same batches
+        let result = study
+            .run(
+                splits,
+                &dir,
+                device,
+                |epoch, loss| {
+                    work.epoch(epoch, loss);
+                    tracing::info!("epoch {epoch}: train loss {loss:.4}");
+                },
+                |_, _, _, _| work.step(),
+            )
+            .map_err(|e| state_error(cell, state, e))?;
+        if c.attacks.len() > 1 {
+            // the study writes `attack/batch-K/`; several attacks keep `attack/<name>/batch-K/`
+            let root = c.attack_root(&dir, attack);
+            std::fs::create_dir_all(&root)
+                .map_err(|e| ComparisonError::io("creating", &root, e))?;
+            for a in &result.attacks {
+                let from = dir.join("attack").join(&a.name);
+                let to = root.join(&a.name);
+                std::fs::rename(&from, &to).map_err(|e| ComparisonError::io("moving", &from, e))?;
+            }
+        }
+        attacks.extend(
+            result
+                .attacks
+                .iter()
+                .map(|a| AttackRecord::of(state, a.name.clone(), attack, &a.outcome)),
+        );
+        test_accuracy = Some(result.test_accuracy);
+        training_seconds += result.training_seconds;
+    }
     drop(work);
-    let attacks = result
-        .attacks
-        .iter()
-        .map(|a| AttackRecord::of(state, a.name.clone(), &a.outcome))
-        .collect();
     let result = CellResult {
         model: cell.model.clone(),
         variant: cell.variant.clone(),
         width: spec.width,
         attacks,
-        test_accuracy: (state == "trained").then_some(result.test_accuracy),
-        untrained_accuracy: (state == "untrained").then_some(result.test_accuracy),
+        test_accuracy: test_accuracy.filter(|_| state == "trained"),
+        untrained_accuracy: test_accuracy.filter(|_| state == "untrained"),
         accuracy_curve: Vec::new(),
         same_as: None,
-        training_seconds: Some(result.training_seconds),
+        training_seconds: Some(training_seconds),
         seconds: started.elapsed().as_secs_f64(),
+        skipped,
     };
     result.finish(&dir)?;
     Ok(result)
+}
+
+/// The error of `state` of `cell`.
+fn state_error(cell: &Cell, state: &str, e: crate::LabError) -> ComparisonError {
+    ComparisonError::State {
+        model: cell.model.slug(),
+        variant: cell.variant.label.clone(),
+        state: state.into(),
+        source: Box::new(e),
+    }
 }

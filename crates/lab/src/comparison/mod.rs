@@ -15,6 +15,7 @@
 //! models — and the folders joined by [`merge`] into the report an unsharded [`run()`] writes.
 //! What runs is reported through [`ComparisonProgress`], so that the binary can draw bars.
 
+mod applicability;
 mod cell_result;
 mod cells;
 mod collect;
@@ -32,7 +33,8 @@ pub mod report;
 mod run;
 mod variants;
 
-pub use cell_result::{AttackRecord, CellResult};
+pub use applicability::inapplicable;
+pub use cell_result::{AttackRecord, CellResult, Skipped};
 pub use collect::{collect, Located};
 pub use config::{CompareConfig, Kind, LearningConfig, ModelEntry, CONFIG_FILE};
 pub use error::{ComparisonError, Result};

@@ -13,8 +13,19 @@ use synfed_report::{
 };
 
 /// The PSNR-by-variant chart (bootstrap 95 % interval whiskers) and the privacy–utility chart;
-/// returns their markdown.
-pub fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Result<String> {
+/// returns their markdown. `worst_case`: `cells` hold the worst case per image over several
+/// attacks, which the titles and captions say.
+pub fn plots(
+    config: &CompareConfig,
+    cells: &[Located],
+    pictures: &Path,
+    worst_case: bool,
+) -> Result<String> {
+    let of = if worst_case {
+        ", worst case over the attacks"
+    } else {
+        ""
+    };
     let variants: Vec<String> = super::measures::variant_labels(cells)
         .into_iter()
         .map(String::from)
@@ -44,7 +55,7 @@ pub fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Resu
         }
     }
     let psnr = ErrorBarChart {
-        title: "Attack success by variant (mean, bootstrap 95 % interval)".into(),
+        title: format!("Attack success by variant (mean, bootstrap 95 % interval{of})"),
         y_label: "reconstruction PSNR [dB]".into(),
         groups: variants.clone(),
         series,
@@ -65,7 +76,7 @@ pub fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Resu
         }
     }
     let utility = ScatterChart {
-        title: "Privacy against utility (trained models)".into(),
+        title: format!("Privacy against utility (trained models{of})"),
         x_label: "test accuracy [%]".into(),
         y_label: "reconstruction PSNR [dB] (lower = more private)".into(),
         points,
@@ -73,7 +84,13 @@ pub fn plots(config: &CompareConfig, cells: &[Located], pictures: &Path) -> Resu
     };
     write_png(&utility, &pictures.join("privacy_utility.png"), 1000, 700)?;
     write_svg(&utility, &pictures.join("privacy_utility.svg"), 1000, 700)?;
-    Ok("## Plots\n\n![PSNR by variant](pictures/psnr.png)\n\n![privacy against utility](pictures/privacy_utility.png)\n\n".into())
+    let caption = if worst_case {
+        "Both plots show the worst case per image: per attacked image, the highest PSNR any \
+         of the attacks achieved.\n\n"
+    } else {
+        ""
+    };
+    Ok(format!("## Plots\n\n{caption}![PSNR by variant](pictures/psnr.png)\n\n![privacy against utility](pictures/privacy_utility.png)\n\n"))
 }
 
 /// The test accuracy over rounds of every variant's federation of `m`, as

@@ -1,6 +1,7 @@
-//! The machine-readable results of a comparison: one row per variant × model × state, as
-//! `results.csv` (for spreadsheets) and `results.json` (with the configuration and the
-//! command, for scripts).
+//! The machine-readable results of a comparison: one row per attack × variant × model × state
+//! (with several attacks, also the worst case per image, attack `worst-case`), as
+//! `results.csv` (for spreadsheets) and `results.json` (with the configuration, the command
+//! and each row's per-image scores, for scripts).
 
 use super::measures::{bootstrap95, psnr_values, SUCCESS_SSIM};
 use crate::comparison::collect::Located;
@@ -12,14 +13,18 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Writes `results.csv` and `results.json` of `cells` into `out`.
+/// Writes `results.csv` and `results.json` of `sections` (an attack's name, or `worst-case`,
+/// and its cells) into `out`.
 pub fn write_results(
     config: &CompareConfig,
-    cells: &[Located],
+    sections: &[(&str, &[Located])],
     out: &Path,
     command: &str,
 ) -> Result<()> {
-    let rows = rows(config, cells);
+    let rows: Vec<Row> = sections
+        .iter()
+        .flat_map(|&(attack, cells)| rows(config, attack, cells))
+        .collect();
     write_csv(&rows, &out.join("results.csv"))?;
     let json = serde_json::json!({ "config": config, "command": command, "rows": rows });
     let path = out.join("results.json");
@@ -27,9 +32,24 @@ pub fn write_results(
         .map_err(|e| ComparisonError::io("writing", &path, e))
 }
 
-/// One row of `results.csv`: a variant × model × state.
+/// The scores of one attacked image of a row.
+#[derive(Serialize)]
+struct PerImage<'a> {
+    /// The batch: the attacked client, or `batch-K`.
+    client: &'a str,
+    /// The image's index in its batch.
+    image: usize,
+    mse: f64,
+    /// `null` for an exact reconstruction.
+    psnr: Option<f64>,
+    ssim: f64,
+}
+
+/// One row of `results.csv`: an attack × variant × model × state.
 #[derive(Serialize)]
 struct Row<'a> {
+    /// The attacker (`ig`, `analytic`, `dlg`, `bn-prior`), or `worst-case`.
+    attack: &'a str,
     variant: &'a str,
     role: &'a str,
     methods: String,
@@ -51,9 +71,12 @@ struct Row<'a> {
     /// Attacks with SSIM ≥ [`SUCCESS_SSIM`].
     success: Option<SuccessRate>,
     test_accuracy: Option<f64>,
+    /// Per attacked image (results without per-image scores: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    per_image: Vec<PerImage<'a>>,
 }
 
-fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
+fn rows<'a>(config: &CompareConfig, attack: &'a str, cells: &'a [Located]) -> Vec<Row<'a>> {
     let mut out = Vec::new();
     for l in cells {
         let c = &l.result;
@@ -65,7 +88,22 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
                 .filter(|a| a.state == state)
                 .map(|a| a.ssim)
                 .collect();
+            let per_image = c
+                .attacks
+                .iter()
+                .filter(|a| a.state == state)
+                .flat_map(|a| {
+                    a.images.iter().enumerate().map(|(image, i)| PerImage {
+                        client: &a.client,
+                        image,
+                        mse: i.mse,
+                        psnr: i.psnr.is_finite().then_some(i.psnr),
+                        ssim: i.ssim,
+                    })
+                })
+                .collect();
             out.push(Row {
+                attack,
                 variant: &c.variant.label,
                 role: &c.variant.role,
                 methods: c.variant.methods.to_string(),
@@ -84,6 +122,7 @@ fn rows<'a>(config: &CompareConfig, cells: &'a [Located]) -> Vec<Row<'a>> {
                 psnr_bootstrap: bootstrap95(&psnr, config.seed),
                 success: SuccessRate::of(&ssim, SUCCESS_SSIM),
                 test_accuracy: c.test_accuracy,
+                per_image,
             });
         }
     }
@@ -99,12 +138,12 @@ fn csv_number(v: f64) -> String {
 }
 
 fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
-    let mut text = String::from("variant,role,methods,defence,lr,model,width,state,k,psnr_mean,psnr_ci95,mse_mean,mse_ci95,ssim_mean,ssim_ci95,mse_normalized_mean,mse_normalized_ci95,label_accuracy_mean,label_accuracy_ci95,psnr_median,psnr_q1,psnr_q3,psnr_bootstrap_lo,psnr_bootstrap_hi,success_rate,test_accuracy\n");
+    let mut text = String::from("variant,role,methods,defence,lr,model,width,state,attack,k,psnr_mean,psnr_ci95,mse_mean,mse_ci95,ssim_mean,ssim_ci95,mse_normalized_mean,mse_normalized_ci95,label_accuracy_mean,label_accuracy_ci95,psnr_median,psnr_q1,psnr_q3,psnr_bootstrap_lo,psnr_bootstrap_hi,success_rate,test_accuracy\n");
     for r in rows {
         let e = |e: &Estimate| format!("{},{}", csv_number(e.mean), csv_number(e.ci95));
         let _ = writeln!(
             text,
-            "\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "\"{}\",{},{},\"{}\",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.variant,
             r.role,
             r.methods,
@@ -113,6 +152,7 @@ fn write_csv(rows: &[Row], path: &Path) -> Result<()> {
             r.model,
             r.width.map(|w| w.to_string()).unwrap_or_default(),
             r.state,
+            r.attack,
             r.k,
             e(&r.psnr),
             e(&r.mse),
