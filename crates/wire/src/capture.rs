@@ -8,9 +8,14 @@
 //! - `update/<param>` for every trainable parameter
 //!   ([`ParamStore::trainable`](synfed_synapse::ParamStore::trainable)): what the client sent, a
 //!   gradient for FedSGD, θ_local − θ_global for FedAvg;
+//! - `running/<param>` for every BatchNorm running statistic (every tensor that is not
+//!   trainable) when the client reported their change (version 3; all of them or none): what a
+//!   train-mode client's step did to them, `m·(batch − before)`. A server sees this change with
+//!   every update, and it gives away the batch's per-channel statistics
+//!   (the `bn-prior` attack's threat model), so an honest capture keeps it;
 //! - one header metadata key, [`META_KEY`], holding a JSON object: `format` ([`FORMAT`]),
 //!   `version` ([`VERSION`]), the fields of [`CaptureMeta`] and `update_digest`, the
-//!   [`UpdateDigest`] of the `update/` tensors (version 2; version 1 files have none). The
+//!   [`UpdateDigest`] of the `update/` tensors (version 2 on; version 1 files have none). The
 //!   digest is what an [`Escrow`](crate::Escrow) is checked against: it binds the truth a
 //!   client kept to the update the server received.
 //!
@@ -32,10 +37,12 @@ use synfed_synapse::Mode;
 
 /// Value of the header's `format` field.
 pub const FORMAT: &str = "synfed-capture";
-/// Version written by this crate (2: the header carries `update_digest`).
-pub const VERSION: u64 = 2;
-/// Versions this crate reads (1: no digest, so no escrow can be bound to it).
-pub const SUPPORTED_VERSIONS: &[u64] = &[1, 2];
+/// Version written by this crate (2: the header carries `update_digest`; 3: the file may carry
+/// the change of the running statistics, `running/`).
+pub const VERSION: u64 = 3;
+/// Versions this crate reads (1: no digest, so no escrow can be bound to it; 1 and 2: no
+/// running statistics).
+pub const SUPPORTED_VERSIONS: &[u64] = &[1, 2, 3];
 /// The header field holding the update's digest.
 pub const DIGEST_KEY: &str = "update_digest";
 /// The one safetensors metadata key, holding the header JSON.
@@ -44,6 +51,8 @@ pub const META_KEY: &str = "synfed-capture";
 pub const GLOBAL_PREFIX: &str = "global/";
 /// Prefix of the update's tensor names.
 pub const UPDATE_PREFIX: &str = "update/";
+/// Prefix of the running statistics' changes (version 3).
+pub const RUNNING_PREFIX: &str = "running/";
 
 /// Largest `width` a capture's spec may have (checked before building the model).
 pub const MAX_WIDTH: usize = 4096;
@@ -143,6 +152,10 @@ pub struct Capture {
     pub global: Vec<(String, Tensor)>,
     /// The update of every trainable parameter, by parameter name (without `update/`).
     pub update: Vec<(String, Tensor)>,
+    /// The change the client reported for every BatchNorm running statistic, by parameter name
+    /// (without `running/`), in parameter order; empty when the capture has none (a model
+    /// without BatchNorm, a capture made without them, or a version 1–2 file).
+    pub running: Vec<(String, Tensor)>,
 }
 
 impl Capture {
@@ -184,18 +197,65 @@ impl Capture {
             meta,
             global,
             update: named,
+            running: Vec::new(),
         })
+    }
+
+    /// This capture with the change of `model`'s running statistics that the client reported:
+    /// one tensor per non-trainable parameter of `model` (the capture's model), in parameter
+    /// order. Refuses another count or shape.
+    pub fn with_running_change(mut self, model: &Model, change: Vec<Tensor>) -> Result<Self> {
+        let buffers: Vec<_> = model
+            .params()
+            .iter()
+            .filter(|p| !p.role.is_trainable())
+            .collect();
+        if change.len() != buffers.len() {
+            return Err(WireError::Mismatch(format!(
+                "{} running-statistic changes for {} running statistics",
+                change.len(),
+                buffers.len()
+            )));
+        }
+        let mut running = Vec::with_capacity(change.len());
+        for (p, c) in buffers.iter().zip(change) {
+            if c.dims() != p.var.dims() {
+                return Err(WireError::Mismatch(format!(
+                    "the change of `{}` has shape {:?}, the statistic {:?}",
+                    p.name,
+                    c.dims(),
+                    p.var.dims()
+                )));
+            }
+            running.push((p.name.clone(), c.detach().copy()?));
+        }
+        self.running = running;
+        Ok(self)
+    }
+
+    /// The global value of the running statistic `name` and the change the client reported
+    /// for it, when the capture carries that change.
+    pub fn running_pair(&self, name: &str) -> Option<(&Tensor, &Tensor)> {
+        let change = self.running.iter().find(|(n, _)| n == name)?;
+        let before = self.global.iter().find(|(n, _)| n == name)?;
+        Some((&before.1, &change.1))
     }
 
     /// The capture of a received `update` (every model tensor, with its role) computed from
     /// the global model `global` (every tensor, by name): the update's trainable entries, in
-    /// parameter order, are what a capture stores; BatchNorm running statistics are left out.
-    /// Tensors share storage with the arguments (the server's are not changed afterwards).
+    /// parameter order, are the `update/` part, the change of its BatchNorm running statistics
+    /// the `running/` part. Tensors share storage with the arguments (the server's are not
+    /// changed afterwards).
     pub fn of_update(meta: CaptureMeta, global: Vec<(String, Tensor)>, update: &Update) -> Self {
         Self {
             meta,
             global,
             update: update.named_trainable(),
+            running: update
+                .iter()
+                .filter(|e| !e.is_trainable())
+                .map(|e| (e.name.clone(), e.tensor.clone()))
+                .collect(),
         }
     }
 
@@ -215,7 +275,11 @@ impl Capture {
         check_meta(&self.meta).map_err(bad)?;
         let mut tensors: Vec<(String, &Tensor)> = Vec::new();
         let mut seen = BTreeSet::new();
-        for (prefix, list) in [(GLOBAL_PREFIX, &self.global), (UPDATE_PREFIX, &self.update)] {
+        for (prefix, list) in [
+            (GLOBAL_PREFIX, &self.global),
+            (UPDATE_PREFIX, &self.update),
+            (RUNNING_PREFIX, &self.running),
+        ] {
             for (name, t) in list {
                 let full = format!("{prefix}{name}");
                 if !seen.insert(full.clone()) {
@@ -484,7 +548,43 @@ fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
             p.var.dims().to_vec(),
         ));
     }
+    let n_update = expected.len() - n_global;
+    // Version 3 may carry the change of every running statistic: all of them or none.
+    let running: Vec<(String, String, Vec<usize>)> = reference
+        .params()
+        .iter()
+        .filter(|p| !p.role.is_trainable())
+        .map(|p| {
+            (
+                format!("{RUNNING_PREFIX}{}", p.name),
+                p.name.clone(),
+                p.var.dims().to_vec(),
+            )
+        })
+        .collect();
     drop(reference);
+    let present = running
+        .iter()
+        .filter(|(full, _, _)| st.tensor(full).is_ok())
+        .count();
+    if present > 0 && version < 3 {
+        return Err(bad(Problem::BadMeta(format!(
+            "a version {version} capture has no `{RUNNING_PREFIX}` tensors"
+        ))));
+    }
+    if present > 0 && present < running.len() {
+        let missing = running
+            .iter()
+            .find(|(full, _, _)| st.tensor(full).is_err())
+            .map(|(full, _, _)| full.clone())
+            .unwrap_or_default();
+        return Err(bad(Problem::MissingTensor(format!(
+            "{missing} (a capture carries the change of every running statistic or of none)"
+        ))));
+    }
+    if present > 0 {
+        expected.extend(running);
+    }
 
     let mut views = Vec::with_capacity(expected.len());
     for (full, _, shape) in &expected {
@@ -515,7 +615,8 @@ fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
     }
 
     let mut global = Vec::with_capacity(n_global);
-    let mut update = Vec::with_capacity(expected.len() - n_global);
+    let mut update = Vec::with_capacity(n_update);
+    let mut running = Vec::with_capacity(expected.len() - n_global - n_update);
     for (i, ((full, name, _), view)) in expected.into_iter().zip(views).enumerate() {
         let t = view.load(&Device::Cpu)?;
         if !all_finite(&t)? {
@@ -524,8 +625,10 @@ fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
         let t = t.to_device(device)?;
         if i < n_global {
             global.push((name, t));
-        } else {
+        } else if i < n_global + n_update {
             update.push((name, t));
+        } else {
+            running.push((name, t));
         }
     }
     if let Some(declared) = declared {
@@ -540,5 +643,6 @@ fn parse(bytes: &[u8], device: &Device, origin: &str) -> Result<Capture> {
         meta,
         global,
         update,
+        running,
     })
 }

@@ -151,7 +151,7 @@ fn round_trip_of_a_real_gradient_with_deterministic_bytes() {
 
     let header = header_of(&bytes);
     assert_eq!(header["format"], "synfed-capture");
-    assert_eq!(header["version"], 2);
+    assert_eq!(header["version"], 3);
     assert_eq!(
         header["update_digest"],
         loaded.update_digest().unwrap().as_str()
@@ -311,10 +311,10 @@ fn new_refuses_updates_that_do_not_fit_the_model() {
 }
 
 #[test]
-fn a_capture_of_a_whole_update_keeps_its_trainable_tensors_only() {
+fn a_capture_of_a_whole_update_keeps_its_gradients_as_update_and_its_statistics_as_running() {
     let (model, trainable, reference) = setup();
     // The whole update as a server receives it: the gradients, and a change of every
-    // running statistic (here, the statistic itself: non-zero, so that leaking it would show).
+    // running statistic (here, the statistic itself: non-zero, so that a mix-up would show).
     let mut gradients = trainable.into_iter();
     let whole: Vec<Tensor> = model
         .params()
@@ -333,7 +333,82 @@ fn a_capture_of_a_whole_update_keeps_its_trainable_tensors_only() {
     let capture = Capture::of_update(meta(UpdateKind::FedSgd), model.params().tensors(), &update);
     assert_same(&capture.update, &reference.update);
     assert_same(&capture.global, &reference.global);
-    assert_eq!(capture.to_bytes().unwrap(), reference.to_bytes().unwrap());
+    let buffers: Vec<(String, Tensor)> = model
+        .params()
+        .iter()
+        .filter(|p| matches!(p.role, Role::RunningMean | Role::RunningVar))
+        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+        .collect();
+    assert!(!buffers.is_empty(), "ResNet20 has BatchNorm layers");
+    assert_same(&capture.running, &buffers);
+    let with_running = reference
+        .with_running_change(&model, buffers.iter().map(|(_, t)| t.clone()).collect())
+        .unwrap();
+    assert_eq!(capture.to_bytes().unwrap(), with_running.to_bytes().unwrap());
+}
+
+#[test]
+fn the_running_statistics_change_round_trips_all_or_nothing() {
+    let (model, _, reference) = setup();
+    let buffers: Vec<Tensor> = model
+        .params()
+        .iter()
+        .filter(|p| !p.role.is_trainable())
+        .map(|p| (p.var.as_tensor() * 0.25).unwrap())
+        .collect();
+    let capture = reference
+        .clone()
+        .with_running_change(&model, buffers.clone())
+        .unwrap();
+    let bytes = capture.to_bytes().unwrap();
+    let loaded = Capture::from_bytes(&bytes, &Device::Cpu).unwrap();
+    assert_eq!(loaded.running.len(), buffers.len());
+    for ((_, got), want) in loaded.running.iter().zip(&buffers) {
+        assert_eq!(bits(got), bits(want));
+    }
+    let (before, change) = loaded.running_pair("bn1.running_var").unwrap();
+    assert_eq!(bits(change), bits(&(before * 0.25).unwrap()));
+    // the update digest covers the update only: the statistics do not change it
+    assert_eq!(loaded.update_digest().unwrap(), reference.update_digest().unwrap());
+    // a capture without them reads with none
+    assert!(Capture::from_bytes(&reference.to_bytes().unwrap(), &Device::Cpu)
+        .unwrap()
+        .running
+        .is_empty());
+
+    // wrong count or shape at construction
+    let err = reference
+        .clone()
+        .with_running_change(&model, buffers[1..].to_vec())
+        .unwrap_err();
+    assert!(err.to_string().contains("running"), "{err}");
+    let mut swapped = buffers.clone();
+    let last = swapped.len() - 1;
+    swapped.swap(0, last);
+    if swapped[0].dims() != buffers[0].dims() {
+        assert!(reference.clone().with_running_change(&model, swapped).is_err());
+    }
+
+    // a file with some of them only is refused, naming one that is missing
+    let (mut tensors, header) = parts(&capture);
+    let first = capture.running[0].0.clone();
+    for (n, t) in capture.running.iter().skip(1) {
+        tensors.push((format!("running/{n}"), t.clone()));
+    }
+    let (problem, message) = reject(&assemble(&tensors, &header));
+    assert!(matches!(problem, Problem::MissingTensor(_)), "{message}");
+    assert!(message.contains(&format!("running/{first}")), "{message}");
+
+    // a version 2 file cannot carry them
+    let (mut tensors, mut header) = parts(&capture);
+    for (n, t) in &capture.running {
+        tensors.push((format!("running/{n}"), t.clone()));
+    }
+    assert!(Capture::from_bytes(&assemble(&tensors, &header), &Device::Cpu).is_ok());
+    header["version"] = json!(2);
+    let (problem, message) = reject(&assemble(&tensors, &header));
+    assert!(matches!(problem, Problem::BadMeta(_)), "{message}");
+    assert!(message.contains("version 2"), "{message}");
 }
 
 // ---- invalid files -------------------------------------------------------------------------
@@ -486,7 +561,7 @@ fn rejects_another_format() {
 
 #[test]
 fn rejects_unknown_versions_saying_which_are_supported() {
-    for v in [json!(3), json!(0), json!("1"), json!(1.5)] {
+    for v in [json!(4), json!(0), json!("1"), json!(1.5)] {
         let (problem, message) = reject_header(|h| h["version"] = v.clone());
         assert!(
             matches!(problem, Problem::UnsupportedVersion { .. }),
@@ -782,5 +857,5 @@ fn save_refuses_invalid_metadata_and_writes_nothing() {
     std::fs::write(&path, b"old contents").unwrap();
     capture.save(&path).unwrap();
     Capture::load(&path, &Device::Cpu).unwrap();
-    assert_eq!(capture::VERSION, 2);
+    assert_eq!(capture::VERSION, 3);
 }
