@@ -209,3 +209,65 @@ fn single_attack_folders_keep_their_layout_and_old_ones_resume_and_merge() {
         .unwrap()
         .contains("![grid-mlp-w8-untrained.png]"));
 }
+
+/// A federation's captures attacked by two attacks, before and after a round of training.
+const FEDERATED: &str = r#"
+clients = 2
+batches = 2
+batch_size = 1
+rounds = 1
+eval_limit = 20
+attack_iterations = 4
+attacks = ["analytic", "ig"]
+methods = ["none"]
+lr_factors = []
+width_matched = false
+[[models]]
+arch = "mlp"
+width = 8
+"#;
+
+#[test]
+fn a_federated_comparison_attacks_every_capture_with_every_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_comparison(FEDERATED, &out);
+    let cell = out.join("cells/mlp-w8/none");
+    for attack in ["ig", "analytic"] {
+        for state in ["untrained", "trained"] {
+            for client in ["client-0", "client-1"] {
+                let metrics = cell.join(format!("attack/{attack}/{state}-{client}/metrics.json"));
+                assert!(metrics.is_file(), "{}", metrics.display());
+            }
+        }
+    }
+    let rows = rows(&out);
+    // (analytic, ig, worst case) × 2 states, in the order of `attacks`
+    let attacks: Vec<&str> = rows.iter().map(|r| r["attack"].as_str().unwrap()).collect();
+    assert_eq!(
+        attacks,
+        [
+            "analytic",
+            "analytic",
+            "ig",
+            "ig",
+            "worst-case",
+            "worst-case"
+        ]
+    );
+    for r in &rows {
+        if r["attack"] != "ig" {
+            // batch-1 FedSGD updates of an mlp: analytic is exact, so is the worst case
+            assert_eq!(r["psnr_spread"]["median"], 100.0, "{r}");
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for part in [
+        "## Worst case per image",
+        "worst case per image: per attacked image, the highest PSNR",
+        "**mlp-w8 trained, `ig`**",
+    ] {
+        assert!(report.contains(part), "{part}\n{report}");
+    }
+    assert!(out.join("pictures/privacy_utility.png").is_file());
+}
