@@ -38,6 +38,10 @@ pub struct Args {
     /// with --merge.
     #[arg(long, value_delimiter = ',', conflicts_with = "merge")]
     pub models: Vec<String>,
+    /// The attackers, overriding the configuration's `attacks` (`ig,analytic,dlg,bn-prior`):
+    /// every captured batch is attacked by each, and the report adds the worst case per image.
+    #[arg(long, value_delimiter = ',', conflicts_with = "merge")]
+    pub attacks: Vec<String>,
     /// With --merge: write the report from the finished cells and list the unfinished ones
     /// (a long comparison's interim report).
     #[arg(long, requires = "merge")]
@@ -109,6 +113,13 @@ fn load_config(args: &Args) -> Result<CompareConfig> {
     };
     if let Some(kind) = args.kind {
         config.kind = kind;
+    }
+    if !args.attacks.is_empty() {
+        config.attacks = args
+            .attacks
+            .iter()
+            .map(|name| name.parse().map_err(|e| anyhow!("--attacks: {e}")))
+            .collect::<Result<_>>()?;
     }
     config.validate().context("checking the comparison")?;
     Ok(config)
