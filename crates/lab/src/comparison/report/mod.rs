@@ -85,6 +85,13 @@ pub fn write(
     md.push_str(&protocol::protocol(config));
     md.push_str(&skipped(cells));
     if several {
+        let names: Vec<String> = config.attacks.iter().map(|a| format!("`{a}`")).collect();
+        let _ = write!(
+            md,
+            "Attacks: {}, each on every attacked batch (`analytic` is closed-form: no \
+             iterations). ",
+            names.join(", ")
+        );
         md.push_str(PAIRED_TESTS_OF_EACH);
         md.push_str(&PAIRED_TESTS.replace("The tables above", "The tables"));
     }
