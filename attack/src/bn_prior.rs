@@ -19,9 +19,11 @@
 //! Where the statistics come from is the threat model. [`recover`] reads them from the running
 //! statistics before and after a client's train-mode step (the client sends their change with
 //! every update); [`exact_statistics`] computes them from the true batch — GradAttack's "BN
-//! exact" oracle, an upper bound on what the running statistics can give. Captures store the
-//! trainable part of an update only, so `synfed attack --attack bn-prior` runs as "BN exact":
-//! the statistics come from the escrowed true batch.
+//! exact" oracle, an upper bound on what the running statistics can give. A capture keeps the
+//! change of the running statistics a client reported ([`synfed_wire::Capture::running`]);
+//! [`statistics_of_capture`] recovers every layer's statistics from it, which is what an
+//! honest-but-curious server can do. Captures without that change (eval-mode clients, files
+//! written before it was kept) leave only the oracle.
 
 use crate::error::{AttackError, Result};
 use crate::inversion::{reconstruct_with_prior, InversionConfig, Reconstruction, Target};
@@ -196,6 +198,60 @@ pub fn reconstruct(
 
 /// BatchNorm momentum of `synfed_synapse`'s layers (PyTorch's default).
 pub const BATCHNORM_MOMENTUM: f64 = 0.1;
+
+/// The statistics of every BatchNorm layer of the capture's model on the client's batch,
+/// recovered from the global running statistics and the change the client reported
+/// ([`recover`] with [`BATCHNORM_MOMENTUM`]). Errors when the capture carries no such change
+/// or a layer's statistics did not move (an eval-mode client).
+pub fn statistics_of_capture(capture: &synfed_wire::Capture) -> Result<Vec<LayerStatistics>> {
+    if capture.running.is_empty() {
+        return Err(AttackError::NoSignal(
+            "the capture carries no change of the BatchNorm running statistics (an eval-mode \
+             client, a model without BatchNorm, or a capture written without them)"
+                .into(),
+        ));
+    }
+    let read = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let mut layers = Vec::new();
+    for (name, _) in &capture.running {
+        let Some(layer) = name.strip_suffix(".running_mean") else {
+            continue;
+        };
+        let pair = |stat: &str| -> Result<(Vec<f32>, Vec<f32>)> {
+            let full = format!("{layer}.{stat}");
+            let (before, change) = capture.running_pair(&full).ok_or_else(|| {
+                AttackError::ShapeMismatch {
+                    what: format!("the capture has no global value or change of `{full}`"),
+                }
+            })?;
+            let after = read(&(before + change)?)?;
+            Ok((read(before)?, after))
+        };
+        let (mean_before, mean_after) = pair("running_mean")?;
+        let (var_before, var_after) = pair("running_var")?;
+        layers.push(LayerStatistics {
+            layer: layer.to_string(),
+            statistics: recover(
+                layer,
+                RunningPair {
+                    mean_before: &mean_before,
+                    mean_after: &mean_after,
+                    var_before: &var_before,
+                    var_after: &var_after,
+                },
+                BATCHNORM_MOMENTUM,
+            )?,
+        });
+    }
+    if layers.is_empty() {
+        return Err(AttackError::NoSignal(
+            "the capture's running statistics name no BatchNorm layer".into(),
+        ));
+    }
+    Ok(layers)
+}
 
 /// One BatchNorm layer's per-channel statistics of the attacked batch.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

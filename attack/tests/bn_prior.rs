@@ -170,3 +170,68 @@ fn the_prior_lowers_the_image_error_of_inverting_gradients() {
         "ig {plain_mse} vs bn-prior {prior_mse}"
     );
 }
+
+/// Copies of `model`'s running statistics, in parameter order.
+fn running(model: &Model) -> Vec<Tensor> {
+    model
+        .params()
+        .iter()
+        .filter(|p| !p.role.is_trainable())
+        .map(|p| p.var.as_tensor().copy().unwrap())
+        .collect()
+}
+
+#[test]
+fn statistics_recovered_from_a_train_mode_update_are_the_batch_statistics() {
+    use synfed_wire::{Capture, CaptureMeta};
+    // The server's view: the global model and a client's update, whose running statistics
+    // moved by one train-mode forward pass on the client's batch.
+    let model = tiny_bn_net();
+    let x = noise(&[4, 1, 12, 12], 3);
+    let y = Tensor::new(&[1u32, 2, 3, 4], &Device::Cpu).unwrap();
+    let gradients = model.gradients(&x, &y, Mode::TrainFrozenStats).unwrap();
+    let meta = CaptureMeta::fedsgd(
+        model.spec().clone(),
+        0,
+        "client-0",
+        4,
+        synfed_data::Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        },
+        None,
+    );
+    let capture = Capture::new(meta, &model, gradients).unwrap();
+    // without the change, there is nothing to recover
+    let err = bn_prior::statistics_of_capture(&capture).unwrap_err();
+    assert!(err.to_string().contains("no change"), "{err}");
+
+    let before = running(&model);
+    model.forward(&x, Mode::Train).unwrap();
+    let change: Vec<Tensor> = running(&model)
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b).unwrap())
+        .collect();
+    let capture = capture.with_running_change(&model, change).unwrap();
+
+    // The independent expectation: the statistics of each layer's input on the true batch.
+    let truth = exact_statistics(&model, &x).unwrap();
+    let recovered = bn_prior::statistics_of_capture(&capture).unwrap();
+    assert_eq!(
+        recovered.iter().map(|l| &l.layer).collect::<Vec<_>>(),
+        truth.iter().map(|l| &l.layer).collect::<Vec<_>>()
+    );
+    for (got, want) in recovered.iter().zip(&truth) {
+        let pairs = got
+            .statistics
+            .mean
+            .iter()
+            .zip(&want.statistics.mean)
+            .chain(got.statistics.variance.iter().zip(&want.statistics.variance));
+        for (g, w) in pairs {
+            // running statistics divided by the momentum 0.1
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{}: {g} vs {w}", got.layer);
+        }
+    }
+}

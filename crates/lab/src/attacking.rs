@@ -71,6 +71,26 @@ pub struct AttackOptions {
     /// Weight α of bn-prior's BatchNorm statistics penalty (GradAttack's bn_reg: 1e-3).
     #[arg(long, default_value_t = synfed_attack::bn_prior::DEFAULT_ALPHA)]
     pub bn_alpha: f64,
+    /// Where bn-prior's target statistics come from: update (recovered from the running
+    /// statistics' change the client sent, what a server sees), escrow (the true batch's: "BN
+    /// exact", an oracle) or auto (update when the capture carries that change, else escrow).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub bn_statistics: BnStatistics,
+}
+
+/// The source of the `bn-prior` attack's target statistics, i.e. its threat model.
+#[derive(
+    clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BnStatistics {
+    /// From the update when the capture carries the running statistics' change, else escrow.
+    #[default]
+    Auto,
+    /// Recovered from the change of the running statistics in the client's update.
+    Update,
+    /// Computed from the escrowed true batch ("BN exact").
+    Escrow,
 }
 
 impl Default for AttackOptions {
@@ -87,6 +107,7 @@ impl Default for AttackOptions {
             lbfgs_history: DlgConfig::default().history,
             seed: 1,
             bn_alpha: BnPriorConfig::default().alpha,
+            bn_statistics: BnStatistics::default(),
         }
     }
 }
@@ -160,6 +181,10 @@ struct Metrics<'a, C: Serialize> {
     /// The attacker (`ig`, `analytic`, `dlg`).
     attack: AttackKind,
     options: &'a AttackOptions,
+    /// Where bn-prior's target statistics came from (`update` or `escrow`; absent for the
+    /// other attacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bn_statistics: Option<BnStatistics>,
     #[serde(flatten)]
     scores: &'a Scores,
     labels: Vec<u32>,
@@ -210,12 +235,22 @@ pub fn attack_and_write(
     std::fs::create_dir_all(out).map_err(|e| LabError::io("create", out, e))?;
     let started = Instant::now();
     let mut config = options.config();
+    let mut bn_statistics = None;
     if options.attack == AttackKind::BnPrior {
-        // "BN exact": captures carry no running statistics of the client, so the prior's
-        // target statistics are those of the escrowed true batch
-        let model = capture.model(DType::F32, device)?;
-        let images = escrow.images.to_device(device)?.to_dtype(DType::F32)?;
-        config.bn_statistics = Some(synfed_attack::bn_prior::exact_statistics(&model, &images)?);
+        let from_update = match options.bn_statistics {
+            BnStatistics::Update => true,
+            BnStatistics::Escrow => false,
+            BnStatistics::Auto => !capture.running.is_empty(),
+        };
+        config.bn_statistics = Some(if from_update {
+            bn_statistics = Some(BnStatistics::Update);
+            synfed_attack::bn_prior::statistics_of_capture(capture)?
+        } else {
+            bn_statistics = Some(BnStatistics::Escrow);
+            let model = capture.model(DType::F32, device)?;
+            let images = escrow.images.to_device(device)?.to_dtype(DType::F32)?;
+            synfed_attack::bn_prior::exact_statistics(&model, &images)?
+        });
     }
     let attack = attack_capture(capture, &config, device, on_iteration)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -238,6 +273,7 @@ pub fn attack_and_write(
         args,
         attack: options.attack,
         options,
+        bn_statistics,
         scores: &scores,
         labels: attack.labels.clone(),
         true_labels,
@@ -307,7 +343,8 @@ pub fn attack_files(
 /// `model`'s weights, with BatchNorm in `mode` (`Train`: batch statistics, as synfed's
 /// federated clients compute, without drifting the running statistics; `Eval`: running
 /// statistics, the reference attack's protocol). Returns the capture a tap would write (with
-/// the labels when `expose_labels`) and its escrow (the true batch).
+/// the labels when `expose_labels`, and in train mode the change of the running statistics a
+/// client's step reports, computed on a copy of `model`) and its escrow (the true batch).
 pub fn capture_batch(
     model: &Model,
     data: &Dataset,
@@ -339,7 +376,20 @@ pub fn capture_batch(
         Mode::Eval => Mode::Eval,
         _ => Mode::Train,
     };
-    let capture = Capture::new(meta, model, update)?;
+    let mut capture = Capture::new(meta, model, update)?;
+    if mode != Mode::Eval && model.params().iter().any(|p| !p.role.is_trainable()) {
+        // what the client's train-mode step does to the running statistics, on a copy so that
+        // `model` stays as it was
+        let copy = capture.model(DType::F32, model.device())?;
+        let before: Vec<Tensor> = running_statistics(&copy)?;
+        copy.forward(&x, Mode::Train)?;
+        let change = running_statistics(&copy)?
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after - before)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        capture = capture.with_running_change(&copy, change)?;
+    }
     let escrow = Escrow::new(
         EscrowMeta {
             round: 0,
@@ -350,6 +400,16 @@ pub fn capture_batch(
         &y,
     )?;
     Ok((capture, escrow))
+}
+
+/// Copies of `model`'s running statistics (every tensor that is not trainable), in order.
+fn running_statistics(model: &Model) -> Result<Vec<Tensor>> {
+    Ok(model
+        .params()
+        .iter()
+        .filter(|p| !p.role.is_trainable())
+        .map(|p| p.var.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()?)
 }
 
 fn write_trace(path: &Path, trace: &[TraceRow]) -> Result<()> {

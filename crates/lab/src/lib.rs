@@ -27,7 +27,9 @@ pub mod simulation_report;
 pub mod statistics;
 pub mod training;
 
-pub use attacking::{attack_and_write, attack_files, capture_batch, AttackOptions, AttackOutcome};
+pub use attacking::{
+    attack_and_write, attack_files, capture_batch, AttackOptions, AttackOutcome, BnStatistics,
+};
 pub use centralized_inversion::{BatchAttack, CentralizedInversion, Pretraining, StudyState};
 pub use comparison::{CompareConfig, ComparisonError};
 pub use error::{LabError, Result};
