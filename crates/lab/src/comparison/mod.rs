@@ -7,7 +7,10 @@
 //! attacks every capture; [`Kind::Inversion`] attacks centrally built (and trained) models on
 //! fixed held-out batches, the paper's Table 3 protocol; [`Kind::Learning`] trains centrally
 //! per method set (the paper's Tables 1–2). All cells share the seed, the data and the
-//! attacker's seed, so that two cells differ only in what is compared.
+//! attacker's seed, so that two cells differ only in what is compared. Every attacked batch is
+//! attacked by each attacker of [`CompareConfig::attacks`] that applies to the cell's model
+//! ([`inapplicable`]), and with several the report adds the worst case per image
+//! ([`report::WorstCase`]).
 //!
 //! A cell is the unit of work and of resuming: a finished cell writes `cell.json` into its
 //! folder and a rerun skips it, so a killed comparison continues where it stopped. Cells can

@@ -1,6 +1,7 @@
 //! The outputs of a privacy or inversion comparison: `results.csv`, `results.json`,
 //! `report.md` (the protocol, Table-3-style attack tables, paired tests, convergence, utility,
-//! the paper's values where asked for), comparison grids (the same attacked batch
+//! the paper's values where asked for; with several attacks, each attack's tables and the worst
+//! case per image), comparison grids (the same attacked batch
 //! reconstructed under every variant) and charts. `--kind learning` has its own, smaller
 //! report ([`learning`]).
 //!
