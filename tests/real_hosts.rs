@@ -17,7 +17,8 @@
 //! (then K is 3, not 2); the test requires that the cut took the last round's update away.
 //!
 //! Needs root and `ip netns` (iproute2, veth and bridge support): elsewhere the test prints
-//! why it was skipped and passes. Namespaces and processes are removed by a drop guard, also
+//! why it was skipped and passes. The reference's building block, a client that stops without
+//! leaving, is also checked on loopback, where no root is needed. Namespaces and processes are removed by a drop guard, also
 //! when the test fails.
 
 use std::io::{BufRead, BufReader};
@@ -551,5 +552,95 @@ fn a_tls_federation_across_namespaces_survives_a_cut_link() {
         "real_hosts: link cut in round {}, {k} full rounds, equal to the reference; {:.1} s",
         k + 1,
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The reference's building block, on loopback (no root needed): a client started with
+/// `--stop-after-updates 1` leaves no Leave behind, so the server keeps sampling it and drops it
+/// for silence in rounds 2 and 3, which finish with the other client's update alone.
+#[test]
+fn a_client_that_stops_without_leaving_is_dropped_from_later_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "seed = 3\nrounds = 3\n[model]\narch = \"mlp\"\nwidth = 16\n[data]\nname = \"demo-mnist\"\n\
+         eval_limit = 50\n[sampling]\nmin_clients = 2\n[timing]\npull_timeout_s = 0.5\n\
+         heartbeat_interval_s = 0.2\nheartbeat_timeout_s = 1.0\nwait_for_clients_s = 30.0\n\
+         linger_s = 0.5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_synfed"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("serving on ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    let join = |k: usize, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_synfed"))
+            .args([
+                "join",
+                "--server",
+                &format!("http://{addr}"),
+                "--data",
+                "demo-mnist",
+            ])
+            .args([
+                "--name",
+                &format!("client-{k}"),
+                "--partition",
+                &format!("{k}/2"),
+            ])
+            .args(["--device", "cpu"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let (stopped, stayed) = std::thread::scope(|s| {
+        let stopped = s.spawn(|| join(0, &["--stop-after-updates", "1"]));
+        let stayed = s.spawn(|| join(1, &[]));
+        (stopped.join().unwrap(), stayed.join().unwrap())
+    });
+    let status = server.wait().unwrap();
+    assert!(status.success());
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(
+        text(&stopped).contains("client-0: stopped without leaving; 1 updates accepted"),
+        "{}",
+        text(&stopped)
+    );
+    assert!(
+        text(&stayed).contains("client-1: the run is over; 3 updates accepted"),
+        "{}",
+        text(&stayed)
+    );
+    let rounds = rows(&std::fs::read_to_string(out.join("rounds.csv")).unwrap());
+    let counts: Vec<(String, String, String)> = rounds
+        .iter()
+        .map(|r| {
+            (
+                r["sampled"].clone(),
+                r["updates"].clone(),
+                r["dropped"].clone(),
+            )
+        })
+        .collect();
+    let row = |s: &str, u: &str, d: &str| (s.to_string(), u.to_string(), d.to_string());
+    assert_eq!(
+        counts,
+        vec![row("2", "2", "0"), row("2", "1", "1"), row("2", "1", "1")]
     );
 }
