@@ -369,7 +369,13 @@ async fn a_stalled_upload_is_cut_at_the_round_deadline() {
     );
     let summary = server.await.unwrap().unwrap();
     let round = &summary.rounds[0];
-    assert_eq!((round.updates, round.refused), (1, 1), "{round:?}");
+    // the engine closing the round at the deadline (dropped) and the handler cutting the
+    // upload then (refused) race: either way the staller is left out
+    assert_eq!(
+        (round.updates, round.refused + round.dropped),
+        (1, 1),
+        "{round:?}"
+    );
     assert!(round.seconds < 4.5, "{round:?}");
     assert_eq!(
         honest
