@@ -17,6 +17,8 @@ pub enum SynapseError {
     BadMethodSet { input: String, reason: String },
     #[error("unknown BatchNorm mode `{0}` (expected `train`: batch statistics, or `eval`: running statistics)")]
     BadBnMode(String),
+    #[error("unknown fuzzy placement `{0}` (expected `server`: the global factors scale the server's step, or `client`: each client scales its gradient by private factors)")]
+    BadFuzzyPlacement(String),
     #[error("invalid hyper-parameter {name} = {value}: {reason}")]
     BadHyper {
         name: &'static str,
