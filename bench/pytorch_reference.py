@@ -11,11 +11,22 @@ be compared side by side on one machine:
   resnet20/attack_b1   create_graph, 1 − cos against a target gradient over all parameters,
   convnet/attack_b1    + 1e-4 · TV, backward to the images (BatchNorm on batch statistics)
 
+and, with --loop N (`--one NAME:attack:B`), the whole attack loop of `synfed attack` instead of
+one bare iteration: Inverting Gradients as synfed runs it with its defaults — seeded Gaussian
+noise, per iteration the image gradient above, its sign, Adam (lr 0.1, dropped ×0.1 at 3/8,
+5/8 and 7/8 of the iterations), the objective read back as a number (synfed checks it and
+writes it to its trace) and every channel clamped to its pixel range; after the loop the
+final gradient distance that picks the best trial. It prints the loop's milliseconds per
+iteration (wall time of the N iterations / N, the first ones included, as a user waits for
+them) beside the bare iteration's median.
+
 Each workload runs in its own process (so that its peak RSS can be read), with
 torch.set_num_threads(--threads, default: all cores). Prints one JSON object per workload:
-median and quartiles of the wall time in ms and the peak RSS in MiB.
+median and quartiles of the wall time in ms, the peak RSS in MiB and the processor (`lscpu`'s
+model name).
 
     python3 bench/pytorch_reference.py [--threads 2] [--repeats 20]
+    python3 bench/pytorch_reference.py --threads 2 --loop 40 --one convnet:attack:1
     python3 bench/pytorch_reference.py --device cuda [--repeats 50]
 
 With --device cuda the GPU workloads run instead (ResNet-20 training step and attack iteration
@@ -28,12 +39,76 @@ Needs PyTorch from PyPI (`pip install torch`).
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+
+def processor():
+    """`lscpu`'s model name (the processor every figure is recorded beside)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return "unknown"
+
+
+# CIFAR-10's normalisation as synfed's data sets apply it: the pixel box is [(0 − m)/s, (1 − m)/s]
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def attack_loop(model, params, x_true, y, iterations):
+    """synfed attack's Inverting-Gradients loop with its defaults (attack/src/inversion.rs):
+    returns (ms per iteration over the loop, seconds of the final distance)."""
+    import torch
+    import torch.nn.functional as F
+
+    target = [g.detach() for g in torch.autograd.grad(F.cross_entropy(model(x_true), y), params)]
+    tn = sum(t.pow(2).sum() for t in target).sqrt()
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    lo, hi = (0 - mean) / std, (1 - mean) / std
+    gen = torch.Generator().manual_seed(0)
+    trial = torch.randn(x_true.shape, generator=gen).requires_grad_(True)
+    opt = torch.optim.Adam([trial], lr=0.1)
+    drops = [math.floor(f * iterations) for f in (3 / 8, 5 / 8, 7 / 8)]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=drops, gamma=0.1)
+
+    def objective(x, create_graph):
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=create_graph)
+        dot = sum((g * t).sum() for g, t in zip(grads, target))
+        gn = sum(g.pow(2).sum() for g in grads).sqrt()
+        distance = 1 - dot / (gn * tn)
+        tv = (x[:, :, :, :-1] - x[:, :, :, 1:]).abs().mean() + (x[:, :, :-1, :] - x[:, :, 1:, :]).abs().mean()
+        return distance, tv
+
+    started = time.perf_counter()
+    for i in range(iterations):
+        opt.zero_grad(set_to_none=True)
+        distance, tv = objective(trial, True)
+        total = distance + 1e-4 * tv
+        (gx,) = torch.autograd.grad(total, trial)
+        # the values synfed checks for divergence and writes to its trace
+        values = (total.item(), distance.item(), tv.item())
+        if not math.isfinite(values[0]):
+            raise RuntimeError(f"diverged at iteration {i}")
+        trial.grad = gx.sign()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            trial.copy_(torch.max(torch.min(trial, hi), lo))
+    loop_s = time.perf_counter() - started
+    started = time.perf_counter()
+    objective(trial, False)[0].item()
+    return 1e3 * loop_s / iterations, time.perf_counter() - started
 
 
 def build(name):
@@ -98,7 +173,7 @@ def build(name):
     raise ValueError(name)
 
 
-def workload(spec, repeats, device="cpu"):
+def workload(spec, repeats, device="cpu", loop=0, bn_eval=False):
     import torch
     import torch.nn.functional as F
 
@@ -123,6 +198,9 @@ def workload(spec, repeats, device="cpu"):
             opt.step()
             if device == "cuda":
                 torch.cuda.synchronize()
+    elif bn_eval:
+        # BatchNorm on the running statistics (`synfed attack --bn-mode eval`)
+        model.eval()
     else:
         # batch statistics without touching the running ones (synfed's TrainFrozenStats)
         for m in model.modules():
@@ -130,6 +208,21 @@ def workload(spec, repeats, device="cpu"):
                 m.track_running_stats = False
                 m.running_mean = None
                 m.running_var = None
+    if kind == "attack":
+        if loop:
+            ms, final_s = attack_loop(model, params, x, y, loop)
+            return {
+                "workload": f"{name}/{kind}_b{batch}" + ("_eval" if bn_eval else ""),
+                "measure": "attack loop",
+                "iterations": loop,
+                "ms_per_iteration": round(ms, 2),
+                "final_distance_s": round(final_s, 3),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "threads": torch.get_num_threads(),
+                "device": device,
+                "cpu": processor(),
+                "torch": torch.__version__,
+            }
         target = [g.detach() for g in torch.autograd.grad(F.cross_entropy(model(x), y), params)]
         trial = (torch.rand(batch, *shape, device=device) * 2 - 1).requires_grad_(True)
 
@@ -161,6 +254,7 @@ def workload(spec, repeats, device="cpu"):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
         "device": device,
+        "cpu": processor(),
         "torch": torch.__version__,
     }
 
@@ -185,19 +279,23 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--loop", type=int, default=0, metavar="N",
+                    help="attack workloads: time synfed attack's whole loop of N iterations")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         import torch
 
         torch.set_num_threads(args.threads)
-        name, kind, batch = args.one.split(":")
-        print(json.dumps(workload((name, kind, int(batch)), args.repeats, args.device)))
+        name, kind, batch, *mode = args.one.split(":")
+        loop = args.loop if kind == "attack" else 0
+        bn_eval = mode == ["eval"]
+        print(json.dumps(workload((name, kind, int(batch)), args.repeats, args.device, loop, bn_eval)))
         return
     for name, kind, batch in GPU_WORKLOADS if args.device == "cuda" else WORKLOADS:
         out = subprocess.run(
             [sys.executable, __file__, "--threads", str(args.threads), "--repeats", str(args.repeats),
-             "--device", args.device, "--one", f"{name}:{kind}:{batch}"],
+             "--device", args.device, "--loop", str(args.loop), "--one", f"{name}:{kind}:{batch}"],
             check=True, capture_output=True, text=True,
         )
         print(out.stdout.strip(), flush=True)

@@ -65,6 +65,20 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The processor's model name (`/proc/cpuinfo`, what `lscpu` prints as "Model name"), recorded
+/// beside every figure.
+fn processor() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().replace('"', "'"))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Sorted wall times of `repeats` steps (each followed by `sync`) after `warmups`, and sorted
 /// host times: until the step returned, before `sync` waited for the device. On a GPU, a
 /// host time close to the wall time means the step is bound by launching its kernels.
@@ -156,10 +170,11 @@ fn one(name: &str, kind: &str, batch: usize, (warmups, repeats): (usize, usize),
     println!(
         "{{\"workload\": \"{name}/{kind}_b{batch}\", \"median_ms\": {median:.2}, \"q1_ms\": {q1:.2}, \
          \"q3_ms\": {q3:.2}, \"host_ms\": {host_median:.2}, \"peak_rss_mib\": {:.1}, \"threads\": {}, \
-         \"device\": \"{}\", \"synfed\": \"{}\"}}",
+         \"device\": \"{}\", \"cpu\": \"{}\", \"synfed\": \"{}\"}}",
         peak_rss_mib(),
         rayon::current_num_threads(),
         if device.is_cuda() { "cuda" } else { "cpu" },
+        processor(),
         env!("CARGO_PKG_VERSION")
     );
 }

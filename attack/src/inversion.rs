@@ -15,6 +15,7 @@ use crate::objective::{gradient_distance, total_variation, Distance, LayerWeight
 use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+use std::time::Instant;
 use synfed_models::{unrolled_update, LocalSteps, Model};
 use synfed_synapse::Mode;
 
@@ -277,9 +278,8 @@ pub fn reconstruct_with_prior(
     validate(target, shape, config)?;
     let device = target.model.device().clone();
     let dtype = target.gradient[0].dtype();
-    let (lo, hi) = bounds_tensors(target, shape, dtype, &device)?;
     let mut trials = Vec::new();
-    let mut trace = Vec::new();
+    let mut trace = Vec::with_capacity(config.iterations * config.restarts.max(1));
     for k in 0..config.restarts.max(1) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
         rng.set_stream(k as u64);
@@ -287,7 +287,8 @@ pub fn reconstruct_with_prior(
         let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         let x =
             Var::from_tensor(&Tensor::from_vec(noise, shape.to_vec(), &device)?.to_dtype(dtype)?)?;
-        let mut adam = Adam::new(x.as_tensor())?;
+        let mut step = ImageStep::new(&target.bounds, shape, config)?;
+        let started = Instant::now();
         for i in 0..config.iterations {
             let eval = evaluate_with_prior(target, config, prior, x.as_tensor())?;
             let value = eval.objective;
@@ -297,14 +298,8 @@ pub fn reconstruct_with_prior(
                     iteration: i,
                 });
             }
-            let grad = eval.gradient;
-            let grad = if config.signed { grad.sign()? } else { grad };
             let lr = config.lr_at(i);
-            let mut next = adam.step(x.as_tensor(), &grad, lr)?;
-            if config.boxed {
-                next = next.broadcast_maximum(&lo)?.broadcast_minimum(&hi)?;
-            }
-            x.set(&next.detach())?;
+            step.apply(&x, &eval.gradient, lr)?;
             trace.push(TraceRow {
                 trial: k,
                 iteration: i,
@@ -315,7 +310,17 @@ pub fn reconstruct_with_prior(
             });
             on_iteration(k, i, value);
         }
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            "trial {k}: {} iterations in {seconds:.2} s, {:.1} ms per iteration",
+            config.iterations,
+            1e3 * seconds / config.iterations as f64
+        );
         let terms = objective(target, config, prior, x.as_tensor())?;
+        tracing::debug!(
+            "trial {k}: final gradient distance in {:.3} s",
+            started.elapsed().as_secs_f64() - seconds
+        );
         trials.push(Trial {
             images: x.as_tensor().detach(),
             distance: terms.distance.to_dtype(DType::F64)?.to_scalar()?,
@@ -431,48 +436,132 @@ pub(crate) fn validate(target: &Target, shape: [usize; 4], config: &InversionCon
     Ok(())
 }
 
-fn bounds_tensors(
-    target: &Target,
-    shape: [usize; 4],
-    dtype: DType,
-    device: &candle_core::Device,
-) -> Result<(Tensor, Tensor)> {
-    let c = shape[1];
-    let lo: Vec<f64> = target.bounds.iter().map(|b| b.0).collect();
-    let hi: Vec<f64> = target.bounds.iter().map(|b| b.1).collect();
-    let make = |v: Vec<f64>| -> Result<Tensor> {
-        Ok(Tensor::from_vec(v, (1, c, 1, 1), device)?.to_dtype(dtype)?)
-    };
-    Ok((make(lo)?, make(hi)?))
-}
+/// Adam's constants (PyTorch's defaults): β₁, β₂, ε.
+const ADAM: (f64, f64, f64) = (0.9, 0.999, 1e-8);
 
-/// Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8) on one tensor, PyTorch's update rule.
-struct Adam {
-    m: Tensor,
-    v: Tensor,
+/// One iteration's update of the images, in one pass over them: the gradient's sign (when
+/// `signed`), Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-8; PyTorch's update rule) and the clamp of
+/// every channel to its pixel range (when `boxed`). Its moments live here, in f64, between
+/// iterations; the images keep their tensor's dtype, rounded as the tensor stores them.
+struct ImageStep {
+    m: Vec<f64>,
+    v: Vec<f64>,
     t: i32,
+    signed: bool,
+    /// Per element's channel: (lo, hi), or none without the box.
+    bounds: Option<Vec<(f64, f64)>>,
+    /// Elements per channel plane (H·W) and channels, to find an element's channel.
+    plane: usize,
+    channels: usize,
 }
 
-impl Adam {
-    fn new(x: &Tensor) -> Result<Self> {
+impl ImageStep {
+    fn new(bounds: &[(f64, f64)], shape: [usize; 4], config: &InversionConfig) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if bounds.len() != shape[1] {
+            return Err(AttackError::Shape(format!(
+                "{} channel bounds for {} channels",
+                bounds.len(),
+                shape[1]
+            )));
+        }
         Ok(Self {
-            m: x.zeros_like()?,
-            v: x.zeros_like()?,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
             t: 0,
+            signed: config.signed,
+            bounds: config.boxed.then(|| bounds.to_vec()),
+            plane: shape[2] * shape[3],
+            channels: shape[1],
         })
     }
 
-    /// x − lr · m̂ / (√v̂ + ε) for gradient `g`.
-    fn step(&mut self, x: &Tensor, g: &Tensor, lr: f64) -> Result<Tensor> {
-        let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+    /// Moves the images `x` one step against `gradient` with learning rate `lr`.
+    fn apply(&mut self, x: &Var, gradient: &Tensor, lr: f64) -> Result<()> {
+        let next = match x.dtype() {
+            DType::F32 => {
+                let mut values = x.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let g = gradient.flatten_all()?.to_vec1::<f32>()?;
+                self.update(&mut values, &g, lr)?;
+                Tensor::from_vec(values, x.shape(), x.device())?
+            }
+            _ => {
+                let as_f64 = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+                let mut values = as_f64(x.as_tensor())?;
+                self.update(&mut values, &as_f64(gradient)?, lr)?;
+                Tensor::from_vec(values, x.shape(), x.device())?.to_dtype(x.dtype())?
+            }
+        };
+        x.set(&next)?;
+        Ok(())
+    }
+
+    /// The fused pass over host values: `x[i] ← box(x[i] − lr · m̂ / (√v̂ + ε))`.
+    fn update<T: Element>(&mut self, x: &mut [T], g: &[T], lr: f64) -> Result<()> {
+        if x.len() != self.m.len() || g.len() != self.m.len() {
+            return Err(AttackError::Shape(format!(
+                "an image step over {} values with {} gradients for {} images' values",
+                x.len(),
+                g.len(),
+                self.m.len()
+            )));
+        }
+        let (b1, b2, eps) = ADAM;
         self.t += 1;
-        let g = g.detach();
-        self.m = ((&self.m * b1)? + (&g * (1.0 - b1))?)?;
-        self.v = ((&self.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-        let m_hat = (&self.m / (1.0 - b1.powi(self.t)))?;
-        let v_hat = (&self.v / (1.0 - b2.powi(self.t)))?;
-        let update = (m_hat / (v_hat.sqrt()? + eps)?)?;
-        Ok((x.detach() - (update * lr)?)?)
+        let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
+        for (i, ((x, g), (m, v))) in x
+            .iter_mut()
+            .zip(g)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+            .enumerate()
+        {
+            let g = g.to_f64();
+            let g = if self.signed { sign(g) } else { g };
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let mut next = x.to_f64() - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            if let Some(bounds) = &self.bounds {
+                let (lo, hi) = bounds[(i / self.plane) % self.channels];
+                next = next.max(lo).min(hi);
+            }
+            *x = T::from_f64(next);
+        }
+        Ok(())
+    }
+}
+
+/// candle's and PyTorch's sign: −1, 0 or 1 (0 for NaN).
+fn sign(g: f64) -> f64 {
+    if g > 0.0 {
+        1.0
+    } else if g < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// An image element's float type.
+trait Element: Copy {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Element for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Element for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
     }
 }
 
@@ -540,26 +629,77 @@ mod tests {
         assert_eq!(flat.lr_at(799), 0.1);
     }
 
+    fn plain() -> InversionConfig {
+        InversionConfig {
+            signed: false,
+            boxed: false,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn adam_matches_the_update_rule_by_hand() {
-        let dev = candle_core::Device::Cpu;
-        let x = Tensor::new(&[1.0f64, -2.0], &dev).unwrap();
-        let mut adam = Adam::new(&x).unwrap();
-        let g = Tensor::new(&[0.5f64, -4.0], &dev).unwrap();
+        let mut step = ImageStep::new(&[(0.0, 0.0)], [1, 1, 1, 2], &plain()).unwrap();
+        let x0 = [1.0f64, -2.0];
+        let mut x = x0;
         // first step: m̂ = g, v̂ = g², update = g/(|g| + ε) ≈ sign(g)
-        let x1 = adam.step(&x, &g, 0.1).unwrap().to_vec1::<f64>().unwrap();
-        assert!((x1[0] - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-12);
-        assert!((x1[1] - (-2.0 + 0.1 * 4.0 / (4.0 + 1e-8))).abs() < 1e-12);
-        // second step with gradient 0: m = 0.09·g... by hand for element 0
-        let zero = Tensor::new(&[0.0f64, 0.0], &dev).unwrap();
-        let x1t = Tensor::new(&x1[..], &dev).unwrap();
-        let x2 = adam
-            .step(&x1t, &zero, 0.1)
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        step.update(&mut x, &[0.5, -4.0], 0.1).unwrap();
+        assert!((x[0] - (1.0 - 0.1 * 0.5 / (0.5 + 1e-8))).abs() < 1e-12);
+        assert!((x[1] - (-2.0 + 0.1 * 4.0 / (4.0 + 1e-8))).abs() < 1e-12);
+        // second step with gradient 0: m = 0.1·0.9·g, v = 0.001·0.999·g², bias-corrected
+        let x1 = x;
+        step.update(&mut x, &[0.0, 0.0], 0.1).unwrap();
         let m = 0.9 * 0.1 * 0.5 / (1.0 - 0.81);
         let v = 0.999 * 0.001 * 0.25 / (1.0 - 0.999f64.powi(2));
-        assert!((x2[0] - (x1[0] - 0.1 * m / (v.sqrt() + 1e-8))).abs() < 1e-12);
+        assert!((x[0] - (x1[0] - 0.1 * m / (v.sqrt() + 1e-8))).abs() < 1e-12);
+        assert_ne!(x[0], x0[0]);
+    }
+
+    /// The sign replaces the gradient before Adam (a gradient of 1e-6 moves as far as one of
+    /// 1e6), and every channel is clamped to its own range after the step.
+    #[test]
+    fn signed_step_then_box_per_channel_by_hand() {
+        let config = InversionConfig::default();
+        // 2 images × 2 channels × 1×2 pixels; channel 0 in [−1, 1], channel 1 in [0, 0.5]
+        let bounds = [(-1.0, 1.0), (0.0, 0.5)];
+        let mut step = ImageStep::new(&bounds, [2, 2, 1, 2], &config).unwrap();
+        let mut x = [0.0f32, 0.95, 0.45, 0.02, 0.0, -0.97, 0.3, 0.3];
+        let g = [1e-6f32, -1e6, -3.0, 2.0, 0.0, 5.0, -1.0, 1.0];
+        step.update(&mut x, &g, 0.1).unwrap();
+        // first Adam step on a sign s: −lr · s / (1 + ε)
+        let d = (0.1 / (1.0 + 1e-8)) as f32;
+        let want = [
+            -d,                                   // 0 − 0.1 (channel 0)
+            1.0,                                  // 0.95 + 0.1 → clamped at 1
+            0.5,                                  // 0.45 + 0.1 → clamped at 0.5 (channel 1)
+            0.0,                                  // 0.02 − 0.1 → clamped at 0
+            0.0,                                  // zero gradient: no move (image 2, channel 0)
+            -1.0,                                 // −0.97 − 0.1 → clamped at −1
+            (0.3f64 + 0.1 / (1.0 + 1e-8)) as f32, // channel 1, inside
+            (0.3f64 - 0.1 / (1.0 + 1e-8)) as f32,
+        ];
+        for (got, want) in x.iter().zip(want) {
+            assert!((got - want).abs() < 1e-7, "{x:?}");
+        }
+    }
+
+    /// Through a variable: the f32 images are updated in place of the tensor, and a step with
+    /// the wrong number of values is an error, not a panic.
+    #[test]
+    fn applies_to_a_variable_and_checks_lengths() {
+        let dev = candle_core::Device::Cpu;
+        let x = Var::from_tensor(&Tensor::new(&[[[[0.25f32, -0.25]]]], &dev).unwrap()).unwrap();
+        let mut step = ImageStep::new(&[(-1.0, 1.0)], [1, 1, 1, 2], &plain()).unwrap();
+        let g = Tensor::new(&[[[[2.0f32, -2.0]]]], &dev).unwrap();
+        step.apply(&x, &g, 0.1).unwrap();
+        let got = x
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((got[0] - 0.15).abs() < 1e-6 && (got[1] + 0.15).abs() < 1e-6);
+        assert!(step.update(&mut [0.0f32], &[1.0], 0.1).is_err());
+        assert!(ImageStep::new(&[(0.0, 1.0)], [1, 3, 2, 2], &plain()).is_err());
     }
 }

@@ -72,6 +72,7 @@ pub fn attack_capture(
     device: &Device,
     on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<Attack> {
+    let started = std::time::Instant::now();
     let meta = &capture.meta;
     let model = capture.model(DType::F32, device)?;
     let gradient = capture.update_in_param_order(&model)?;
@@ -114,6 +115,10 @@ pub fn attack_capture(
         bounds: pixel_bounds(&meta.normalization.mean, &meta.normalization.std),
     };
     let shape = [images, input.channels, input.height, input.width];
+    tracing::debug!(
+        "attacker's model, gradient and labels in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
     let reconstruction = match config.attack {
         AttackKind::Ig => reconstruct(&target, shape, &config.inversion, on_iteration)?,
         AttackKind::Analytic => analytic::reconstruct(
