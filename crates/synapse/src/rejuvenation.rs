@@ -14,17 +14,20 @@
 //! [`Rejuvenator`] computes exactly the same (same words, same resets, same new values, same
 //! final stream position) in place and mostly in parallel (`keystream`, `scan`).
 
+mod fused;
 mod keystream;
 mod scan;
 
 use crate::error::{Result, SynapseError};
 use crate::param::Param;
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Tensor};
+use fused::Descent;
 use keystream::Keystream;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// P_re = 1 − Φ(|w| / σ) (Eq. 3). σ = 0 (an all-zero tensor) counts as |w|/σ = 0.
 pub fn reset_probability(abs_w: f64, sigma: f64) -> f64 {
@@ -242,7 +245,14 @@ pub struct Rejuvenator {
     rng: ChaCha8Rng,
     stream: Keystream,
     thresholds: Vec<u32>,
+    /// Per weight tensor, max|w| after its last update: the next update's estimate of σ_re.
+    last_max: HashMap<String, f64>,
 }
+
+/// How far max|w| may grow from one update to the next for its estimate to stay valid (and
+/// shrink, for the thresholds it gave to stay useful).
+const GROWTH: f64 = 1.0 / 64.0;
+const SHRINKAGE: f64 = 1.0 / 16.0;
 
 impl Rejuvenator {
     /// Draws from `rng`, continuing at its position.
@@ -252,6 +262,7 @@ impl Rejuvenator {
             rng,
             stream,
             thresholds: Vec::new(),
+            last_max: HashMap::new(),
         }
     }
 
@@ -321,6 +332,239 @@ impl Rejuvenator {
         );
         self.rng.set_word_pos(self.stream.position());
         Ok(reset)
+    }
+}
+
+impl Rejuvenator {
+    /// The SGD update `w ← w − η·(f ⊙ g)` of one synaptic weight tensor followed by its
+    /// rejuvenation, in one pass over the weights where it can (a contiguous f32/f64 weight on
+    /// the CPU with a gradient and factors of its shape and dtype): exactly the bits, resets
+    /// and stream position of the plain update then [`rejuvenate`](Self::rejuvenate).
+    /// `None`: the weight is not one of those; nothing was done.
+    pub fn descend_and_rejuvenate(
+        &mut self,
+        param: &Param,
+        grad: &Tensor,
+        lr: f64,
+        d_re: f64,
+    ) -> Result<Option<usize>> {
+        let var = &param.var;
+        let fits = |t: &Tensor| {
+            t.device().is_cpu() && t.dtype() == var.dtype() && t.shape() == var.shape()
+        };
+        let fused = var.device().is_cpu()
+            && var.is_contiguous()
+            && matches!(var.dtype(), DType::F32 | DType::F64)
+            && fits(grad)
+            && param.fuzzy.as_ref().is_none_or(fits);
+        if !fused {
+            return Ok(None);
+        }
+        let grad = grad.contiguous()?;
+        let op = Fused {
+            param,
+            lr,
+            d_re,
+            rejuvenator: RefCell::new(self),
+            outcome: RefCell::new(None),
+        };
+        match &param.fuzzy {
+            Some(f) => var.inplace_op3(&grad, &f.contiguous()?, &op)?,
+            None => var.inplace_op2(&grad, &op)?,
+        }
+        match op.outcome.into_inner() {
+            Some(outcome) => outcome.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`descend_and_rejuvenate`](Self::descend_and_rejuvenate) on the host slices.
+    fn descend_and_rejuvenate_slice<T: Descent>(
+        &mut self,
+        param: &Param,
+        (w, g, f): (&mut [T], &[T], Option<&[T]>),
+        lr: f64,
+        d_re: f64,
+    ) -> Result<usize> {
+        let table = ResetTable::get();
+        // thresholds from last step's max|w| with a margin: z estimated too small, never too
+        // large, as long as max|w| has not grown past the margin (checked below)
+        let estimate = self.last_max.get(&param.name).map(|m| m * (1.0 + GROWTH));
+        let scale = estimate.and_then(|m| {
+            let scale = (d_re / m * table.inv_step) as f32;
+            (m > 0.0 && m.is_finite() && scale.is_normal()).then_some(scale)
+        });
+        self.thresholds.resize(w.len(), 0);
+        let max_bits = fused::descend_with_thresholds(
+            w,
+            g,
+            f,
+            T::from_weight_f64(lr),
+            &mut self.thresholds,
+            scale,
+            &table.keep,
+        );
+        if max_bits >= T::NON_FINITE_MAGNITUDE {
+            self.last_max.remove(&param.name);
+            let bad = w.iter().map(|v| v.weight_f64()).find(|v| !v.is_finite());
+            return Err(diverged(param, bad.unwrap_or(f64::NAN)));
+        }
+        let max_abs = T::magnitude_from_bits(max_bits);
+        let useful = match (estimate, scale) {
+            (Some(m), Some(_)) => max_abs <= m && max_abs >= m * (1.0 - SHRINKAGE),
+            _ => false,
+        };
+        if !useful {
+            scan::fill_all_thresholds(w, &mut self.thresholds, max_abs, d_re);
+        }
+        self.last_max.insert(param.name.clone(), max_abs);
+        self.stream.restart(&self.rng);
+        let init = param.init;
+        let reset = scan::rejuvenate_with_thresholds(
+            w,
+            &self.thresholds,
+            max_abs,
+            d_re,
+            &mut self.stream,
+            &mut |stream| init.sample(stream),
+        );
+        self.rng.set_word_pos(self.stream.position());
+        Ok(reset)
+    }
+}
+
+/// The fused update and rejuvenation as a candle in-place op on the weight's own storage.
+struct Fused<'a, 'r> {
+    param: &'a Param,
+    lr: f64,
+    d_re: f64,
+    rejuvenator: RefCell<&'r mut Rejuvenator>,
+    outcome: RefCell<Option<Result<usize>>>,
+}
+
+/// The contiguous elements of `layout` in `storage`, when it holds `T`.
+fn host_slice<'s, T: HostElement>(storage: &'s CpuStorage, layout: &Layout) -> Option<&'s [T]> {
+    let (start, end) = layout.contiguous_offsets()?;
+    T::of(storage)?.get(start..end)
+}
+
+/// The element types of [`Fused`], read out of candle's CPU storage.
+trait HostElement: Descent {
+    fn of(storage: &CpuStorage) -> Option<&[Self]>;
+    fn of_mut(storage: &mut CpuStorage) -> Option<&mut [Self]>;
+}
+
+impl HostElement for f32 {
+    fn of(storage: &CpuStorage) -> Option<&[f32]> {
+        match storage {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn of_mut(storage: &mut CpuStorage) -> Option<&mut [f32]> {
+        match storage {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl HostElement for f64 {
+    fn of(storage: &CpuStorage) -> Option<&[f64]> {
+        match storage {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn of_mut(storage: &mut CpuStorage) -> Option<&mut [f64]> {
+        match storage {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl Fused<'_, '_> {
+    fn run<T: HostElement>(
+        &self,
+        (ws, wl): (&mut CpuStorage, &Layout),
+        (gs, gl): (&CpuStorage, &Layout),
+        f: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<()> {
+        let (start, end) = layout_range(wl)?;
+        let g = host_slice::<T>(gs, gl);
+        let f = f.map(|(fs, fl)| host_slice::<T>(fs, fl));
+        let w = T::of_mut(ws).and_then(|w| w.get_mut(start..end));
+        let operands = match (w, g, f) {
+            (Some(w), Some(g), None) if g.len() == w.len() => Some((w, g, None)),
+            (Some(w), Some(g), Some(Some(f))) if g.len() == w.len() && f.len() == w.len() => {
+                Some((w, g, Some(f)))
+            }
+            _ => None,
+        };
+        let Some(operands) = operands else {
+            candle_core::bail!("fused descent: operands of another dtype, layout or length");
+        };
+        let outcome = self
+            .rejuvenator
+            .borrow_mut()
+            .descend_and_rejuvenate_slice(self.param, operands, self.lr, self.d_re);
+        *self.outcome.borrow_mut() = Some(outcome);
+        Ok(())
+    }
+
+    fn dispatch(
+        &self,
+        w: (&mut CpuStorage, &Layout),
+        g: (&CpuStorage, &Layout),
+        f: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<()> {
+        match w.0 {
+            CpuStorage::F32(_) => self.run::<f32>(w, g, f),
+            CpuStorage::F64(_) => self.run::<f64>(w, g, f),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn layout_range(layout: &Layout) -> candle_core::Result<(usize, usize)> {
+    match layout.contiguous_offsets() {
+        Some(range) => Ok(range),
+        None => candle_core::bail!("fused descent needs a contiguous weight tensor"),
+    }
+}
+
+impl InplaceOp2 for Fused<'_, '_> {
+    fn name(&self) -> &'static str {
+        "synfed-descend-rejuvenate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ws: &mut CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        self.dispatch((ws, wl), (gs, gl), None)
+    }
+}
+
+impl InplaceOp3 for Fused<'_, '_> {
+    fn name(&self) -> &'static str {
+        "synfed-descend-scaled-rejuvenate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ws: &mut CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+        fs: &CpuStorage,
+        fl: &Layout,
+    ) -> candle_core::Result<()> {
+        self.dispatch((ws, wl), (gs, gl), Some((fs, fl)))
     }
 }
 

@@ -32,49 +32,100 @@ pub(crate) fn rejuvenate_in_place<T: WeightValue>(
     fresh: &mut dyn FnMut(&mut Keystream) -> f64,
 ) -> usize {
     let inv_sigma = inverse_sigma(max_abs, d_re);
+    let mut reset = 0;
+    for segment in values.chunks_mut(SEGMENT) {
+        thresholds.resize(segment.len(), 0);
+        fill_all_thresholds(segment, thresholds, max_abs, d_re);
+        reset += scan_segment(segment, thresholds, inv_sigma, stream, fresh);
+    }
+    reset
+}
+
+/// [`rejuvenate_in_place`] with every weight's threshold already in `thresholds` (as long as
+/// `values`; each at least the weight's own, as [`fill_all_thresholds`] gives them).
+pub(crate) fn rejuvenate_with_thresholds<T: WeightValue>(
+    values: &mut [T],
+    thresholds: &[u32],
+    max_abs: f64,
+    d_re: f64,
+    stream: &mut Keystream,
+    fresh: &mut dyn FnMut(&mut Keystream) -> f64,
+) -> usize {
+    let inv_sigma = inverse_sigma(max_abs, d_re);
+    values
+        .chunks_mut(SEGMENT)
+        .zip(thresholds.chunks(SEGMENT))
+        .map(|(segment, thresholds)| scan_segment(segment, thresholds, inv_sigma, stream, fresh))
+        .sum()
+}
+
+/// Writes the threshold of each of `values` (max|w| = `max_abs`) into `thresholds`, in parallel.
+pub(crate) fn fill_all_thresholds<T: WeightValue>(
+    values: &[T],
+    thresholds: &mut [u32],
+    max_abs: f64,
+    d_re: f64,
+) {
     let table = ResetTable::get();
     // the bin estimate is off by at most one, so the bin below it is never above the true one;
     // where the bins per unit of |w| are not a normal f32 (σ beyond f32's range), every
     // weight gets the highest threshold instead and the exact path decides
-    let scale = (inv_sigma * table.inv_step) as f32;
+    let scale = (inverse_sigma(max_abs, d_re) * table.inv_step) as f32;
     let estimable = scale == 0.0 || scale.is_normal();
+    values
+        .par_chunks(TASK)
+        .zip(thresholds.par_chunks_mut(TASK))
+        .for_each(|(w, h)| {
+            if estimable {
+                fill_thresholds(w, h, scale, &table.keep)
+            } else {
+                h.fill(table.keep[0])
+            }
+        });
+}
+
+/// The sequential part: compares the stream's words with `thresholds` and takes the
+/// definition's exact decision for each word below its weight's threshold.
+fn scan_segment<T: WeightValue>(
+    segment: &mut [T],
+    thresholds: &[u32],
+    inv_sigma: f64,
+    stream: &mut Keystream,
+    fresh: &mut dyn FnMut(&mut Keystream) -> f64,
+) -> usize {
+    let table = ResetTable::get();
     let mut reset = 0;
-    for segment in values.chunks_mut(SEGMENT) {
-        thresholds.resize(segment.len(), 0);
-        segment
-            .par_chunks(TASK)
-            .zip(thresholds.par_chunks_mut(TASK))
-            .for_each(|(w, h)| {
-                if estimable {
-                    fill_thresholds(w, h, scale, &table.keep)
-                } else {
-                    h.fill(table.keep[0])
-                }
-            });
-        // enough words for the segment and its resets at rates up to 1/16 (more come as needed)
-        stream.ensure(segment.len() + segment.len() / 8 + 64);
-        let mut i = 0;
-        while i < segment.len() {
-            let kept = leading_kept(stream.unread(), &thresholds[i..segment.len()]);
-            stream.skip(kept);
-            i += kept;
-            if i == segment.len() {
-                break;
-            }
-            if stream.unread().is_empty() {
-                stream.ensure(segment.len() - i + 64);
-                continue;
-            }
-            // the word is below the weight's threshold: the definition's exact decision
-            let u = stream.next_u32() as f64 * (1.0 / 4_294_967_296.0);
-            if table.resets(segment[i].weight_f64().abs() * inv_sigma, u) {
-                segment[i] = T::from_weight_f64(fresh(stream));
-                reset += 1;
-            }
-            i += 1;
+    // enough words for the segment and its resets at rates up to 1/16 (more come as needed)
+    stream.ensure(segment.len() + segment.len() / 8 + 64);
+    let mut i = 0;
+    while i < segment.len() {
+        let kept = leading_kept(stream.unread(), &thresholds[i..segment.len()]);
+        stream.skip(kept);
+        i += kept;
+        if i == segment.len() {
+            break;
         }
+        if stream.unread().is_empty() {
+            stream.ensure(segment.len() - i + 64);
+            continue;
+        }
+        // the word is below the weight's threshold: the definition's exact decision
+        let u = stream.next_u32() as f64 * (1.0 / 4_294_967_296.0);
+        if table.resets(segment[i].weight_f64().abs() * inv_sigma, u) {
+            segment[i] = T::from_weight_f64(fresh(stream));
+            reset += 1;
+        }
+        i += 1;
     }
     reset
+}
+
+/// The threshold of one weight for `scale` bins per unit of |w| (see [`fill_thresholds`]).
+#[inline(always)]
+pub(crate) fn threshold<T: WeightValue>(w: T, scale: f32, keep: &[u32; BINS + 1]) -> u32 {
+    // a float-to-int cast saturates (NaN gives 0): the estimate is never negative
+    let estimate = (w.weight_f32().abs() * scale) as i32;
+    keep[(estimate.max(1) - 1).min(BINS as i32) as usize]
 }
 
 /// Each weight's threshold: the smallest word that certainly keeps it.
@@ -114,10 +165,7 @@ fn fill_thresholds_portable<T: WeightValue>(
     keep: &[u32; BINS + 1],
 ) {
     for (w, h) in w.iter().zip(h.iter_mut()) {
-        // a float-to-int cast saturates (NaN gives 0): the estimate is never negative
-        let estimate = (w.weight_f32().abs() * scale) as i32;
-        let bin = (estimate.max(1) - 1).min(BINS as i32) as usize;
-        *h = keep[bin];
+        *h = threshold(*w, scale, keep);
     }
 }
 
