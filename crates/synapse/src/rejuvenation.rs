@@ -760,6 +760,51 @@ mod tests {
     }
 
     #[test]
+    fn the_fused_update_equals_descent_then_the_definition() {
+        // steps whose max|w| stays within the estimate's margin (thresholds from the estimate),
+        // grows past it and shrinks below it (thresholds recomputed), with and without factors
+        for (n, dtype, factors) in [
+            (300_001, DType::F32, true),
+            (70_000, DType::F64, false),
+            (70_003, DType::F32, false),
+            (5, DType::F32, true),
+        ] {
+            let with_factors = |p: Param| {
+                let f: Vec<f64> = (0..n).map(|i| 0.96 + (i % 9) as f64 / 100.0).collect();
+                let f = Tensor::from_vec(f, n, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype);
+                Param {
+                    fuzzy: factors.then(|| f.unwrap()),
+                    ..p
+                }
+            };
+            let ours = with_factors(weights(n, dtype, 3));
+            let theirs = with_factors(weights(n, dtype, 3));
+            let mut rejuvenator = Rejuvenator::new(crate::rng::stream(4, 2));
+            let mut rng = crate::rng::stream(4, 2);
+            for (step, size) in [1e-4, 1e-4, 3.0, 1e-4, -2.5, 1e-4].into_iter().enumerate() {
+                let g: Vec<f64> = (0..n)
+                    .map(|i| size * (((i * 7919) % 1013) as f64 / 1013.0 - 0.3))
+                    .collect();
+                let g = Tensor::from_vec(g, n, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let a = rejuvenator
+                    .descend_and_rejuvenate(&ours, &g, 0.1, 14.0)
+                    .unwrap()
+                    .expect("a contiguous host weight takes the fused path");
+                crate::kernels::descend(&theirs.var, &g, theirs.fuzzy.as_ref(), 0.1).unwrap();
+                let b = rejuvenate(&theirs, 14.0, &mut rng).unwrap();
+                assert_eq!(a, b, "n {n} step {step}: resets");
+                assert_eq!(bits(&ours), bits(&theirs), "n {n} step {step}");
+                assert_eq!(rejuvenator.word_position(), rng.get_word_pos());
+            }
+        }
+    }
+
+    #[test]
     fn an_all_zero_tensor_and_a_diverged_one() {
         // σ = 0: every weight has P_re = 1/2, as in the definition
         let zeros = |dtype| {
