@@ -7,6 +7,12 @@
 //! predecessors waits — in memory up to a budget, beyond it spooled to a file — and is added as
 //! soon as everything before it has been added or dropped (a refused update, a straggler). At
 //! most the running sum, the budget and one update are in memory, never all updates.
+//!
+//! The running sum is one `Vec<f64>` per tensor, added to in place (`s += f64(u)·n + 0`): the
+//! same operations, in the same order, as the tensor expression `s + (u.to_f64() · n)` it
+//! replaces (candle's scalar multiply is `x·n + 0`, which turns −0 into +0), so the bits are
+//! those of every earlier run of a seed, without allocating three model-sized temporaries per
+//! update.
 
 use crate::error::{Result, ServerError};
 use candle_core::{DType, Device, Tensor};
@@ -45,7 +51,8 @@ pub struct OrderedSum {
     index: HashMap<String, usize>,
     slots: Vec<Slot>,
     next: usize,
-    sum: Option<Vec<Tensor>>,
+    /// Σ f64(uₖ)·nₖ per tensor, with each tensor's shape.
+    sum: Option<Vec<(Vec<f64>, Vec<usize>)>>,
     dtype: Option<DType>,
     weight: f64,
     contributors: Vec<String>,
@@ -147,9 +154,24 @@ impl OrderedSum {
             return Ok(None);
         };
         let dtype = self.dtype.unwrap_or(DType::F32);
+        // as candle's `s / n` computes it: s·(1/n) + 0
+        let scale = 1.0 / self.weight;
         let mean = sum
             .into_iter()
-            .map(|s| (s / self.weight)?.to_dtype(dtype))
+            .map(|(s, shape)| match dtype {
+                DType::F64 => {
+                    let values: Vec<f64> = s.iter().map(|&v| v * scale + 0.0).collect();
+                    Tensor::from_vec(values, shape, &Device::Cpu)
+                }
+                DType::F32 => {
+                    let values: Vec<f32> = s.iter().map(|&v| (v * scale + 0.0) as f32).collect();
+                    Tensor::from_vec(values, shape, &Device::Cpu)
+                }
+                other => {
+                    let values: Vec<f64> = s.iter().map(|&v| v * scale + 0.0).collect();
+                    Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(other)
+                }
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Some(Aggregate {
             mean,
@@ -159,24 +181,35 @@ impl OrderedSum {
     }
 
     fn add(&mut self, i: usize, update: &[Tensor], weight: f64) -> Result<()> {
-        let scaled = update
-            .iter()
-            .map(|t| t.to_dtype(DType::F64)? * weight)
-            .collect::<candle_core::Result<Vec<_>>>()?;
         self.dtype
             .get_or_insert(update.first().map_or(DType::F32, Tensor::dtype));
-        self.sum = Some(match self.sum.take() {
-            None => scaled,
+        match &mut self.sum {
+            None => {
+                let first = update
+                    .iter()
+                    .map(|t| {
+                        let mut s = Vec::new();
+                        scaled_into(&mut s, t, weight)?;
+                        Ok((s, t.dims().to_vec()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.sum = Some(first);
+            }
             Some(sum) => {
-                if sum.len() != scaled.len() {
+                if sum.len() != update.len() {
                     return Err(ServerError::Internal("updates of different lengths".into()));
                 }
-                sum.iter()
-                    .zip(&scaled)
-                    .map(|(s, u)| s + u)
-                    .collect::<candle_core::Result<Vec<_>>>()?
+                for ((s, shape), t) in sum.iter_mut().zip(update) {
+                    if shape.as_slice() != t.dims() {
+                        return Err(ServerError::Internal(format!(
+                            "an update tensor of shape {:?} where the sum has {shape:?}",
+                            t.dims()
+                        )));
+                    }
+                    add_scaled(s, t, weight)?;
+                }
             }
-        });
+        }
         self.weight += weight;
         self.contributors.push(self.order[i].clone());
         Ok(())
@@ -238,6 +271,72 @@ impl OrderedSum {
         }
         Ok(out)
     }
+}
+
+/// `t`'s values, read in place where it is a contiguous f32 or f64 CPU tensor.
+enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// Calls `f` with the values of `t` in row-major order: borrowed from its storage where it is a
+/// contiguous f32 or f64 CPU tensor, otherwise converted to f64 (exactly, as `to_dtype` does).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(Values<'_>) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            match cpu {
+                candle_core::CpuStorage::F32(v) => return Ok(f(Values::F32(&v[start..end]))),
+                candle_core::CpuStorage::F64(v) => return Ok(f(Values::F64(&v[start..end]))),
+                _ => {}
+            }
+        }
+    }
+    let values = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    Ok(f(Values::F64(&values)))
+}
+
+/// `sum = f64(t)·weight + 0`, as candle's `t.to_dtype(F64)? * weight` computes it.
+fn scaled_into(sum: &mut Vec<f64>, t: &Tensor, weight: f64) -> Result<()> {
+    with_values(t, |values| {
+        sum.clear();
+        match values {
+            Values::F32(v) => sum.extend(v.iter().map(|&x| f64::from(x) * weight + 0.0)),
+            Values::F64(v) => sum.extend(v.iter().map(|&x| x * weight + 0.0)),
+        }
+    })
+}
+
+/// `sum += f64(t)·weight + 0`, element by element, as candle's
+/// `sum + (t.to_dtype(F64)? * weight)` computes it.
+fn add_scaled(sum: &mut [f64], t: &Tensor, weight: f64) -> Result<()> {
+    with_values(t, |values| {
+        let n = match values {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        };
+        if n != sum.len() {
+            return Err(ServerError::Internal(format!(
+                "an update tensor of {n} values where the sum has {}",
+                sum.len()
+            )));
+        }
+        match values {
+            Values::F32(v) => {
+                for (s, &x) in sum.iter_mut().zip(v) {
+                    *s += f64::from(x) * weight + 0.0;
+                }
+            }
+            Values::F64(v) => {
+                for (s, &x) in sum.iter_mut().zip(v) {
+                    *s += x * weight + 0.0;
+                }
+            }
+        }
+        Ok(())
+    })?
 }
 
 #[cfg(test)]
@@ -321,5 +420,52 @@ mod tests {
         sum.offer("b", update(&[1.0, 1.0]), 1.0).unwrap();
         assert!(sum.offer("b", update(&[1.0, 1.0]), 1.0).is_err());
         assert!(sum.offer("zed", update(&[1.0, 1.0]), 1.0).is_err());
+    }
+
+    /// The sum as candle's tensor expressions computed it before it was written as loops:
+    /// Σ (u.to_dtype(F64) · n), then (Σ / W).to_dtype(F32).
+    fn candle_mean(updates: &[(Vec<f32>, f64)]) -> Vec<u32> {
+        let mut sum: Option<Tensor> = None;
+        let mut weight = 0.0;
+        for (values, w) in updates {
+            let t = Tensor::new(values.as_slice(), &Device::Cpu).unwrap();
+            let scaled = (t.to_dtype(DType::F64).unwrap() * *w).unwrap();
+            sum = Some(match sum {
+                None => scaled,
+                Some(s) => (s + scaled).unwrap(),
+            });
+            weight += w;
+        }
+        let mean = (sum.unwrap() / weight)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        bits(&mean)
+    }
+
+    #[test]
+    fn the_loops_give_the_bits_of_candles_tensor_expressions() {
+        // signed zeros (candle's x·n + 0 makes −0 +0), cancellation, subnormals, odd weights
+        let a = vec![-0.0f32, 1.0e8, 0.1, -3.5, 1.0e-40, -0.0, 7.25];
+        let b = vec![-0.0f32, -1.0e8, 0.7, 3.5, -1.0e-40, 0.0, 1.0 / 3.0];
+        let c = vec![-0.0f32, 3.0, 1.0e-8, -1.0e-30, 2.5e-38, -0.0, -7.0];
+        let updates = [(a, 3.0), (b, 7.0), (c, 0.1)];
+        let dir = tempfile::tempdir().unwrap();
+        let names = clients();
+        let mut sum = OrderedSum::new(names.clone(), dir.path(), usize::MAX);
+        for (name, (values, w)) in names.iter().zip(&updates) {
+            sum.offer(name, update(values), *w).unwrap();
+        }
+        let agg = sum.finish().unwrap().unwrap();
+        let got = bits(&agg.mean[0]);
+        assert_eq!(got, candle_mean(&updates));
+        // −0 from every client: candle's affine gives +0, and so must the loops
+        assert_eq!(got[0], 0.0f32.to_bits());
+        // one client's −0 alone
+        let mut one = OrderedSum::new(vec!["a".into()], dir.path(), 0);
+        one.offer("a", update(&[-0.0, -2.0]), 3.0).unwrap();
+        let alone = bits(&one.finish().unwrap().unwrap().mean[0]);
+        assert_eq!(alone, candle_mean(&[(vec![-0.0, -2.0], 3.0)]));
+        assert_eq!(alone[0], 0.0f32.to_bits());
     }
 }

@@ -104,18 +104,8 @@ impl EncodedTensor {
         };
         let flat = tensor.flatten_all().map_err(candle)?;
         let bytes: Vec<u8> = match tensor.dtype() {
-            DType::F32 => flat
-                .to_vec1::<f32>()
-                .map_err(candle)?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            DType::F64 => flat
-                .to_vec1::<f64>()
-                .map_err(candle)?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            DType::F32 => le_bytes(&flat.to_vec1::<f32>().map_err(candle)?, f32::to_le_bytes),
+            DType::F64 => le_bytes(&flat.to_vec1::<f64>().map_err(candle)?, f64::to_le_bytes),
             dtype => return Err(EncodeError::UnsupportedDType { name, dtype }),
         };
         Ok(Self {
@@ -257,17 +247,134 @@ impl From<ChunkProblem> for tonic::Status {
     }
 }
 
+/// A tensor's values as they are decoded from its chunks' little-endian bytes.
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Values {
+    fn with_capacity(dtype: DType, elems: usize) -> Self {
+        match dtype {
+            DType::F64 => Values::F64(Vec::with_capacity(elems)),
+            _ => Values::F32(Vec::with_capacity(elems)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        }
+    }
+
+    /// Appends the values of `bytes`, whole elements only (a multiple of the element size);
+    /// returns the index of the first non-finite value appended, if any.
+    fn extend(&mut self, bytes: &[u8]) -> Option<usize> {
+        let start = self.len();
+        match self {
+            Values::F32(v) => {
+                v.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+                first_non_finite(&v[start..], f32::is_finite).map(|i| start + i)
+            }
+            Values::F64(v) => {
+                v.extend(
+                    bytes.chunks_exact(8).map(|b| {
+                        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                    }),
+                );
+                first_non_finite(&v[start..], f64::is_finite).map(|i| start + i)
+            }
+        }
+    }
+
+    fn into_tensor(self, shape: &[usize], device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Values::F32(v) => Tensor::from_vec(v, shape, device),
+            Values::F64(v) => Tensor::from_vec(v, shape, device),
+        }
+    }
+}
+
+/// The tensor being received: its values so far, the bytes of an element split between two
+/// chunks, and the running checksum.
 struct Partial {
     index: usize,
     crc32: u32,
-    bytes: Vec<u8>,
+    hasher: crc32fast::Hasher,
+    /// Bytes accepted so far.
+    filled: usize,
+    values: Values,
+    /// The first bytes of an element whose rest is in the next chunk.
+    split: [u8; 8],
+    split_len: usize,
+    /// The first non-finite element seen; reported once the checksum has been verified, so a
+    /// corrupted byte is a checksum error whatever value it made.
+    non_finite: Option<usize>,
+}
+
+impl Partial {
+    /// Takes a chunk's payload (already checked to fit the tensor).
+    fn take(&mut self, mut data: &[u8], elem: usize) {
+        self.hasher.update(data);
+        self.filled += data.len();
+        if self.split_len > 0 {
+            let need = (elem - self.split_len).min(data.len());
+            self.split[self.split_len..self.split_len + need].copy_from_slice(&data[..need]);
+            self.split_len += need;
+            data = &data[need..];
+            if self.split_len == elem {
+                let element = self.split;
+                let found = self.values.extend(&element[..elem]);
+                self.note(found);
+                self.split_len = 0;
+            }
+        }
+        let whole = data.len() - data.len() % elem;
+        let found = self.values.extend(&data[..whole]);
+        self.note(found);
+        let rest = &data[whole..];
+        self.split[..rest.len()].copy_from_slice(rest);
+        self.split_len += rest.len();
+    }
+
+    fn note(&mut self, non_finite: Option<usize>) {
+        if self.non_finite.is_none() {
+            self.non_finite = non_finite;
+        }
+    }
+}
+
+/// The index of the first value of `values` that is not finite. Scans blocks without an
+/// early exit (so the compiler vectorises the scan) and looks inside a block only when it
+/// holds one.
+fn first_non_finite<T: Copy>(values: &[T], finite: fn(T) -> bool) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    values
+        .chunks(BLOCK)
+        .enumerate()
+        .find(|(_, block)| !block.iter().fold(true, |all, &v| all & finite(v)))
+        .and_then(|(k, block)| Some(k * BLOCK + block.iter().position(|&v| !finite(v))?))
+}
+
+/// `values` as little-endian bytes.
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    let mut bytes = vec![0u8; values.len() * N];
+    for (out, &v) in bytes.chunks_exact_mut(N).zip(values) {
+        out.copy_from_slice(&to_le(v));
+    }
+    bytes
 }
 
 /// Reassembles and checks a stream of chunks against the tensors it expects.
 pub struct Assembler {
     expected: Vec<TensorLayout>,
     index_of: HashMap<String, usize>,
-    done: Vec<Option<Vec<u8>>>,
+    done: Vec<Option<Values>>,
     current: Option<Partial>,
     max_chunk: usize,
     received: usize,
@@ -281,7 +388,7 @@ impl Assembler {
             .enumerate()
             .map(|(i, l)| (l.name.clone(), i))
             .collect();
-        let done = vec![None; expected.len()];
+        let done = expected.iter().map(|_| None).collect();
         Self {
             expected,
             index_of,
@@ -325,10 +432,16 @@ impl Assembler {
                 return Err(ChunkProblem::DuplicateTensor { name });
             }
             self.check_header(index, &chunk)?;
+            let layout = &self.expected[index];
             self.current = Some(Partial {
                 index,
                 crc32: chunk.crc32,
-                bytes: Vec::with_capacity(self.expected[index].byte_len()),
+                hasher: crc32fast::Hasher::new(),
+                filled: 0,
+                values: Values::with_capacity(layout.dtype, layout.elem_count()),
+                split: [0; 8],
+                split_len: 0,
+                non_finite: None,
             });
         }
         let Some(partial) = self.current.as_mut() else {
@@ -342,23 +455,23 @@ impl Assembler {
         if chunk.data.is_empty() && total > 0 {
             return Err(ChunkProblem::EmptyChunk { name, total });
         }
-        if chunk.offset != partial.bytes.len() as u64 {
+        if chunk.offset != partial.filled as u64 {
             return Err(ChunkProblem::BadOffset {
                 name,
-                expected: partial.bytes.len(),
+                expected: partial.filled,
                 got: chunk.offset,
             });
         }
-        if partial.bytes.len() + chunk.data.len() > total {
+        if partial.filled + chunk.data.len() > total {
             return Err(ChunkProblem::Overrun { name, total });
         }
-        partial.bytes.extend_from_slice(&chunk.data);
+        partial.take(&chunk.data, layout.dtype.size_in_bytes());
         self.received += chunk.data.len();
-        if partial.bytes.len() == total {
+        if partial.filled == total {
             let Some(partial) = self.current.take() else {
                 unreachable!("checked above")
             };
-            let got = crc32fast::hash(&partial.bytes);
+            let got = partial.hasher.finalize();
             if got != partial.crc32 {
                 return Err(ChunkProblem::Checksum {
                     name,
@@ -366,8 +479,10 @@ impl Assembler {
                     got,
                 });
             }
-            check_finite(&name, layout.dtype, &partial.bytes)?;
-            self.done[partial.index] = Some(partial.bytes);
+            if let Some(index) = partial.non_finite {
+                return Err(ChunkProblem::NonFinite { name, index });
+            }
+            self.done[partial.index] = Some(partial.values);
         }
         Ok(())
     }
@@ -423,7 +538,7 @@ impl Assembler {
         if let Some(p) = &self.current {
             return Err(ChunkProblem::Incomplete {
                 name: self.expected[p.index].name.clone(),
-                received: p.bytes.len(),
+                received: p.filled,
                 total: self.expected[p.index].byte_len(),
             }
             .into());
@@ -435,9 +550,9 @@ impl Assembler {
         self.expected
             .into_iter()
             .zip(self.done)
-            .map(|(layout, bytes)| {
-                let bytes = bytes.unwrap_or_default();
-                let tensor = decode(&layout, &bytes, device)?;
+            .map(|(layout, values)| {
+                let values = values.unwrap_or_else(|| Values::with_capacity(layout.dtype, 0));
+                let tensor = values.into_tensor(&layout.shape, device)?;
                 Ok((layout.name, tensor))
             })
             .collect()
@@ -543,44 +658,6 @@ impl From<AssembleError> for tonic::Status {
             AssembleError::Problem(p) => p.into(),
             AssembleError::Candle(e) => tonic::Status::internal(e.to_string()),
         }
-    }
-}
-
-fn decode(layout: &TensorLayout, bytes: &[u8], device: &Device) -> candle_core::Result<Tensor> {
-    let shape = layout.shape.as_slice();
-    match layout.dtype {
-        DType::F64 => {
-            let values: Vec<f64> = bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-                .collect();
-            Tensor::from_vec(values, shape, device)
-        }
-        _ => {
-            let values: Vec<f32> = bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            Tensor::from_vec(values, shape, device)
-        }
-    }
-}
-
-fn check_finite(name: &str, dtype: DType, bytes: &[u8]) -> Result<(), ChunkProblem> {
-    let bad = match dtype {
-        DType::F64 => bytes.chunks_exact(8).position(|b| {
-            !f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()
-        }),
-        _ => bytes
-            .chunks_exact(4)
-            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
-    };
-    match bad {
-        Some(index) => Err(ChunkProblem::NonFinite {
-            name: name.to_string(),
-            index,
-        }),
-        None => Ok(()),
     }
 }
 
@@ -792,5 +869,51 @@ mod tests {
             shown.starts_with("unknown tensor `\\u{1b}[2Jnnn"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn values_split_between_chunks_are_decoded_and_checked() {
+        // f64 in chunks of 7 bytes: every element but a few straddles two chunks
+        let mut values: Vec<f64> = (0..40).map(|i| i as f64 * -0.25 + 1.0e-300).collect();
+        let t = Tensor::from_vec(values.clone(), 40, &Device::Cpu).unwrap();
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut asm = assembler_for(&t);
+        for c in enc.chunks(7) {
+            asm.push(c).unwrap();
+        }
+        let out = asm.finish(&Device::Cpu).unwrap();
+        assert_eq!(out[0].1.to_vec1::<f64>().unwrap(), values);
+
+        // an infinity at element 17 (bytes 136..144, split 140|141 by chunks of 7): reported
+        // with its index once the checksum holds
+        values[17] = f64::INFINITY;
+        let t = Tensor::from_vec(values, 40, &Device::Cpu).unwrap();
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut asm = assembler_for(&t);
+        let err = enc
+            .chunks(7)
+            .map(|c| asm.push(c))
+            .find_map(Result::err)
+            .unwrap();
+        assert_eq!(
+            err,
+            ChunkProblem::NonFinite {
+                name: "w".into(),
+                index: 17
+            }
+        );
+        // a corrupted byte that makes a value non-finite is a checksum error
+        let t = tensor(64);
+        let enc = EncodedTensor::new("w", &t).unwrap();
+        let mut chunks: Vec<_> = enc.chunks(100).collect();
+        chunks[0].data[3] |= 0x7f;
+        chunks[0].data[2] |= 0x80;
+        let mut asm = assembler_for(&t);
+        let err = chunks
+            .into_iter()
+            .map(|c| asm.push(c))
+            .find_map(Result::err)
+            .unwrap();
+        assert!(matches!(err, ChunkProblem::Checksum { .. }), "{err}");
     }
 }
