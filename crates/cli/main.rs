@@ -63,6 +63,11 @@ fn main() -> ExitCode {
         .with_writer(progress::LogWriter)
         .with_target(false)
         .init();
+    // the bytes of a run depend on the matrix-product path (see kernels::gemm_path)
+    tracing::debug!(
+        "matrix products on gemm's {} path",
+        synfed_synapse::kernels::gemm_path()
+    );
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Attack(args) => attack::run(args),
