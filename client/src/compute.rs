@@ -4,6 +4,11 @@
 //! The run's [`Defence`] is applied here, after the update is computed and before the session
 //! pushes it; the truth kept for the escrow stays the real batch.
 //!
+//! When the run places fuzzy learning rates at the clients (`training.fuzzy_at = "client"`,
+//! [`synfed_synapse::FuzzyPlacement`]), the client's [`PrivateFactors`] act as a gradient hook:
+//! a FedSGD gradient is scaled by them before the defence (per example, before clipping, for
+//! DP-SGD), and FedAvg's local steps use them in place of the global model's factors.
+//!
 //! Every computation takes the forward-pass [`Mode`] the task asks for (the run's
 //! `training.bn_mode`): batch statistics ([`Mode::Train`], what federated clients do) or running
 //! statistics ([`Mode::Eval`], the protocol of the reference attack). In eval mode the running
@@ -26,6 +31,19 @@ pub struct LocalData {
     pub train: Dataset,
     pub normalization: Normalization,
     pub indices: Vec<usize>,
+}
+
+/// A client's private fuzzy factors (one tensor per synaptic weight, by name), drawn once from
+/// a seed the server is never told; `None` where the run places I at the server.
+pub type PrivateFactors = Option<std::sync::Arc<Vec<(String, Tensor)>>>;
+
+/// Applies the gradient hook of [`PrivateFactors`] to every trainable tensor of `update`.
+pub fn scale_by_private_factors(update: &mut Update, factors: &[(String, Tensor)]) -> Result<()> {
+    for entry in update.iter_mut().filter(|e| e.is_trainable()) {
+        entry.tensor =
+            synfed_synapse::fuzzy_placement::scale_gradient(factors, &entry.name, &entry.tensor)?;
+    }
+    Ok(())
 }
 
 /// The result of one task.
@@ -110,6 +128,16 @@ pub fn task_defence(text: &str) -> Result<Defence> {
         .map_err(|e| ClientError::Config(format!("the task's defence `{text}`: {e}")))
 }
 
+/// Where a task's fuzzy learning rates act: unset (a server that predates the option) is the
+/// server; a value this client does not know is refused with the value, rather than guessed.
+pub fn task_fuzzy_at(task: &Task) -> Result<synfed_synapse::FuzzyPlacement> {
+    task.fuzzy_at().map_err(|value| {
+        ClientError::Protocol(format!(
+            "the task asks for fuzzy placement {value}, which this client does not know"
+        ))
+    })
+}
+
 /// The BatchNorm mode a task asks for: unset (a server that predates the option) is train; a
 /// value this client does not know is refused with the value, rather than guessed.
 pub fn task_bn_mode(task: &Task) -> Result<BnMode> {
@@ -131,10 +159,12 @@ pub fn defend(work: &mut Work, defence: &Defence, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// [`fedsgd`] with `defence` applied: per-example DP-SGD (each example's gradient clipped,
+/// [`fedsgd`] with the client's `private` fuzzy factors (if any) and `defence` applied:
+/// per-example DP-SGD (each example's gradient scaled by the factors, clipped,
 /// summed, noised, divided by the batch size) when it asks for it, otherwise the batch's
 /// gradient defended per batch. BatchNorm buffers' changes are those of the whole batch in
 /// either case (zero in eval mode). Forward passes in `mode`.
+#[allow(clippy::too_many_arguments)]
 pub fn fedsgd_defended(
     model: &Model,
     data: &LocalData,
@@ -142,9 +172,13 @@ pub fn fedsgd_defended(
     seed: u64,
     defence: &Defence,
     mode: Mode,
+    private: &PrivateFactors,
 ) -> Result<Work> {
     let Some(dp) = defence.dp.filter(|d| d.per_example) else {
         let mut work = fedsgd(model, data, batch_size, seed, mode)?;
+        if let Some(factors) = private {
+            scale_by_private_factors(&mut work.update, factors)?;
+        }
         defend(&mut work, defence, seed)?;
         return Ok(work);
     };
@@ -152,7 +186,9 @@ pub fn fedsgd_defended(
     let (x, y) = data
         .train
         .batch(&batch, &data.normalization, model.device(), DType::F32)?;
-    let (mut update, train_loss) = defence::clipped_example_sum(model, &x, &y, dp.clip, mode)?;
+    let factors = private.as_deref().map(Vec::as_slice);
+    let (mut update, train_loss) =
+        defence::clipped_example_sum(model, &x, &y, dp.clip, mode, factors)?;
     defence.finish_example_sum(&mut update, batch.len(), seed)?;
     Ok(Work {
         update,
@@ -164,7 +200,8 @@ pub fn fedsgd_defended(
 
 /// FedAvg local training: `epochs` epochs over the share (or `steps` steps when `epochs` is
 /// 0) of `SynapticSgd` with learning rate `lr`, batches and rejuvenation drawn from `seed`,
-/// forward passes in `mode`.
+/// forward passes in `mode`; the steps use the client's `private` fuzzy factors where given,
+/// otherwise the global model's.
 #[allow(clippy::too_many_arguments)]
 pub fn fedavg(
     model: &Model,
@@ -175,11 +212,17 @@ pub fn fedavg(
     lr: f64,
     seed: u64,
     mode: Mode,
+    private: &PrivateFactors,
 ) -> Result<Work> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
         let before = copies(model)?;
-        let mut optimizer = SynapticSgd::new(model.params(), lr, seed);
+        // a copy of the store shares the model's variables but has factors of its own
+        let mut store = model.params().clone();
+        if let Some(factors) = private {
+            synfed_synapse::fuzzy_placement::install(&mut store, factors)?;
+        }
+        let mut optimizer = SynapticSgd::new(&store, lr, seed);
         let (mut loss_sum, mut weight) = (0.0, 0.0);
         if epochs > 0 {
             for epoch in 0..epochs as usize {
@@ -383,7 +426,7 @@ mod tests {
         let global = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let initial = running_statistics(&local);
-        let work = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Eval).unwrap();
+        let work = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Eval, &None).unwrap();
         assert_eq!(running_statistics(&local), initial);
         for e in work.update.iter().filter(|e| !e.is_trainable()) {
             assert!(
@@ -412,7 +455,18 @@ mod tests {
 
         // Train mode takes another step and moves the running statistics.
         let local = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
-        let trained = fedavg(&local, &data, batch_size, 0, 1, lr, seed, Mode::Train).unwrap();
+        let trained = fedavg(
+            &local,
+            &data,
+            batch_size,
+            0,
+            1,
+            lr,
+            seed,
+            Mode::Train,
+            &None,
+        )
+        .unwrap();
         assert_ne!(running_statistics(&local), initial);
         assert!(max_abs_difference(&trainable_update(&trained), &expected) > 1e-2 * scale);
     }

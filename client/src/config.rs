@@ -98,6 +98,11 @@ pub struct ClientConfig {
     /// Stop after this many accepted updates without telling the server, as a host that
     /// crashed or lost its network would (fault injection; `None`: run to the end).
     pub stop_after_updates: Option<usize>,
+    /// Seed of this client's private fuzzy factors, used when the run places fuzzy learning
+    /// rates at the clients (`training.fuzzy_at = "client"`): a secret the client keeps.
+    /// `None`: derived from the run's seed and the client's name
+    /// ([`synfed_synapse::fuzzy_placement::client_seed`]), reproducible but not secret.
+    pub fuzzy_seed: Option<u64>,
 }
 
 impl ClientConfig {
@@ -120,6 +125,7 @@ impl ClientConfig {
             retry: Retry::default(),
             escrow: None,
             stop_after_updates: None,
+            fuzzy_seed: None,
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum DefendError {
     Tensor(#[from] candle_core::Error),
     #[error("model: {0}")]
     Model(#[from] synfed_models::ModelError),
+    #[error("private fuzzy factors: {0}")]
+    Factors(#[from] synfed_synapse::SynapseError),
 }
 
 impl From<DefendError> for crate::ClientError {
@@ -47,6 +49,7 @@ impl From<DefendError> for crate::ClientError {
         match e {
             DefendError::Tensor(e) => crate::ClientError::Candle(e),
             DefendError::Model(e) => crate::ClientError::Model(e),
+            DefendError::Factors(e) => crate::ClientError::Synapse(e),
             other => crate::ClientError::Config(format!("defence: {other}")),
         }
     }
@@ -199,7 +202,8 @@ pub fn prune(update: &mut Update, p: f64) -> Result<()> {
 }
 
 /// Per-example clipping: the gradient of each example of `(x, labels)` at the model's current
-/// weights, clipped to global L2 norm `c`, summed. Returns one entry per model tensor in
+/// weights, scaled by the client's private fuzzy factors where given (the gradient hook of
+/// `training.fuzzy_at = "client"`), clipped to global L2 norm `c`, summed. Returns one entry per model tensor in
 /// parameter-store order (zeros for buffers) and the mean loss of the examples. Forward passes
 /// in `mode`.
 ///
@@ -213,6 +217,7 @@ pub fn clipped_example_sum(
     labels: &Tensor,
     c: f64,
     mode: Mode,
+    private_factors: Option<&[(String, Tensor)]>,
 ) -> Result<(Update, f64)> {
     // on a rayon worker (see `synfed_synapse::worker`)
     synfed_synapse::on_worker(|| {
@@ -249,6 +254,15 @@ pub fn clipped_example_sum(
                 });
             }
             let mut example = Update::new(example);
+            if let Some(factors) = private_factors {
+                for entry in example.iter_mut().filter(|e| e.is_trainable()) {
+                    entry.tensor = synfed_synapse::fuzzy_placement::scale_gradient(
+                        factors,
+                        &entry.name,
+                        &entry.tensor,
+                    )?;
+                }
+            }
             clip(&mut example, c)?;
             for (s, g) in sum.iter_mut().zip(example) {
                 s.tensor = (&s.tensor + g.tensor)?;
@@ -423,7 +437,7 @@ mod tests {
         let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
         let x = Tensor::randn(0f32, 1.0, (3, 1, 9, 9), &Device::Cpu).unwrap();
         let y = Tensor::new(&[0u32, 2, 1], &Device::Cpu).unwrap();
-        let err = clipped_example_sum(&model, &x, &y, 1.0, Mode::Train).unwrap_err();
+        let err = clipped_example_sum(&model, &x, &y, 1.0, Mode::Train, None).unwrap_err();
         assert!(matches!(err, DefendError::PerExampleBatchNorm(_)), "{err}");
         assert!(err.to_string().contains("bn_mode"), "{err}");
         // On running statistics the examples are independent: without clipping (C huge) the sum
@@ -434,7 +448,7 @@ mod tests {
             .filter(|p| !p.role.is_trainable())
             .map(|p| values(p.var.as_tensor()))
             .collect();
-        let (sum, _) = clipped_example_sum(&model, &x, &y, 1e9, Mode::Eval).unwrap();
+        let (sum, _) = clipped_example_sum(&model, &x, &y, 1e9, Mode::Eval, None).unwrap();
         let batch = model.gradients(&x, &y, Mode::Eval).unwrap();
         let summed: Vec<&Tensor> = sum.trainable().map(|e| &e.tensor).collect();
         assert_eq!(summed.len(), batch.len());
@@ -463,7 +477,7 @@ mod tests {
         let x = Tensor::randn(0f32, 3.0, (4, 1, 4, 4), &Device::Cpu).unwrap();
         let y = Tensor::new(&[0u32, 2, 1, 2], &Device::Cpu).unwrap();
         let c = 0.05;
-        let (sum, loss) = clipped_example_sum(&model, &x, &y, c, Mode::Train).unwrap();
+        let (sum, loss) = clipped_example_sum(&model, &x, &y, c, Mode::Train, None).unwrap();
         let names: Vec<String> = model.params().trainable().map(|p| p.name.clone()).collect();
         assert_eq!(sum.len(), names.len());
 

@@ -77,6 +77,9 @@ struct Session {
     device: Device,
     data: Arc<LocalData>,
     model: Option<Arc<Model>>,
+    /// The private fuzzy factors of this client (drawn at registration when the model has
+    /// method I; used only for tasks that place I at the clients).
+    private_factors: Option<Arc<Vec<(String, candle_core::Tensor)>>>,
     reg: Registration,
     report: ClientReport,
 }
@@ -121,6 +124,7 @@ pub async fn run(
         device,
         data: Arc::new(data),
         model: None,
+        private_factors: None,
         reg: Registration {
             run_id: String::new(),
             client_id: String::new(),
@@ -148,7 +152,11 @@ pub async fn run(
                     return Ok(session.report);
                 }
                 let accepted = session.report.accepted.len();
-                if session.config.stop_after_updates.is_some_and(|k| accepted >= k) {
+                if session
+                    .config
+                    .stop_after_updates
+                    .is_some_and(|k| accepted >= k)
+                {
                     // no Leave: the server sees what a crashed host looks like
                     info!(client = %session.reg.client_id, accepted, "stopping without leaving");
                     return Ok(session.report);
@@ -209,6 +217,18 @@ impl Session {
             .await
             .map_err(|e| ClientError::Internal(e.to_string()))??;
             self.model = Some(Arc::new(model));
+        }
+        if rebuild || self.private_factors.is_none() {
+            let model = self.model()?;
+            let seed = self.config.fuzzy_seed.unwrap_or_else(|| {
+                synfed_synapse::fuzzy_placement::client_seed(reply.seed, &self.config.name)
+            });
+            let factors = tokio::task::spawn_blocking(move || {
+                synfed_synapse::fuzzy_placement::client_factors(model.params(), seed)
+            })
+            .await
+            .map_err(|e| ClientError::Internal(e.to_string()))??;
+            self.private_factors = (!factors.is_empty()).then(|| Arc::new(factors));
         }
         self.secret.set(&reply.session_secret)?;
         info!(client = %reply.client_id, run = %reply.run_id, examples = request.num_examples, "registered");
@@ -391,6 +411,10 @@ impl Session {
         let task = task.clone();
         let defence = compute::task_defence(&task.defence)?;
         let mode = compute::task_bn_mode(&task)?.mode();
+        let private = match compute::task_fuzzy_at(&task)? {
+            synfed_synapse::FuzzyPlacement::Server => None,
+            synfed_synapse::FuzzyPlacement::Client => self.private_factors.clone(),
+        };
         tokio::task::spawn_blocking(move || match task.kind() {
             TaskKind::FedsgdGradient => compute::fedsgd_defended(
                 &model,
@@ -399,6 +423,7 @@ impl Session {
                 task.seed,
                 &defence,
                 mode,
+                &private,
             ),
             TaskKind::FedavgLocalTrain => {
                 let mut work = compute::fedavg(
@@ -410,6 +435,7 @@ impl Session {
                     task.learning_rate,
                     task.seed,
                     mode,
+                    &private,
                 )?;
                 compute::defend(&mut work, &defence, task.seed)?;
                 Ok(work)

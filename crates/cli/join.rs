@@ -66,6 +66,12 @@ pub struct Args {
     /// silent. For fault-injection tests (a reference run for a cut link).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub stop_after_updates: Option<u64>,
+    /// File holding the seed (a decimal u64) of this client's private fuzzy factors, used when
+    /// the run places fuzzy learning rates at the clients (`training.fuzzy_at = "client"`):
+    /// keep it secret from the server. Without it the seed is derived from the run's seed and
+    /// the client's name: reproducible, but anyone who knows both can compute it.
+    #[arg(long, value_name = "FILE")]
+    pub fuzzy_seed_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -82,6 +88,18 @@ pub fn run(args: Args) -> Result<()> {
     config.stop_after_updates = args
         .stop_after_updates
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+    if let Some(path) = &args.fuzzy_seed_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --fuzzy-seed-file {}", path.display()))?;
+        let seed = text.trim().parse::<u64>().with_context(|| {
+            format!(
+                "--fuzzy-seed-file {}: expected one decimal number from 0 to {}",
+                path.display(),
+                u64::MAX
+            )
+        })?;
+        config.fuzzy_seed = Some(seed);
+    }
     let device = args.device.open()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use synfed_defence::Defence;
 use synfed_models::{InputShape, ModelSpec};
-use synfed_synapse::BnMode;
+use synfed_synapse::{BnMode, FuzzyPlacement};
 
 pub use synfed_models::ModelConfig;
 
@@ -142,6 +142,12 @@ pub struct TrainingConfig {
     /// models the two protocols give very different attack results; models without BatchNorm
     /// are unaffected.
     pub bn_mode: BnMode,
+    /// Where fuzzy learning rates (I) act: `server` (the global model's factors scale the
+    /// server's step; clients send plain gradients, so I hides nothing from the server) or
+    /// `client` (each client scales its gradient by private factors the server is never told;
+    /// the server steps without factors). Sent to clients with every task and recorded in
+    /// every capture. Runs without I are unaffected.
+    pub fuzzy_at: FuzzyPlacement,
 }
 
 impl Default for TrainingConfig {
@@ -153,6 +159,7 @@ impl Default for TrainingConfig {
             local_steps: 0,
             defence: "none".into(),
             bn_mode: BnMode::Train,
+            fuzzy_at: FuzzyPlacement::Server,
         }
     }
 }
@@ -681,6 +688,23 @@ mod tests {
             assert!(e.contains(field), "{text}: {e}");
         }
         assert!(err("[model]\ngamma = 65").contains("[model]"));
+    }
+
+    #[test]
+    fn fuzzy_at_defaults_to_server_parses_client_and_names_a_bad_value() {
+        assert_eq!(
+            RunConfig::default().training.fuzzy_at,
+            FuzzyPlacement::Server
+        );
+        let config = RunConfig::from_toml("[training]\nfuzzy_at = \"client\"").unwrap();
+        assert_eq!(config.training.fuzzy_at, FuzzyPlacement::Client);
+        let err = RunConfig::from_toml("[training]\nfuzzy_at = \"clients\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("fuzzy_at") || err.contains("`clients`"),
+            "{err}"
+        );
     }
 
     #[test]

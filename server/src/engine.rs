@@ -580,7 +580,7 @@ impl LossMean {
 /// The configuration fields that determine a run's results, as canonical JSON.
 ///
 /// `training.bn_mode` is left out while it is the default (`train`, what every run did before
-/// the option existed), so that a checkpoint written before it still resumes; likewise
+/// the option existed), and `training.fuzzy_at` while it is `server`, so that a checkpoint written before it still resumes; likewise
 /// `aggregation` while it is the plain mean without a norm bound, and its memory budget always
 /// (it decides whether a run may start, not what it computes).
 pub fn fingerprint(config: &RunConfig) -> String {
@@ -598,12 +598,16 @@ pub fn fingerprint(config: &RunConfig) -> String {
     {
         fields.insert("aggregation".into(), aggregation);
     }
-    if config.training.bn_mode == synfed_synapse::BnMode::Train {
-        if let Some(training) = value
-            .get_mut("training")
-            .and_then(serde_json::Value::as_object_mut)
-        {
+    if let Some(training) = value
+        .get_mut("training")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        if config.training.bn_mode == synfed_synapse::BnMode::Train {
             training.remove("bn_mode");
+        }
+        // likewise the placement of I while it is the default (the server's step)
+        if config.training.fuzzy_at == synfed_synapse::FuzzyPlacement::Server {
+            training.remove("fuzzy_at");
         }
     }
     // serde_json's Value keeps keys sorted, so the text is canonical.
@@ -654,6 +658,11 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&fingerprint(&eval)).unwrap();
         assert_eq!(value["training"]["bn_mode"], "eval");
         assert_ne!(fingerprint(&eval), fingerprint(&train));
+        let mut client = train.clone();
+        client.training.fuzzy_at = synfed_synapse::FuzzyPlacement::Client;
+        let value: serde_json::Value = serde_json::from_str(&fingerprint(&client)).unwrap();
+        assert_eq!(value["training"]["fuzzy_at"], "client");
+        assert_ne!(fingerprint(&client), fingerprint(&train));
     }
 
     #[test]

@@ -138,7 +138,11 @@ pub async fn run(
         info!(round = state.round, "resuming");
         (model, state.round + 1, state.run_id, Some(position))
     } else {
-        let model = Model::build(&spec, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        let mut model = Model::build(&spec, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        if config.training.fuzzy_at == synfed_synapse::FuzzyPlacement::Client {
+            // the clients scale their gradients by their own factors: the server steps without
+            synfed_synapse::fuzzy_placement::neutralise(model.params_mut())?;
+        }
         let run_id = format!(
             "run-{:016x}",
             seeds::derive(

@@ -169,6 +169,7 @@ impl Service {
             heartbeat_interval_ms: (c.timing.heartbeat_interval_s * 1000.0) as u32,
             defence: c.training.defence.clone(),
             batch_norm_mode: proto::BatchNormMode::from(c.training.bn_mode) as i32,
+            fuzzy_placement: proto::FuzzyPlacement::from(c.training.fuzzy_at) as i32,
         }
     }
 

@@ -126,6 +126,7 @@ impl Tap {
         match self.algorithm {
             Algorithm::FedSgd => CaptureMeta {
                 mode,
+                fuzzy_at: self.training.fuzzy_at,
                 ..CaptureMeta::fedsgd(spec, round, client, examples as usize, normalization, None)
             },
             Algorithm::FedAvg => {
@@ -147,6 +148,7 @@ impl Tap {
                     mode,
                     normalization,
                     labels: None,
+                    fuzzy_at: t.fuzzy_at,
                 }
             }
         }

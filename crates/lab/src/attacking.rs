@@ -79,9 +79,7 @@ pub struct AttackOptions {
 }
 
 /// The source of the `bn-prior` attack's target statistics, i.e. its threat model.
-#[derive(
-    clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
-)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BnStatistics {
     /// From the update when the capture carries the running statistics' change, else escrow.

@@ -58,13 +58,12 @@ fn a_train_mode_capture_gives_the_batch_statistics_away_and_bn_prior_uses_them()
     let mut worst = 0f64;
     for (got, want) in recovered.iter().zip(&truth) {
         assert_eq!(got.layer, want.layer);
-        for (g, w) in got
-            .statistics
-            .mean
-            .iter()
-            .zip(&want.statistics.mean)
-            .chain(got.statistics.variance.iter().zip(&want.statistics.variance))
-        {
+        for (g, w) in got.statistics.mean.iter().zip(&want.statistics.mean).chain(
+            got.statistics
+                .variance
+                .iter()
+                .zip(&want.statistics.variance),
+        ) {
             worst = worst.max((g - w).abs() / (1.0 + w.abs()));
         }
     }
@@ -83,7 +82,9 @@ fn a_train_mode_capture_gives_the_batch_statistics_away_and_bn_prior_uses_them()
             bn_statistics: choice,
             ..AttackOptions::default()
         };
-        let out = dir.path().join(format!("{choice:?}-{:?}", capture.meta.mode));
+        let out = dir
+            .path()
+            .join(format!("{choice:?}-{:?}", capture.meta.mode));
         let result = attack_and_write(
             &options,
             capture,

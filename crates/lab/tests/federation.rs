@@ -349,6 +349,7 @@ async fn fedavg_adds_the_example_weighted_mean_of_local_training() {
             config.training.lr,
             seed,
             Mode::Train,
+            &None,
         )
         .unwrap();
         assert_eq!(work.examples as f64, n);

@@ -90,7 +90,7 @@ async fn federation_in(bn_mode: BnMode) -> tempfile::TempDir {
             .unwrap();
             let escrow =
                 Escrow::load(truth.join(escrow_file_name(round, &name)), &Device::Cpu).unwrap();
-            escrow.check_matches(&capture).unwrap();
+            let _binding = escrow.check_matches(&capture).unwrap();
             // the tap records the mode the client computed in
             assert_eq!(capture.meta.mode, bn_mode.mode(), "round {round}, {name}");
 

@@ -171,7 +171,18 @@ async fn mallory(url: String, attack: Attack, spec: synfed_models::ModelSpec) ->
             let (model, data) = (Arc::clone(&model), Arc::clone(&data));
             let seed = task.seed;
             tokio::task::spawn_blocking(move || {
-                fedavg(&model, &data, batch, 0, LOCAL_STEPS, LR, seed, Mode::Train).unwrap()
+                fedavg(
+                    &model,
+                    &data,
+                    batch,
+                    0,
+                    LOCAL_STEPS,
+                    LR,
+                    seed,
+                    Mode::Train,
+                    &None,
+                )
+                .unwrap()
             })
             .await
             .unwrap()

@@ -33,7 +33,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use synfed_data::Normalization;
 use synfed_models::{Model, ModelSpec, Update};
-use synfed_synapse::Mode;
+use synfed_synapse::{FuzzyPlacement, Mode};
 
 /// Value of the header's `format` field.
 pub const FORMAT: &str = "synfed-capture";
@@ -105,6 +105,16 @@ pub struct CaptureMeta {
     pub normalization: Normalization,
     /// Labels of the batch, when the scenario exposes them.
     pub labels: Option<Vec<u32>>,
+    /// Where the run's fuzzy learning rates act. `client`: the update was scaled by the
+    /// client's private factors, which the attacker does not know, so [`Capture::model`]
+    /// replays with factors of one (their mean). Left out of the header while it is `server`
+    /// (files from before the field read as `server`).
+    #[serde(default, skip_serializing_if = "is_server")]
+    pub fuzzy_at: FuzzyPlacement,
+}
+
+fn is_server(placement: &FuzzyPlacement) -> bool {
+    *placement == FuzzyPlacement::Server
 }
 
 impl CaptureMeta {
@@ -130,6 +140,7 @@ impl CaptureMeta {
             mode: Mode::Train,
             normalization,
             labels,
+            fuzzy_at: FuzzyPlacement::Server,
         }
     }
 }
@@ -328,9 +339,14 @@ impl Capture {
 
     /// The attacker's copy of the global model: built from the spec with `dtype` on `device`,
     /// every tensor set from [`global`](Self::global). It shares no storage with anything.
+    /// Its fuzzy factors are the spec's, or ones where the client applied private factors
+    /// (`fuzzy_at = client`): the attacker's best guess of factors it was never told.
     pub fn model(&self, dtype: DType, device: &Device) -> Result<Model> {
         check_spec_size(&self.meta.spec).map_err(|p| invalid(KIND, IN_MEMORY, p))?;
-        let model = Model::build(&self.meta.spec, dtype, device)?;
+        let mut model = Model::build(&self.meta.spec, dtype, device)?;
+        if self.meta.fuzzy_at == FuzzyPlacement::Client {
+            synfed_synapse::fuzzy_placement::neutralise(model.params_mut())?;
+        }
         let names: BTreeSet<&str> = model.params().iter().map(|p| p.name.as_str()).collect();
         for (name, value) in &self.global {
             model.params().set(name, value)?;

@@ -23,7 +23,29 @@ impl From<synfed_synapse::BnMode> for BatchNormMode {
     }
 }
 
+impl From<synfed_synapse::FuzzyPlacement> for FuzzyPlacement {
+    fn from(placement: synfed_synapse::FuzzyPlacement) -> Self {
+        match placement {
+            synfed_synapse::FuzzyPlacement::Server => FuzzyPlacement::Server,
+            synfed_synapse::FuzzyPlacement::Client => FuzzyPlacement::Client,
+        }
+    }
+}
+
 impl Task {
+    /// Where the task's fuzzy learning rates act. Unset (a server that predates the field) is
+    /// `server`; a value this build does not know is `Err` with the value, for the client to
+    /// refuse the task (as [`bn_mode`](Self::bn_mode)).
+    pub fn fuzzy_at(&self) -> Result<synfed_synapse::FuzzyPlacement, i32> {
+        match FuzzyPlacement::try_from(self.fuzzy_placement) {
+            Ok(FuzzyPlacement::Unspecified | FuzzyPlacement::Server) => {
+                Ok(synfed_synapse::FuzzyPlacement::Server)
+            }
+            Ok(FuzzyPlacement::Client) => Ok(synfed_synapse::FuzzyPlacement::Client),
+            Err(_) => Err(self.fuzzy_placement),
+        }
+    }
+
     /// The BatchNorm mode the task asks the client to compute in. Unset (a server that
     /// predates the field) is `train`; a value this build does not know is `Err` with the
     /// value, for the client to refuse the task. (prost's generated `batch_norm_mode()` getter
@@ -54,6 +76,23 @@ mod tests {
         }
         task.batch_norm_mode = 7;
         assert_eq!(task.bn_mode(), Err(7));
+    }
+
+    #[test]
+    fn a_task_carries_its_fuzzy_placement_and_an_unknown_one_is_reported() {
+        use synfed_synapse::FuzzyPlacement as At;
+        let mut task = Task::default();
+        assert_eq!(task.fuzzy_at(), Ok(At::Server), "unset is server");
+        for at in [At::Server, At::Client] {
+            task.fuzzy_placement = FuzzyPlacement::from(at) as i32;
+            let decoded = {
+                use prost::Message;
+                Task::decode(task.encode_to_vec().as_slice()).unwrap()
+            };
+            assert_eq!(decoded.fuzzy_at(), Ok(at));
+        }
+        task.fuzzy_placement = 9;
+        assert_eq!(task.fuzzy_at(), Err(9));
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn meta(kind: UpdateKind) -> CaptureMeta {
             std: vec![0.247, 0.2435, 0.2616],
         },
         labels: Some(labels()),
+        fuzzy_at: Default::default(),
     }
 }
 
@@ -344,7 +345,10 @@ fn a_capture_of_a_whole_update_keeps_its_gradients_as_update_and_its_statistics_
     let with_running = reference
         .with_running_change(&model, buffers.iter().map(|(_, t)| t.clone()).collect())
         .unwrap();
-    assert_eq!(capture.to_bytes().unwrap(), with_running.to_bytes().unwrap());
+    assert_eq!(
+        capture.to_bytes().unwrap(),
+        with_running.to_bytes().unwrap()
+    );
 }
 
 #[test]
@@ -369,12 +373,17 @@ fn the_running_statistics_change_round_trips_all_or_nothing() {
     let (before, change) = loaded.running_pair("bn1.running_var").unwrap();
     assert_eq!(bits(change), bits(&(before * 0.25).unwrap()));
     // the update digest covers the update only: the statistics do not change it
-    assert_eq!(loaded.update_digest().unwrap(), reference.update_digest().unwrap());
+    assert_eq!(
+        loaded.update_digest().unwrap(),
+        reference.update_digest().unwrap()
+    );
     // a capture without them reads with none
-    assert!(Capture::from_bytes(&reference.to_bytes().unwrap(), &Device::Cpu)
-        .unwrap()
-        .running
-        .is_empty());
+    assert!(
+        Capture::from_bytes(&reference.to_bytes().unwrap(), &Device::Cpu)
+            .unwrap()
+            .running
+            .is_empty()
+    );
 
     // wrong count or shape at construction
     let err = reference
@@ -386,7 +395,10 @@ fn the_running_statistics_change_round_trips_all_or_nothing() {
     let last = swapped.len() - 1;
     swapped.swap(0, last);
     if swapped[0].dims() != buffers[0].dims() {
-        assert!(reference.clone().with_running_change(&model, swapped).is_err());
+        assert!(reference
+            .clone()
+            .with_running_change(&model, swapped)
+            .is_err());
     }
 
     // a file with some of them only is refused, naming one that is missing
@@ -858,4 +870,60 @@ fn save_refuses_invalid_metadata_and_writes_nothing() {
     capture.save(&path).unwrap();
     Capture::load(&path, &Device::Cpu).unwrap();
     assert_eq!(capture::VERSION, 3);
+}
+
+#[test]
+fn a_client_placed_capture_records_it_and_the_attacker_replays_with_factors_of_one() {
+    let (model, _, capture) = setup();
+    // the default placement is not written: headers are those of files before the field
+    let bytes = capture.to_bytes().unwrap();
+    assert!(header_of(&bytes).get("fuzzy_at").is_none());
+    let server_side = Capture::from_bytes(&bytes, &Device::Cpu).unwrap();
+    assert_eq!(
+        server_side.meta.fuzzy_at,
+        synfed_synapse::FuzzyPlacement::Server
+    );
+    let replay = server_side.model(DType::F32, &Device::Cpu).unwrap();
+    // server placement: the attacker knows the global factors (drawn from the spec's seed)
+    for (mine, theirs) in replay
+        .params()
+        .iter()
+        .zip(model.params().iter())
+        .filter(|(p, _)| p.role == Role::SynapticWeight)
+    {
+        assert_eq!(
+            bits(mine.fuzzy.as_ref().unwrap()),
+            bits(theirs.fuzzy.as_ref().unwrap())
+        );
+    }
+    let mut client = capture.clone();
+    client.meta.fuzzy_at = synfed_synapse::FuzzyPlacement::Client;
+    let bytes = client.to_bytes().unwrap();
+    assert_eq!(header_of(&bytes)["fuzzy_at"], "client");
+    let read = Capture::from_bytes(&bytes, &Device::Cpu).unwrap();
+    assert_eq!(read.meta.fuzzy_at, synfed_synapse::FuzzyPlacement::Client);
+    let replay = read.model(DType::F32, &Device::Cpu).unwrap();
+    let mut synaptic = 0;
+    for p in replay
+        .params()
+        .iter()
+        .filter(|p| p.role == Role::SynapticWeight)
+    {
+        let f: Vec<f32> = p
+            .fuzzy
+            .as_ref()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(f.iter().all(|&v| v == 1.0), "{}", p.name);
+        synaptic += 1;
+    }
+    assert!(synaptic > 0);
+    // an unknown placement in a header is refused, naming it
+    let (tensors, mut header) = parts(&client);
+    header["fuzzy_at"] = json!("clients");
+    let (_, message) = reject(&assemble(&tensors, &header));
+    assert!(message.contains("clients"), "{message}");
 }

@@ -50,6 +50,7 @@ fn capture_meta() -> CaptureMeta {
         mode: Mode::Train,
         normalization: Normalization::identity(2),
         labels: None,
+        fuzzy_at: Default::default(),
     }
 }
 

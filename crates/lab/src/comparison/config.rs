@@ -15,7 +15,11 @@ use synfed_data::Partition;
 use synfed_defence::Defence;
 use synfed_models::{Arch, ModelConfig};
 use synfed_server::Algorithm;
-use synfed_synapse::{Hyper, MethodSet};
+use synfed_synapse::{FuzzyPlacement, Hyper, MethodSet};
+
+fn is_server_only(placements: &[FuzzyPlacement]) -> bool {
+    placements == [FuzzyPlacement::Server]
+}
 
 /// The file holding the effective configuration of an output folder.
 pub const CONFIG_FILE: &str = "compare.toml";
@@ -100,6 +104,12 @@ pub struct CompareConfig {
     pub attacks: Vec<AttackKind>,
     /// Method sets compared (default: all eight, in the paper's order).
     pub methods: Vec<MethodSet>,
+    /// Where fuzzy learning rates (I) act in the federations (`training.fuzzy_at`): every
+    /// method set with I is run once per placement listed; `client` rows are labelled
+    /// `<set> @client`. Left out of the saved configuration while it is `["server"]`, so that
+    /// folders of older comparisons still hold the same comparison.
+    #[serde(skip_serializing_if = "is_server_only")]
+    pub fuzzy_at: Vec<FuzzyPlacement>,
     /// Defences (`dp:C=…,sigma=…`, `prune:p=…`), each run with every set of `defended`.
     pub defences: Vec<String>,
     /// Method sets the defences are combined with.
@@ -171,6 +181,7 @@ impl Default for CompareConfig {
             attack_restarts: 1,
             attacks: vec![AttackKind::Ig],
             methods: MethodSet::paper_order().to_vec(),
+            fuzzy_at: vec![FuzzyPlacement::Server],
             defences: Vec::new(),
             defended: vec![MethodSet::NONE],
             lr_factors: vec![0.5],
@@ -236,6 +247,26 @@ impl CompareConfig {
             return invalid(format!(
                 "held_out, pretrain_epochs and expose_labels belong to kind = \"inversion\" \
                  (this comparison is {:?})",
+                self.kind
+            ));
+        }
+        if self.fuzzy_at.is_empty() {
+            return invalid(
+                "fuzzy_at must name at least one placement (`server`, `client`)".into(),
+            );
+        }
+        if let Some(twice) = self
+            .fuzzy_at
+            .iter()
+            .enumerate()
+            .find(|(i, p)| self.fuzzy_at[..*i].contains(p))
+        {
+            return invalid(format!("fuzzy_at names `{}` twice", twice.1));
+        }
+        if self.kind != Kind::Privacy && self.fuzzy_at.contains(&FuzzyPlacement::Client) {
+            return invalid(format!(
+                "fuzzy_at = \"client\" places fuzzy learning rates at federated clients: it \
+                 belongs to kind = \"privacy\" (this comparison is {:?})",
                 self.kind
             ));
         }

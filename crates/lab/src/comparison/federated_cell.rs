@@ -157,6 +157,7 @@ fn run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
     run.training.lr = cell.variant.lr;
     run.training.batch_size = c.batch_size;
     run.training.bn_mode = c.bn_mode;
+    run.training.fuzzy_at = cell.variant.fuzzy_at;
     run.sampling.min_clients = c.clients;
     run.sampling.min_updates = 1;
     run.timing.pull_timeout_s = 2.0;

@@ -5,7 +5,7 @@
 
 use super::config::CompareConfig;
 use serde::{Deserialize, Serialize};
-use synfed_synapse::MethodSet;
+use synfed_synapse::{FuzzyPlacement, MethodSet};
 
 /// What distinguishes one row of the comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,9 +19,22 @@ pub struct Variant {
     pub width_divisor: usize,
     /// `method`, `lr-control`, `width-control` or `defence`.
     pub role: String,
+    /// Where fuzzy learning rates act (`client` only for sets with I; absent in the files of
+    /// comparisons from before the option: `server`).
+    #[serde(default, skip_serializing_if = "is_server")]
+    pub fuzzy_at: FuzzyPlacement,
+}
+
+fn is_server(placement: &FuzzyPlacement) -> bool {
+    *placement == FuzzyPlacement::Server
 }
 
 impl Variant {
+    /// Whether the clients scale their gradients by private fuzzy factors (I at the clients).
+    pub fn client_factors(&self) -> bool {
+        self.methods.fuzzy && self.fuzzy_at == FuzzyPlacement::Client
+    }
+
     /// A file-name-safe form of the label.
     pub fn slug(&self) -> String {
         self.label
@@ -47,8 +60,26 @@ pub fn variants(c: &CompareConfig) -> Vec<Variant> {
         lr: c.lr,
         width_divisor: 1,
         role: role.into(),
+        fuzzy_at: FuzzyPlacement::Server,
     };
-    let mut out: Vec<Variant> = c.methods.iter().map(|m| plain(*m, "method")).collect();
+    let mut out = Vec::new();
+    for m in &c.methods {
+        if !m.fuzzy {
+            out.push(plain(*m, "method"));
+            continue;
+        }
+        // a set with I once per placement; the server's keeps the plain label
+        for &at in &c.fuzzy_at {
+            out.push(match at {
+                FuzzyPlacement::Server => plain(*m, "method"),
+                FuzzyPlacement::Client => Variant {
+                    label: format!("{m} @client"),
+                    fuzzy_at: at,
+                    ..plain(*m, "method")
+                },
+            });
+        }
+    }
     let mut factors = c.lr_factors.clone();
     if c.methods.iter().any(|m| m.splitting) && !factors.contains(&(c.gamma as f64)) {
         factors.push(c.gamma as f64);
@@ -80,12 +111,14 @@ pub fn variants(c: &CompareConfig) -> Vec<Variant> {
 }
 
 /// Whether two variants' untrained cells compute bit-identical results: fuzzy learning rates
-/// (I) and rejuvenation (II) act on optimizer steps, and the learning rate only on steps, so
-/// before any step the model (its weights are drawn from a stream of their own), the captured
-/// gradient and the attack (same seed) are the same as without them. Only weight splitting
-/// (III) and the width change the untrained model.
+/// (I) at the server and rejuvenation (II) act on optimizer steps, and the learning rate only
+/// on steps, so before any step the model (its weights are drawn from a stream of their own),
+/// the captured gradient and the attack (same seed) are the same as without them. Only weight
+/// splitting (III), the width and I at the clients (which scales the sent gradient) change
+/// the untrained cell.
 pub fn untrained_twin(a: &Variant, b: &Variant) -> bool {
-    a.methods.splitting == b.methods.splitting
+    a.client_factors() == b.client_factors()
+        && a.methods.splitting == b.methods.splitting
         && a.width_divisor == b.width_divisor
         && a.defence == b.defence
 }
@@ -129,5 +162,51 @@ mod tests {
         };
         let labels: Vec<String> = variants(&c).into_iter().map(|v| v.label).collect();
         assert_eq!(labels, ["I", "none lr×0.5"]);
+    }
+
+    #[test]
+    fn sets_with_fuzzy_rates_run_once_per_placement_and_client_rows_are_not_twins() {
+        let c = CompareConfig {
+            methods: ["none", "I", "II", "I+III"]
+                .iter()
+                .map(|m| m.parse().unwrap())
+                .collect(),
+            fuzzy_at: vec![FuzzyPlacement::Server, FuzzyPlacement::Client],
+            lr_factors: vec![],
+            width_matched: false,
+            ..CompareConfig::default()
+        };
+        let v = variants(&c);
+        let labels: Vec<&str> = v.iter().map(|v| v.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "none",
+                "I",
+                "I @client",
+                "II",
+                "I+III",
+                "I+III @client",
+                "none lr×2"
+            ]
+        );
+        assert_eq!(v[2].fuzzy_at, FuzzyPlacement::Client);
+        assert!(v[2].client_factors() && !v[1].client_factors());
+        assert_eq!(v[2].slug(), "I__client");
+        // I at the server acts on steps only: its untrained cell is `none`'s; at the clients
+        // it scales the gradient the server sees, so it is nobody's twin
+        assert!(untrained_twin(&v[0], &v[1]));
+        assert!(!untrained_twin(&v[0], &v[2]));
+        assert!(!untrained_twin(&v[4], &v[5]));
+        // the default configuration names no placement in its saved form
+        let text = toml::to_string(&CompareConfig::default()).unwrap();
+        assert!(!text.contains("fuzzy_at"), "{text}");
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            text.contains("fuzzy_at = [\"server\", \"client\"]"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&v[1]).unwrap();
+        assert!(!json.contains("fuzzy_at"), "{json}");
     }
 }
