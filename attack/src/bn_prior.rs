@@ -221,11 +221,12 @@ pub fn statistics_of_capture(capture: &synfed_wire::Capture) -> Result<Vec<Layer
         };
         let pair = |stat: &str| -> Result<(Vec<f32>, Vec<f32>)> {
             let full = format!("{layer}.{stat}");
-            let (before, change) = capture.running_pair(&full).ok_or_else(|| {
-                AttackError::ShapeMismatch {
-                    what: format!("the capture has no global value or change of `{full}`"),
-                }
-            })?;
+            let (before, change) =
+                capture
+                    .running_pair(&full)
+                    .ok_or_else(|| AttackError::ShapeMismatch {
+                        what: format!("the capture has no global value or change of `{full}`"),
+                    })?;
             let after = read(&(before + change)?)?;
             Ok((read(before)?, after))
         };

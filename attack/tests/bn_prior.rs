@@ -223,15 +223,19 @@ fn statistics_recovered_from_a_train_mode_update_are_the_batch_statistics() {
         truth.iter().map(|l| &l.layer).collect::<Vec<_>>()
     );
     for (got, want) in recovered.iter().zip(&truth) {
-        let pairs = got
-            .statistics
-            .mean
-            .iter()
-            .zip(&want.statistics.mean)
-            .chain(got.statistics.variance.iter().zip(&want.statistics.variance));
+        let pairs = got.statistics.mean.iter().zip(&want.statistics.mean).chain(
+            got.statistics
+                .variance
+                .iter()
+                .zip(&want.statistics.variance),
+        );
         for (g, w) in pairs {
             // running statistics divided by the momentum 0.1
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{}: {g} vs {w}", got.layer);
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{}: {g} vs {w}",
+                got.layer
+            );
         }
     }
 }
