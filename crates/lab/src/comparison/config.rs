@@ -208,16 +208,12 @@ impl CompareConfig {
         if self.models.is_empty() || self.methods.is_empty() {
             return invalid("the comparison needs at least one model and one method set".into());
         }
+        self.check_ranges()?;
         if self.batches == 0 || (self.kind != Kind::Inversion && self.batches > self.clients) {
             return invalid(format!(
                 "batches (K = {}) must be between 1 and clients ({})",
                 self.batches, self.clients
             ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite())
-            || self.lr_factors.iter().any(|f| !(*f > 0.0 && f.is_finite()))
-        {
-            return invalid("lr and lr_factors must be positive".into());
         }
         if self.attacks.is_empty() {
             return invalid("attacks must name at least one attack".into());
@@ -229,9 +225,6 @@ impl CompareConfig {
             .find(|(i, a)| self.attacks[..*i].contains(a))
         {
             return invalid(format!("attacks names `{}` twice", twice.1));
-        }
-        if self.attack_iterations == 0 {
-            return invalid("attack_iterations must be at least 1".into());
         }
         for d in &self.defences {
             parse_defence(d)?;
@@ -272,6 +265,63 @@ impl CompareConfig {
         }
         if self.kind == Kind::Inversion && !self.defences.is_empty() {
             return invalid("kind = \"inversion\" attacks centrally built models: defences apply to federations (kind = \"privacy\")".into());
+        }
+        Ok(())
+    }
+
+    /// Every count and rate within the range a comparison can run with, checked before any
+    /// cell allocates or loops on it; the error names the field. The upper bounds are far
+    /// beyond any study (they exist so that a typo such as `attack_iterations = 1e15` is an
+    /// error, not a run that never ends).
+    fn check_ranges(&self) -> Result<()> {
+        let l = &self.learning;
+        let counts: [(&str, u64, u64, u64); 13] = [
+            ("clients", self.clients as u64, 1, 10_000),
+            ("rounds", self.rounds, 0, 1_000_000),
+            ("batches", self.batches as u64, 1, 100_000),
+            ("batch_size", self.batch_size as u64, 1, 4_096),
+            ("eval_limit", self.eval_limit as u64, 1, 10_000_000),
+            (
+                "attack_iterations",
+                self.attack_iterations as u64,
+                1,
+                1_000_000,
+            ),
+            ("attack_restarts", self.attack_restarts as u64, 1, 1_000),
+            ("pretrain_epochs", self.pretrain_epochs as u64, 0, 100_000),
+            ("held_out", self.held_out.unwrap_or(1) as u64, 1, 10_000_000),
+            ("learning.folds", l.folds as u64, 1, 100),
+            ("learning.epochs", l.epochs as u64, 1, 100_000),
+            ("learning.batch_size", l.batch_size as u64, 1, 100_000),
+            ("learning.patience", l.patience as u64, 0, 100_000),
+        ];
+        for (field, value, lo, hi) in counts {
+            if !(lo..=hi).contains(&value) {
+                return Err(ComparisonError::Invalid(format!(
+                    "{field} = {value} is outside {lo} … {hi}"
+                )));
+            }
+        }
+        for (field, value) in [("lr", self.lr), ("learning.lr", l.lr)] {
+            if !(value > 0.0 && value <= 1e6) {
+                return Err(ComparisonError::Invalid(format!(
+                    "{field} = {value} must be a positive number (at most 1e6)"
+                )));
+            }
+        }
+        if let Some(f) = self.lr_factors.iter().find(|f| !(**f > 0.0 && **f <= 1e6)) {
+            return Err(ComparisonError::Invalid(format!(
+                "lr_factors: {f} must be a positive number (at most 1e6)"
+            )));
+        }
+        if let Some(held_out) = self.held_out {
+            let attacked = self.batches.saturating_mul(self.batch_size);
+            if attacked > held_out {
+                return Err(ComparisonError::Invalid(format!(
+                    "held_out = {held_out} must cover the attacked images, batches × batch_size = \
+                     {attacked}"
+                )));
+            }
         }
         Ok(())
     }
@@ -440,6 +490,55 @@ pub(super) fn parse_defence(defence: &str) -> Result<Defence> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_count_and_rate_out_of_range_is_an_error_naming_its_field() {
+        assert!(CompareConfig::default().validate().is_ok());
+        type Edit = fn(&mut CompareConfig);
+        let cases: [(Edit, &str); 18] = [
+            (|c| c.clients = 0, "clients = 0"),
+            (|c| c.rounds = 10_000_000, "rounds"),
+            (|c| c.batches = 0, "batches"),
+            (|c| c.batch_size = 0, "batch_size = 0"),
+            (|c| c.batch_size = 1 << 20, "batch_size"),
+            (|c| c.eval_limit = 0, "eval_limit"),
+            (|c| c.attack_iterations = 0, "attack_iterations"),
+            (
+                |c| c.attack_iterations = 1_000_000_000_000_000,
+                "attack_iterations",
+            ),
+            (|c| c.attack_restarts = 0, "attack_restarts"),
+            (|c| c.learning.folds = 0, "learning.folds"),
+            (|c| c.learning.epochs = 0, "learning.epochs"),
+            (|c| c.learning.batch_size = 0, "learning.batch_size"),
+            (|c| c.lr = f64::NAN, "lr = NaN"),
+            (|c| c.lr = -0.1, "lr = -0.1"),
+            (|c| c.learning.lr = f64::INFINITY, "learning.lr"),
+            (|c| c.lr_factors = vec![0.0], "lr_factors"),
+            (
+                |c| {
+                    c.kind = Kind::Inversion;
+                    c.held_out = Some(10);
+                    c.batches = 4;
+                    c.batch_size = 4;
+                },
+                "held_out = 10 must cover the attacked images, batches × batch_size = 16",
+            ),
+            (
+                |c| {
+                    c.kind = Kind::Inversion;
+                    c.pretrain_epochs = 1_000_000;
+                },
+                "pretrain_epochs",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut c = CompareConfig::default();
+            edit(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "expected `{field}` in: {err}");
+        }
+    }
 
     #[test]
     fn default_compares_the_eight_sets_and_parses_back() {
