@@ -44,7 +44,20 @@ struct PretrainingProgress {
     epochs_done: usize,
     /// The rejuvenation stream's word position (a u128, written in decimal).
     rejuvenation_position: String,
+    /// Seconds spent on the epochs done (absent in partial checkpoints of older versions).
+    #[serde(default)]
+    seconds: f64,
 }
+
+/// How long the saved trained model took to train, kept beside it so that a rerun that reuses
+/// the model still reports the cost (`pretraining.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct PretrainingRecord {
+    seconds: f64,
+}
+
+/// The record beside `trained.safetensors`.
+const RECORD: &str = "pretraining.json";
 
 /// The partial checkpoint of an unfinished pretraining, beside `trained.safetensors`.
 const PARTIAL: &str = "pretraining.partial.safetensors";
@@ -83,8 +96,9 @@ pub struct StudyState {
     pub attacks: Vec<BatchAttack>,
     /// Test accuracy of the attacked model on the whole test split (the held-out images).
     pub test_accuracy: f64,
-    /// Seconds of training (0 without pretraining or when the trained model was reused).
-    pub training_seconds: f64,
+    /// Seconds the pretraining took (0 without pretraining; for a reused trained model the
+    /// time recorded beside it in `pretraining.json`, `None` where that file is missing).
+    pub training_seconds: Option<f64>,
 }
 
 impl CentralizedInversion {
@@ -180,11 +194,12 @@ impl CentralizedInversion {
         dir: &Path,
         device: &Device,
         on_epoch: &mut impl FnMut(usize, f64),
-    ) -> Result<(Model, f64)> {
+    ) -> Result<(Model, Option<f64>)> {
         let model = Model::build(&self.spec, DType::F32, device)?;
         let Some(p) = &self.pretraining else {
-            return Ok((model, 0.0));
+            return Ok((model, Some(0.0)));
         };
+        let record = dir.join(RECORD);
         let saved = dir.join("trained.safetensors");
         let state = serde_json::to_value(p)
             .map_err(|e| LabError::Config(format!("serialising the pretraining: {e}")))?;
@@ -192,7 +207,11 @@ impl CentralizedInversion {
             let found = checkpoint::load(&saved, DType::F32, device)?;
             if found.model.spec() == &self.spec && found.state.as_ref() == Some(&state) {
                 tracing::info!("reusing the trained model {}", saved.display());
-                return Ok((found.model, 0.0));
+                let seconds = std::fs::read(&record)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<PretrainingRecord>(&b).ok())
+                    .map(|r| r.seconds);
+                return Ok((found.model, seconds));
             }
             tracing::warn!(
                 "{} holds another model or training; training afresh",
@@ -201,7 +220,8 @@ impl CentralizedInversion {
         }
         let started = Instant::now();
         let partial = dir.join(PARTIAL);
-        let (model, mut opt, first_epoch) = self.resume(model, p, &partial, device)?;
+        let (model, mut opt, first_epoch, seconds_before) =
+            self.resume(model, p, &partial, device)?;
         let indices: Vec<usize> = (0..splits.train.len()).collect();
         for epoch in first_epoch..=p.epochs {
             let stats = train_epoch(
@@ -226,6 +246,7 @@ impl CentralizedInversion {
                     pretraining: p.clone(),
                     epochs_done: epoch,
                     rejuvenation_position: opt.rng_position().to_string(),
+                    seconds: seconds_before + started.elapsed().as_secs_f64(),
                 };
                 let progress = serde_json::to_value(&progress)
                     .map_err(|e| LabError::Config(format!("serialising the progress: {e}")))?;
@@ -233,6 +254,10 @@ impl CentralizedInversion {
             }
             on_epoch(epoch, stats.train_loss);
         }
+        let seconds = seconds_before + started.elapsed().as_secs_f64();
+        let json = serde_json::to_vec(&PretrainingRecord { seconds })
+            .map_err(|e| LabError::Config(format!("serialising the pretraining record: {e}")))?;
+        std::fs::write(&record, json).map_err(|e| LabError::io("write", &record, e))?;
         checkpoint::save(&model, Some(&state), &saved)?;
         match std::fs::remove_file(&partial) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -240,18 +265,19 @@ impl CentralizedInversion {
             }
             _ => {}
         }
-        Ok((model, started.elapsed().as_secs_f64()))
+        Ok((model, Some(seconds)))
     }
 
-    /// The model, optimizer and first epoch to train: from the partial checkpoint of an
-    /// interrupted pretraining of this very model and schedule, else from the start.
+    /// The model, optimizer, first epoch to train and the seconds already spent: from the
+    /// partial checkpoint of an interrupted pretraining of this very model and schedule, else
+    /// from the start.
     fn resume(
         &self,
         fresh: Model,
         p: &Pretraining,
         partial: &Path,
         device: &Device,
-    ) -> Result<(Model, SynapticSgd, usize)> {
+    ) -> Result<(Model, SynapticSgd, usize, f64)> {
         if partial.exists() {
             let found = checkpoint::load(partial, DType::F32, device)?;
             let progress = found
@@ -273,7 +299,7 @@ impl CentralizedInversion {
                     );
                     let mut opt = SynapticSgd::new(found.model.params(), p.lr, self.spec.seed);
                     opt.set_rng_position(position);
-                    return Ok((found.model, opt, g.epochs_done + 1));
+                    return Ok((found.model, opt, g.epochs_done + 1, g.seconds));
                 }
                 _ => tracing::warn!(
                     "{} holds another model or training; training afresh",
@@ -282,6 +308,6 @@ impl CentralizedInversion {
             }
         }
         let opt = SynapticSgd::new(fresh.params(), p.lr, self.spec.seed);
-        Ok((fresh, opt, 1))
+        Ok((fresh, opt, 1, 0.0))
     }
 }

@@ -139,7 +139,8 @@ fn a_study_state_trains_once_and_attacks_held_out_batches() {
             |_, _, _, _| {},
         )
         .unwrap();
-    assert!(first.training_seconds > 0.0);
+    let trained_for = first.training_seconds.unwrap();
+    assert!(trained_for > 0.0);
     assert!(first.test_accuracy > 0.5, "{}", first.test_accuracy);
     assert!(trained_dir.join("trained.safetensors").is_file());
     let mut epochs = 0;
@@ -153,7 +154,8 @@ fn a_study_state_trains_once_and_attacks_held_out_batches() {
         )
         .unwrap();
     assert_eq!(epochs, 0, "the trained model is reused");
-    assert_eq!(again.training_seconds, 0.0);
+    // the reused model reports the time recorded beside it, not zero
+    assert_eq!(again.training_seconds, Some(trained_for));
     assert_eq!(again.test_accuracy, first.test_accuracy);
     assert_eq!(
         again.attacks[0].outcome.scores.mse.to_bits(),
@@ -228,9 +230,29 @@ fn an_interrupted_pretraining_resumes_to_the_same_trained_bytes() {
     assert!(killed.is_err());
     assert!(resumed.join("pretraining.partial.safetensors").is_file());
     assert!(!resumed.join("trained.safetensors").exists());
+    let partial = synfed_models::checkpoint::load(
+        &resumed.join("pretraining.partial.safetensors"),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut state = partial.state.unwrap();
+    assert!(
+        state["seconds"].as_f64().unwrap() > 0.0,
+        "the time of epochs 1 and 2"
+    );
+    // as if those epochs had taken 1,000 s: the resumed total must carry them
+    let before = 1000.0;
+    state["seconds"] = serde_json::json!(before);
+    synfed_models::checkpoint::save(
+        &partial.model,
+        Some(&state),
+        &resumed.join("pretraining.partial.safetensors"),
+    )
+    .unwrap();
 
     let mut epochs = Vec::new();
-    study
+    let resumed_state = study
         .run(
             &splits,
             &resumed,
@@ -240,6 +262,11 @@ fn an_interrupted_pretraining_resumes_to_the_same_trained_bytes() {
         )
         .unwrap();
     assert_eq!(epochs, [3], "only the epoch not yet done runs");
+    let total = resumed_state.training_seconds.unwrap();
+    assert!(
+        total > before && total < before + 600.0,
+        "{total} s must include the {before} s before the stop"
+    );
     assert!(!resumed.join("pretraining.partial.safetensors").exists());
     assert_eq!(
         std::fs::read(straight.join("trained.safetensors")).unwrap(),

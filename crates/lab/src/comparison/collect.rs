@@ -81,7 +81,8 @@ pub fn collect(
                 l.result.training_seconds =
                     match (l.result.training_seconds, result.training_seconds) {
                         (Some(a), Some(b)) => Some(a + b),
-                        (a, b) => a.or(b),
+                        // one state's time unknown: the sum is unknown too
+                        _ => None,
                     };
                 l.result.seconds += result.seconds;
                 for s in result.skipped {

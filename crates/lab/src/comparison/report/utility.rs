@@ -74,12 +74,15 @@ pub fn held_out_accuracy(config: &CompareConfig, cells: &[Located]) -> String {
     md.push_str("---:|\n");
     for v in super::measures::variant_labels(cells) {
         let _ = write!(md, "| {v} |");
-        let mut training = 0.0;
+        let mut training = Some(0.0);
         for m in &config.models {
             let cell = cells
                 .iter()
                 .find(|x| x.result.variant.label == v && x.result.model.slug() == m.slug());
-            training += cell.and_then(|x| x.result.training_seconds).unwrap_or(0.0);
+            if let Some(x) = cell {
+                // a cell whose training time is unknown (a reused model without its record)
+                training = training.zip(x.result.training_seconds).map(|(a, b)| a + b);
+            }
             for state in &states {
                 let acc = cell.and_then(|x| match *state {
                     "untrained" => x.result.untrained_accuracy,
@@ -93,7 +96,12 @@ pub fn held_out_accuracy(config: &CompareConfig, cells: &[Located]) -> String {
                 }
             }
         }
-        let _ = writeln!(md, " {:.0} s |", training);
+        match training {
+            Some(t) => {
+                let _ = writeln!(md, " {t:.0} s |");
+            }
+            None => md.push_str(" — |\n"),
+        }
     }
     md.push('\n');
     md
