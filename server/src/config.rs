@@ -57,6 +57,12 @@ pub struct RunConfig {
     /// differs from its defaults, the published size included). Without a `[model]` table:
     /// the `mlp` of width 128, a federation that runs in seconds.
     pub model: ModelConfig,
+    /// Start from the weights of this checkpoint (a `checkpoint.safetensors` of a run or a
+    /// pretrained model of the same [`ModelConfig`], fuzzy factors included) instead of the
+    /// seed's initialisation: a federation of an already trained model. `--resume` takes
+    /// precedence (the run's own checkpoint holds its state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_model: Option<PathBuf>,
     pub data: DataConfig,
     pub training: TrainingConfig,
     pub sampling: SamplingConfig,
@@ -79,6 +85,7 @@ impl Default for RunConfig {
                 width: Some(128),
                 ..ModelConfig::default()
             },
+            initial_model: None,
             data: DataConfig::default(),
             training: TrainingConfig::default(),
             sampling: SamplingConfig::default(),

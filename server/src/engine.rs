@@ -610,6 +610,14 @@ pub fn fingerprint(config: &RunConfig) -> String {
             training.remove("fuzzy_at");
         }
     }
+    // a run from given weights is another run (named only when set: runs before the option
+    // resume)
+    if let (Some(path), Some(fields)) = (&config.initial_model, value.as_object_mut()) {
+        fields.insert(
+            "initial_model".into(),
+            serde_json::json!(path.display().to_string()),
+        );
+    }
     // serde_json's Value keeps keys sorted, so the text is canonical.
     value.to_string()
 }

@@ -138,7 +138,10 @@ pub async fn run(
         info!(round = state.round, "resuming");
         (model, state.round + 1, state.run_id, Some(position))
     } else {
-        let mut model = Model::build(&spec, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        let mut model = match &config.initial_model {
+            Some(path) => initial_model(path, &spec)?,
+            None => Model::build(&spec, candle_core::DType::F32, &candle_core::Device::Cpu)?,
+        };
         if config.training.fuzzy_at == synfed_synapse::FuzzyPlacement::Client {
             // the clients scale their gradients by their own factors: the server steps without
             synfed_synapse::fuzzy_placement::neutralise(model.params_mut())?;
@@ -270,4 +273,24 @@ pub async fn run(
     }
     outcome?;
     Ok(engine.summary())
+}
+
+/// The weights a run starts from when `initial_model` is set: the checkpoint's model, which
+/// must be the one the configuration builds (architecture, size, methods, hyper-parameters).
+fn initial_model(path: &std::path::Path, spec: &synfed_models::ModelSpec) -> Result<Model> {
+    let found = synfed_models::checkpoint::load(
+        path,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
+    if found.model.spec() != spec {
+        return Err(ServerError::Config(format!(
+            "initial_model {}: holds another model than the configuration builds \
+             (checkpoint: {:?}; configuration: {:?})",
+            path.display(),
+            found.model.spec(),
+            spec
+        )));
+    }
+    Ok(found.model)
 }

@@ -125,8 +125,11 @@ pub struct CompareConfig {
     pub d_re: f64,
     pub gamma: usize,
     pub models: Vec<ModelEntry>,
-    /// `--kind inversion`: centralized epochs (lr `learning.lr` × the variant's factor, batch
-    /// `learning.batch_size`) before the trained attacks; 0: untrained only.
+    /// Centralized epochs (lr `learning.lr` × the variant's factor, batch
+    /// `learning.batch_size`) that make the trained state: `--kind inversion` attacks the
+    /// pretrained model (0: untrained only); `--kind privacy` starts the trained state's
+    /// federation from it and captures round `rounds` + 1 (0: the trained state is `rounds`
+    /// federated rounds from the initial weights).
     pub pretrain_epochs: usize,
     /// `--kind inversion`: the captures expose the batch's labels (the reference attack is
     /// given them); otherwise the attacker recovers them.
@@ -234,14 +237,18 @@ impl CompareConfig {
                 .validate()
                 .map_err(|e| ComparisonError::Invalid(format!("model {}: {e}", entry.slug())))?;
         }
-        if self.kind != Kind::Inversion
-            && (self.held_out.is_some() || self.pretrain_epochs > 0 || self.expose_labels)
-        {
+        if self.kind != Kind::Inversion && (self.held_out.is_some() || self.expose_labels) {
             return invalid(format!(
-                "held_out, pretrain_epochs and expose_labels belong to kind = \"inversion\" \
-                 (this comparison is {:?})",
+                "held_out and expose_labels belong to kind = \"inversion\" (this comparison is \
+                 {:?})",
                 self.kind
             ));
+        }
+        if self.kind == Kind::Learning && self.pretrain_epochs > 0 {
+            return invalid(
+                "pretrain_epochs belongs to privacy studies (kind = \"inversion\" or \"privacy\")"
+                    .into(),
+            );
         }
         if self.fuzzy_at.is_empty() {
             return invalid(
@@ -356,7 +363,8 @@ impl CompareConfig {
     pub fn states(&self) -> Vec<&'static str> {
         let trained = match self.kind {
             Kind::Inversion => self.pretrain_epochs > 0,
-            _ => self.rounds > 0,
+            Kind::Privacy => self.rounds > 0 || self.pretrain_epochs > 0,
+            Kind::Learning => self.rounds > 0,
         };
         if trained {
             vec!["untrained", "trained"]

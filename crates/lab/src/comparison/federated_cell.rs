@@ -11,11 +11,13 @@ use super::config::{parse_defence, CompareConfig};
 use super::error::{ComparisonError, Result};
 use super::grid::Cell;
 use super::progress::ComparisonProgress;
+use crate::pretraining::{pretrained, Pretraining};
 use crate::simulation::{federate, Fleet};
 use candle_core::{DType, Device};
 use std::path::Path;
 use std::time::Instant;
 use synfed_attack::AttackKind;
+use synfed_models::evaluate;
 use synfed_server::{read_rounds, RunConfig};
 
 /// Runs one cell (or reads it if it is finished) into its folder under `out`.
@@ -31,38 +33,70 @@ pub(super) fn run(
         return Ok(done);
     }
     let started = Instant::now();
-    let mut run = run_config(c, cell, &dir);
     parse_defence(&cell.variant.defence)?;
-    run.training.defence = cell.variant.defence.clone();
     let fleet = Fleet::new(c.clients, c.split);
-    tracing::info!(
-        "cell {} / {}: federating",
-        cell.model.slug(),
-        cell.variant.label
-    );
-    // no shutdown of its own: an interrupted comparison is resumed, and this cell redone
-    let summary = federate(run.clone(), &fleet, device, std::future::pending())?;
-    if !summary.complete {
-        return Err(ComparisonError::Stopped);
+    let pretrained = if c.pretrain_epochs > 0 {
+        Some(pretrain(c, cell, &dir, device, progress)?)
+    } else {
+        None
+    };
+    // (state, folder of its captures, the round captured)
+    let mut states: Vec<(&str, std::path::PathBuf, u64)> = Vec::new();
+    let mut trained_records = Vec::new();
+    let mut first_run = None;
+    for federation in federations(c, cell, &dir, pretrained.as_ref()) {
+        tracing::info!(
+            "cell {} / {}: federating ({})",
+            cell.model.slug(),
+            cell.variant.label,
+            federation
+                .states
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // no shutdown of its own: an interrupted comparison is resumed, and this cell redone
+        let summary = federate(
+            federation.run.clone(),
+            &fleet,
+            device,
+            std::future::pending(),
+        )?;
+        if !summary.complete {
+            return Err(ComparisonError::Stopped);
+        }
+        let records =
+            read_rounds(&federation.run.out.join("rounds.csv")).map_err(crate::LabError::from)?;
+        let captures = federation.run.out.join("captures");
+        for (state, round) in federation.states {
+            states.push((state, captures.clone(), round));
+            if state == "trained" {
+                trained_records = records.clone();
+            }
+        }
+        first_run.get_or_insert(federation.run);
     }
-    let records = read_rounds(&run.out.join("rounds.csv")).map_err(crate::LabError::from)?;
-    let mut states = vec![("untrained", 1u64)];
-    if c.rounds > 0 {
-        states.push(("trained", c.rounds + 1));
-    }
+    let Some(run) = first_run else {
+        return Err(ComparisonError::Invalid(
+            "a cell without a federation".into(),
+        ));
+    };
     let mut attacks = Vec::new();
-    let captures = run.out.join("captures");
-    let (runs, skipped) = applicable(
-        c,
-        &captures.join(synfed_wire::capture_file_name(1, &Fleet::name(0))),
-        device,
-    )?;
+    let (runs, skipped) = {
+        let (_, captures, round) = &states[0];
+        applicable(
+            c,
+            &captures.join(synfed_wire::capture_file_name(*round, &Fleet::name(0))),
+            device,
+        )?
+    };
     let work = progress.cell_work(
         cell,
         (states.len() * c.batches * runs.len()) as u64,
         "attacks",
     );
-    for (state, round) in states {
+    for (state, captures, round) in states {
         for k in 0..c.batches {
             let client = Fleet::name(k);
             let capture = captures.join(synfed_wire::capture_file_name(round, &client));
@@ -96,16 +130,19 @@ pub(super) fn run(
         }
     }
     drop(work);
-    let accuracy_curve: Vec<(u64, f64)> =
-        records.iter().map(|r| (r.round, r.test_accuracy)).collect();
-    let test_accuracy = (c.rounds > 0)
-        .then(|| {
-            records
-                .iter()
-                .find(|r| r.round == c.rounds)
-                .map(|r| r.test_accuracy)
-        })
-        .flatten();
+    let accuracy_curve: Vec<(u64, f64)> = trained_records
+        .iter()
+        .map(|r| (r.round, r.test_accuracy))
+        .collect();
+    // the trained state's model: after round R, or the pretrained model itself when R = 0
+    let test_accuracy = match (&pretrained, c.rounds) {
+        (Some(p), 0) => Some(p.accuracy),
+        (_, 0) => None,
+        (_, rounds) => trained_records
+            .iter()
+            .find(|r| r.round == rounds)
+            .map(|r| r.test_accuracy),
+    };
     let result = CellResult {
         model: cell.model.clone(),
         variant: cell.variant.clone(),
@@ -115,7 +152,7 @@ pub(super) fn run(
         untrained_accuracy: None,
         accuracy_curve,
         same_as: None,
-        training_seconds: None,
+        training_seconds: pretrained.as_ref().and_then(|p| p.seconds),
         seconds: started.elapsed().as_secs_f64(),
         skipped,
     };
@@ -139,15 +176,119 @@ fn applicable(
     Ok(split_applicable(c, &model))
 }
 
-/// The run configuration of a cell's federation: R + 1 rounds (the last one only to capture
-/// the trained model's updates), every client registered before round 1, the tap on clients
-/// 0 … K−1 in rounds 1 and R + 1.
-fn run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
+/// One federation of a cell: its run configuration and the states it captures (state, round).
+struct Federation {
+    run: RunConfig,
+    states: Vec<(&'static str, u64)>,
+}
+
+/// The federations of a cell. Without pretraining one: the untrained state captured in round
+/// 1, the trained one in round R + 1 after R rounds. With pretraining two: a fresh model's
+/// round 1 (untrained, in `run/`), and a federation started from the pretrained model
+/// (`initial_model`) whose round R + 1 is captured (trained, in `run-trained/`).
+fn federations(
+    c: &CompareConfig,
+    cell: &Cell,
+    dir: &Path,
+    pretrained: Option<&Pretrained>,
+) -> Vec<Federation> {
+    let Some(p) = pretrained else {
+        let mut run = run_config(c, cell, &dir.join("run"), c.rounds);
+        let mut states = vec![("untrained", 1)];
+        if c.rounds > 0 {
+            states.push(("trained", c.rounds + 1));
+        }
+        run.tap.rounds = states.iter().map(|(_, r)| *r).collect();
+        return vec![Federation { run, states }];
+    };
+    let mut fresh = run_config(c, cell, &dir.join("run"), 0);
+    fresh.tap.rounds = vec![1];
+    let mut trained = run_config(c, cell, &dir.join("run-trained"), c.rounds);
+    trained.initial_model = Some(p.path.clone());
+    trained.tap.rounds = vec![c.rounds + 1];
+    vec![
+        Federation {
+            run: fresh,
+            states: vec![("untrained", 1)],
+        },
+        Federation {
+            run: trained,
+            states: vec![("trained", c.rounds + 1)],
+        },
+    ]
+}
+
+/// A cell's pretrained model: where it is saved, its test accuracy (on the run's evaluation
+/// images) and the seconds its training took.
+struct Pretrained {
+    path: std::path::PathBuf,
+    accuracy: f64,
+    seconds: Option<f64>,
+}
+
+/// Trains the cell's model centrally for `pretrain_epochs` on the data set's training split
+/// (the clients' data; lr `learning.lr` × the variant's factor, batch `learning.batch_size`),
+/// or reuses the model an earlier run of the cell saved.
+fn pretrain(
+    c: &CompareConfig,
+    cell: &Cell,
+    dir: &Path,
+    device: &Device,
+    progress: &dyn ComparisonProgress,
+) -> Result<Pretrained> {
+    let splits =
+        synfed_data::load(&c.data, c.data_dir.as_deref()).map_err(crate::LabError::from)?;
+    let shape = splits.train.shape();
+    let run = run_config(c, cell, &dir.join("run-trained"), c.rounds);
+    let spec = run.model_spec(
+        synfed_models::InputShape::new(shape.channels, shape.height, shape.width),
+        splits.train.num_classes(),
+    );
+    let schedule = Pretraining {
+        epochs: c.pretrain_epochs,
+        lr: c.learning.lr * cell.variant.lr / c.lr,
+        batch_size: c.learning.batch_size,
+    };
+    let folder = dir.join("pretraining");
+    let work = progress.cell_work(cell, c.pretrain_epochs as u64, "epochs");
+    let (model, seconds) = pretrained(
+        &spec,
+        &schedule,
+        &splits,
+        &folder,
+        device,
+        &mut |epoch, loss| {
+            work.step();
+            tracing::info!("epoch {epoch}: train loss {loss:.4}");
+        },
+    )?;
+    drop(work);
+    let shown: Vec<usize> = (0..splits.test.len().min(c.eval_limit)).collect();
+    let accuracy = evaluate(&model, &splits.test, &shown, &splits.normalization, 250)
+        .map_err(crate::LabError::from)?
+        .accuracy();
+    tracing::info!(
+        "cell {} / {}: pretrained to {:.2} % test accuracy",
+        cell.model.slug(),
+        cell.variant.label,
+        100.0 * accuracy
+    );
+    Ok(Pretrained {
+        path: folder.join("trained.safetensors"),
+        accuracy,
+        seconds,
+    })
+}
+
+/// The run configuration of a cell's federation into `out`: R + 1 rounds (the last one only
+/// to capture the trained model's updates; 1 when R = 0), every client registered before
+/// round 1, the tap on clients 0 … K−1 (its rounds are the caller's).
+fn run_config(c: &CompareConfig, cell: &Cell, out: &Path, rounds: u64) -> RunConfig {
     let mut run = RunConfig {
         seed: c.seed,
-        rounds: if c.rounds > 0 { c.rounds + 1 } else { 1 },
+        rounds: rounds + 1,
         algorithm: c.algorithm,
-        out: dir.join("run"),
+        out: out.to_path_buf(),
         ..RunConfig::default()
     };
     run.model = c.variant_model(&cell.model, &cell.variant);
@@ -158,15 +299,11 @@ fn run_config(c: &CompareConfig, cell: &Cell, dir: &Path) -> RunConfig {
     run.training.batch_size = c.batch_size;
     run.training.bn_mode = c.bn_mode;
     run.training.fuzzy_at = cell.variant.fuzzy_at;
+    run.training.defence = cell.variant.defence.clone();
     run.sampling.min_clients = c.clients;
     run.sampling.min_updates = 1;
     run.timing.pull_timeout_s = 2.0;
     run.timing.linger_s = 1.0;
-    run.tap.rounds = if c.rounds > 0 {
-        vec![1, c.rounds + 1]
-    } else {
-        vec![1]
-    };
     run.tap.clients = (0..c.batches).map(Fleet::name).collect();
     run
 }
