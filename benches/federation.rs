@@ -13,6 +13,10 @@ use synfed_client::{ClientConfig, Share};
 use synfed_data::Partition;
 use synfed_server::RunConfig;
 
+/// The binary's allocator and process settings (one copy, shared with `crates/cli/main.rs`).
+#[path = "../crates/cli/process.rs"]
+mod process;
+
 fn config(
     out: &std::path::Path,
     rounds: u64,
@@ -80,6 +84,7 @@ fn federation(config: RunConfig, clients: usize) -> Outcome {
 }
 
 fn fedsgd_round(c: &mut Criterion) {
+    process::setup();
     let mut group = c.benchmark_group("fedsgd_round");
     group
         .sample_size(10)
@@ -96,6 +101,7 @@ fn fedsgd_round(c: &mut Criterion) {
 }
 
 fn upload(c: &mut Criterion) {
+    process::setup();
     let dir = tempfile::tempdir().unwrap();
     let probe = federation(config(dir.path(), 1, 1, "demo-cifar10", None), 1);
     let mut group = c.benchmark_group("upload");
