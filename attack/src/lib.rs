@@ -11,6 +11,8 @@
 //! - [`analytic`]: the closed-form reconstruction from a fully connected first layer with bias,
 //!   ∂L/∂W_i / ∂L/∂b_i per unit, with the selection of B distinct images from the units' ratios
 //!   (exact for one image; needs a model whose first layer is fully connected, the zoo's `mlp`);
+//!   on a capture of a malicious server's imprinted model, the [`imprint_readout`] instead
+//!   (differences of neighbouring bins, exact for every image alone in its bin);
 //! - [`dlg`]: Zhu et al.'s "Deep Leakage from Gradients" — squared L2 gradient distance
 //!   minimised with the small [`lbfgs`] minimiser from Gaussian noise;
 //! - [`bn_prior`] (`bn-prior`): Inverting Gradients plus the BatchNorm statistics-matching
@@ -37,6 +39,7 @@ pub mod assignment;
 pub mod bn_prior;
 pub mod dlg;
 pub mod error;
+pub mod imprint_readout;
 pub mod inversion;
 pub mod kind;
 pub mod labels;

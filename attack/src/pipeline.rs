@@ -10,7 +10,7 @@ use crate::error::{AttackError, Result};
 use crate::inversion::{reconstruct, InversionConfig, Reconstruction, Target};
 use crate::kind::AttackKind;
 use crate::labels::recover_labels;
-use crate::{analytic, bn_prior, dlg};
+use crate::{analytic, bn_prior, dlg, imprint_readout};
 use candle_core::{DType, Device, Tensor};
 use synfed_models::{LocalSteps, Model};
 use synfed_wire::{Capture, UpdateKind};
@@ -121,12 +121,22 @@ pub fn attack_capture(
     );
     let reconstruction = match config.attack {
         AttackKind::Ig => reconstruct(&target, shape, &config.inversion, on_iteration)?,
-        AttackKind::Analytic => analytic::reconstruct(
-            &target,
-            shape,
-            config.inversion.distance,
-            config.inversion.weighting,
-        )?,
+        // a malicious server's imprinted first layer is read bin by bin
+        AttackKind::Analytic => match &meta.imprint {
+            Some(imprint) => imprint_readout::reconstruct(
+                &target,
+                shape,
+                imprint.bins,
+                config.inversion.distance,
+                config.inversion.weighting,
+            )?,
+            None => analytic::reconstruct(
+                &target,
+                shape,
+                config.inversion.distance,
+                config.inversion.weighting,
+            )?,
+        },
         AttackKind::Dlg => dlg::reconstruct(&target, shape, &config.dlg, on_iteration)?,
         AttackKind::BnPrior => {
             let layers = config.bn_statistics.clone().ok_or_else(|| {

@@ -6,7 +6,7 @@
 
 use crate::error::{Result, ServerError};
 pub use crate::limits::LimitsConfig;
-pub use crate::tap::TapConfig;
+pub use crate::tap::{TapConfig, TapMode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -573,6 +573,9 @@ impl RunConfig {
             return bad(reason);
         }
         if let Err(reason) = self.limits.validate(&self.timing) {
+            return bad(reason);
+        }
+        if let Err(reason) = self.tap.validate(&self.model) {
             return bad(reason);
         }
         if self.sampling.min_clients > self.limits.max_clients {

@@ -179,7 +179,7 @@ impl Engine {
 
     /// Opens `round` to the `sampled` clients: copies the global model (later steps change the
     /// variables in place), encodes it once for every download and publishes the round.
-    async fn open(&self, round: u64, sampled: &[String], started: Instant) -> Result<Opened> {
+    async fn open(&mut self, round: u64, sampled: &[String], started: Instant) -> Result<Opened> {
         let model = Arc::clone(&self.model);
         let (global, encoded) = blocking(move || {
             let global = model
@@ -192,6 +192,19 @@ impl Engine {
             Ok((Arc::new(global), Arc::new(encoded)))
         })
         .await?;
+        // a malicious tap (`[tap] mode = "imprint"`) sends its clients another model
+        let imprinted = match self.tap.imprint_round(round, &global, &self.splits.test)? {
+            Some(model) => {
+                let targeted = sampled
+                    .iter()
+                    .filter(|c| self.tap.is_targeted(round, c))
+                    .cloned()
+                    .collect();
+                let encoded = blocking(move || Ok(encode_all(&model)?)).await?;
+                Some((Arc::new(encoded), targeted))
+            }
+            None => None,
+        };
 
         let c = self.config();
         let timeout = secs(c.timing.round_timeout_s);
@@ -214,6 +227,7 @@ impl Engine {
                     .map(|s| (s.clone(), Slot::Assigned))
                     .collect(),
                 model: encoded,
+                imprinted,
             });
         }
         self.shared.notify();
@@ -459,6 +473,14 @@ impl Engine {
         self.tap
             .intercept(round, &client, examples, global, &update)
             .await;
+        if self.tap.is_targeted(round, &client) {
+            // computed on the imprinted model: read by the tap, left out of the aggregate
+            let mut sum = sum;
+            sum.drop_client(&client)?;
+            self.shared.resolve_accepted(round, &client);
+            let _ = reply.send(Ok(()));
+            return Ok(sum);
+        }
         // the claim (checked against the registration) capped by what the task asked for
         let weight = weight::example_weight(examples, weight::task_bound(self.config())) as f64;
         let sum = offer(sum, client.clone(), update, weight).await?;

@@ -414,7 +414,13 @@ impl Federation for Service {
         self.authorize(request.metadata(), &req.client_id)?;
         let round = self.check_task(&req.client_id, req.r#ref.as_ref())?;
         let model = match &self.shared.lock().phase {
-            Phase::Open(open) if open.round == round => Arc::clone(&open.model),
+            Phase::Open(open) if open.round == round => match &open.imprinted {
+                // a malicious server's targeted client gets the imprinted model
+                Some((imprinted, targeted)) if targeted.contains(&req.client_id) => {
+                    Arc::clone(imprinted)
+                }
+                _ => Arc::clone(&open.model),
+            },
             _ => return Err(Status::failed_precondition(format!("round {round} closed"))),
         };
         let task = req.r#ref.clone();

@@ -45,6 +45,8 @@ pub(crate) struct OpenRound {
     pub slots: BTreeMap<String, Slot>,
     /// The global model of the round, encoded once for every client's download.
     pub model: Arc<Vec<EncodedTensor>>,
+    /// `[tap] mode = "imprint"`: the imprinted model and the clients that download it.
+    pub imprinted: Option<(Arc<Vec<EncodedTensor>>, Vec<String>)>,
 }
 
 pub(crate) enum Phase {

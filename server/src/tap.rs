@@ -7,6 +7,14 @@
 //! attacker. It sees the update exactly as the aggregation receives it, with roles taken from
 //! the server's own model (never from the peer), and it never changes what is aggregated: a
 //! capture that cannot be written is logged and counted, and the round goes on.
+//!
+//! With `mode = "imprint"` the tap plays a *malicious* server instead (Fowl et al., *Robbing
+//! the Fed*): in its rounds, its clients are sent a global model whose fully connected first
+//! layer is rewritten by [`crate::imprint`], and their captures record it
+//! ([`CaptureMeta::imprint`]). A targeted client's update was computed on another model than
+//! the global one, so the server leaves it out of the aggregate (as if the client had dropped
+//! out): the honest clients' aggregate, and therefore the run's model and accuracy, are what
+//! they would have been without the targeted clients, not steered by the imprinted layer.
 
 use crate::config::{Algorithm, RunConfig, TrainingConfig};
 use crate::run_files::RunFiles;
@@ -14,10 +22,11 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
-use synfed_data::Normalization;
-use synfed_models::{ModelSpec, Update};
-use synfed_wire::{Capture, CaptureMeta, UpdateKind};
-use tracing::warn;
+use synfed_data::{Dataset, Normalization};
+use synfed_models::{Arch, ModelConfig, ModelSpec, Update};
+use synfed_synapse::Method;
+use synfed_wire::{Capture, CaptureMeta, ImprintRecord, UpdateKind};
+use tracing::{info, warn};
 
 /// The honest-but-curious server's view: which updates are written as capture files.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -27,9 +36,66 @@ pub struct TapConfig {
     pub rounds: Vec<u64>,
     /// Clients whose updates are captured (empty: every client of a tapped round).
     pub clients: Vec<String>,
+    /// `honest` (the server only reads what it receives) or `imprint` (a malicious server:
+    /// the tapped clients of the tapped rounds get a model whose first layer is an imprint
+    /// module; `mlp` models without weight splitting only).
+    #[serde(skip_serializing_if = "TapMode::is_honest")]
+    pub mode: TapMode,
+    /// `imprint`: how many rows of the first layer become bins (all its units when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bins: Option<usize>,
+}
+
+/// What the server does besides reading the tapped updates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TapMode {
+    /// Follows the protocol: every client gets the global model.
+    #[default]
+    Honest,
+    /// Sends tapped clients a model with an imprinted first layer ([`crate::imprint`]).
+    Imprint,
+}
+
+impl TapMode {
+    fn is_honest(&self) -> bool {
+        *self == TapMode::Honest
+    }
 }
 
 impl TapConfig {
+    /// Checks that `imprint` has a fully connected first layer to rewrite in `model`; the
+    /// error names the field.
+    pub fn validate(&self, model: &ModelConfig) -> std::result::Result<(), String> {
+        if self.mode == TapMode::Honest {
+            if self.bins.is_some() {
+                return Err("tap.bins applies to tap.mode = \"imprint\" only".into());
+            }
+            return Ok(());
+        }
+        if model.arch != Arch::Mlp {
+            return Err(format!(
+                "tap.mode = \"imprint\" rewrites a fully connected first layer, and the model \
+                 `{}` has none (use arch = \"mlp\")",
+                model.arch
+            ));
+        }
+        if model.methods.contains(Method::Splitting) {
+            return Err(
+                "tap.mode = \"imprint\" needs each first-layer row to be one unit: not with \
+                 weight splitting (III) in model.methods"
+                    .into(),
+            );
+        }
+        match (self.bins, model.width) {
+            (Some(0), _) => Err("tap.bins must be at least 1".into()),
+            (Some(bins), Some(width)) if bins > width => Err(format!(
+                "tap.bins = {bins} exceeds the first layer's {width} units (model.width)"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `client`'s update in `round` is captured.
     pub fn taps(&self, round: u64, client: &str) -> bool {
         self.rounds.contains(&round)
@@ -47,6 +113,11 @@ pub(crate) struct Tap {
     files: RunFiles,
     written: Vec<PathBuf>,
     failures: usize,
+    /// `imprint`: the statistic's mean and std over the held-out split (computed once).
+    statistic: Option<(f64, f64)>,
+    /// `imprint`: the round whose targeted clients got an imprinted model, that model and
+    /// what was imprinted.
+    imprinted: Option<(u64, Arc<Vec<(String, Tensor)>>, ImprintRecord)>,
 }
 
 impl Tap {
@@ -68,7 +139,50 @@ impl Tap {
             files,
             written: Vec::new(),
             failures: 0,
+            statistic: None,
+            imprinted: None,
         }
+    }
+
+    /// `imprint`: the model the targeted clients of `round` are sent instead of `global`
+    /// (bins placed on the statistic of the server's `held_out` images); `None` in honest
+    /// mode or an untapped round.
+    pub fn imprint_round(
+        &mut self,
+        round: u64,
+        global: &[(String, Tensor)],
+        held_out: &Dataset,
+    ) -> crate::error::Result<Option<Arc<Vec<(String, Tensor)>>>> {
+        self.imprinted = None;
+        if self.config.mode != TapMode::Imprint || !self.config.rounds.contains(&round) {
+            return Ok(None);
+        }
+        let (mean, std) = match self.statistic {
+            Some(known) => known,
+            None => {
+                let known = crate::imprint::statistic_distribution(held_out, &self.normalization)?;
+                self.statistic = Some(known);
+                known
+            }
+        };
+        let (model, record) =
+            crate::imprint::imprint(global, self.config.bins, mean, std, &self.normalization)?;
+        let model = Arc::new(model);
+        info!(
+            round,
+            bins = record.bins,
+            mean,
+            std,
+            "imprinted model for the targeted clients"
+        );
+        self.imprinted = Some((round, Arc::clone(&model), record));
+        Ok(Some(model))
+    }
+
+    /// Whether `client` got the imprinted model of `round` (its update is then left out of
+    /// the aggregate).
+    pub fn is_targeted(&self, round: u64, client: &str) -> bool {
+        matches!(&self.imprinted, Some((r, _, _)) if *r == round) && self.wants(round, client)
     }
 
     /// Whether `client`'s update in `round` is captured.
@@ -90,7 +204,15 @@ impl Tap {
         if !self.wants(round, client) {
             return;
         }
-        let meta = self.meta(round, client, examples);
+        let mut meta = self.meta(round, client, examples);
+        let mut global = global;
+        if let Some((r, imprinted, record)) = &self.imprinted {
+            if *r == round {
+                // the client computed on the model it was sent
+                global = imprinted;
+                meta.imprint = Some(record.clone());
+            }
+        }
         let capture = Capture::of_update(meta, global.as_ref().clone(), update);
         let path = self.files.capture(round, client);
         let target = path.clone();
@@ -149,6 +271,7 @@ impl Tap {
                     normalization,
                     labels: None,
                     fuzzy_at: t.fuzzy_at,
+                    imprint: None,
                 }
             }
         }
@@ -187,6 +310,7 @@ mod tests {
         let tap = TapConfig {
             rounds: vec![1, 5],
             clients: vec!["b".into()],
+            ..TapConfig::default()
         };
         assert!(tap.taps(1, "b"));
         assert!(!tap.taps(1, "a"));
@@ -194,6 +318,7 @@ mod tests {
         let all = TapConfig {
             rounds: vec![2],
             clients: vec![],
+            ..TapConfig::default()
         };
         assert!(all.taps(2, "anyone"));
     }
@@ -215,6 +340,7 @@ mod tests {
             tap: TapConfig {
                 rounds: vec![2],
                 clients: vec!["client-1".into()],
+                ..TapConfig::default()
             },
             ..RunConfig::default()
         };

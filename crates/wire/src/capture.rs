@@ -111,6 +111,28 @@ pub struct CaptureMeta {
     /// (files from before the field read as `server`).
     #[serde(default, skip_serializing_if = "is_server")]
     pub fuzzy_at: FuzzyPlacement,
+    /// Set when a malicious server sent this client an imprinted model (`[tap] mode =
+    /// "imprint"`): the capture's global model is the one the client received, whose first
+    /// layer's rows `0..bins` are the imprint rows. Left out of the header otherwise (files
+    /// from before the field read as an honest server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imprint: Option<ImprintRecord>,
+}
+
+/// What a malicious server wrote into the first layer it sent a targeted client (Fowl et al.,
+/// *Robbing the Fed*, ICLR 2022): the attacker of such a capture is that server, so it knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImprintRecord {
+    /// Rows `0..bins` of the first layer's weight all measure the same statistic (the mean of
+    /// the normalised input) and their biases are minus increasing thresholds: row i fires for
+    /// images whose statistic exceeds threshold i. Bin i lies between thresholds i and i + 1
+    /// (the last bin is open above).
+    pub bins: usize,
+    /// Mean of the statistic's distribution the thresholds were placed on.
+    pub mean: f64,
+    /// Standard deviation of that distribution.
+    pub std: f64,
 }
 
 fn is_server(placement: &FuzzyPlacement) -> bool {
@@ -141,6 +163,7 @@ impl CaptureMeta {
             normalization,
             labels,
             fuzzy_at: FuzzyPlacement::Server,
+            imprint: None,
         }
     }
 }

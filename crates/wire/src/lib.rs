@@ -28,7 +28,7 @@ pub mod escrow;
 pub mod peer_text;
 pub mod proto;
 
-pub use capture::{Capture, CaptureMeta, UpdateKind};
+pub use capture::{Capture, CaptureMeta, ImprintRecord, UpdateKind};
 pub use chunks::{
     Assembler, ChunkProblem, EncodedTensor, TensorLayout, MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES,
 };

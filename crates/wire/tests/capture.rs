@@ -66,6 +66,7 @@ fn meta(kind: UpdateKind) -> CaptureMeta {
         },
         labels: Some(labels()),
         fuzzy_at: Default::default(),
+        imprint: None,
     }
 }
 

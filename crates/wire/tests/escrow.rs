@@ -51,6 +51,7 @@ fn capture_meta() -> CaptureMeta {
         normalization: Normalization::identity(2),
         labels: None,
         fuzzy_at: Default::default(),
+        imprint: None,
     }
 }
 
