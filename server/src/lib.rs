@@ -217,11 +217,7 @@ pub async fn run(
     let streams = shared.config.limits.max_streams_per_connection;
     let mut builder = Server::builder()
         .max_concurrent_streams(streams)
-        .concurrency_limit_per_connection(streams as usize)
-        .initial_stream_window_size(synfed_wire::chunks::h2_knob("H2_STREAM"))
-        .initial_connection_window_size(synfed_wire::chunks::h2_knob("H2_CONN"))
-        .max_frame_size(synfed_wire::chunks::h2_knob("H2_FRAME"))
-        .http2_adaptive_window(synfed_wire::chunks::h2_knob("H2_ADAPT").map(|v| v == 1));
+        .concurrency_limit_per_connection(streams as usize);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
