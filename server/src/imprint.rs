@@ -9,14 +9,17 @@
 //! followed by a ReLU, with k bins (k ≤ the layer's units):
 //! - rows 0..k of W all measure the same statistic, the mean of the normalised input:
 //!   W_i = (1/D, …, 1/D), so z_i = s(x) − t_i with s(x) = mean(x) and b_i = −t_i;
-//! - the thresholds t_1 < … < t_{k−1} are the quantiles of the statistic's distribution,
-//!   t_i = μ + σ·Φ⁻¹(i/k), so that each bin is equally likely; t_0 lies below the smallest
-//!   statistic any image can have (every image fires unit 0). Unit i fires for the images
-//!   with s > t_i; bin i holds the images with t_i < s ≤ t_{i+1} (bin k − 1 is open above);
-//! - μ and σ are the mean and standard deviation of the statistic over the server's own
-//!   held-out split (the test images it evaluates on): public to the server, drawn from the
-//!   clients' distribution. (Fowl et al. assume a known Gaussian; the normalisation alone
-//!   fixes μ ≈ 0 but not σ, which depends on how correlated the pixels are.)
+//! - the thresholds t_1 ≤ … ≤ t_{k−1} are the i/k quantiles of the statistic's
+//!   distribution, so that each bin is equally likely; t_0 lies below the smallest statistic
+//!   any image can have (every image fires unit 0). Unit i fires for the images with
+//!   s > t_i; bin i holds the images with t_i < s ≤ t_{i+1} (bin k − 1 is open above);
+//! - the distribution is the statistic over the server's own held-out split (the test images
+//!   it evaluates on): public to the server, drawn from the clients' distribution. Its
+//!   empirical quantiles are used when it has at least k images, the Gaussian quantiles
+//!   μ + σ·Φ⁻¹(i/k) of its mean and standard deviation otherwise. (Fowl et al. assume a
+//!   Gaussian; the normalisation alone fixes μ ≈ 0 but not σ, which depends on how correlated
+//!   the pixels are, and MNIST's mean brightness is skewed: equally likely bins need the
+//!   empirical quantiles.)
 //! - the next layer's columns 0..k are all set to its column 0: every imprinted unit then
 //!   passes the same gradient g_b back for image b, ∂L/∂z_bi = g_b·[s_b > t_i], and
 //!   ∂L/∂W_i − ∂L/∂W_{i+1} = Σ_{b in bin i} g_b x_bᵀ, ∂L/∂b_i − ∂L/∂b_{i+1} = Σ_{b in bin i} g_b:
@@ -31,9 +34,19 @@ use candle_core::{DType, Tensor};
 use synfed_data::{Dataset, Normalization};
 use synfed_wire::ImprintRecord;
 
-/// Mean and population standard deviation of the statistic s(x) = mean of the normalised
-/// pixels over the images of `data` (normalised with `normalization`).
-pub fn statistic_distribution(data: &Dataset, normalization: &Normalization) -> Result<(f64, f64)> {
+/// The statistic s(x) over a sample of images: what the server knows of its distribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statistic {
+    /// s of every sampled image, ascending.
+    pub sorted: Vec<f64>,
+    pub mean: f64,
+    /// Population standard deviation.
+    pub std: f64,
+}
+
+/// The statistic s(x) = mean of the normalised pixels over the images of `data` (normalised
+/// with `normalization`).
+pub fn statistic_distribution(data: &Dataset, normalization: &Normalization) -> Result<Statistic> {
     let shape = data.shape();
     if normalization.mean.len() != shape.channels || normalization.std.len() != shape.channels {
         return Err(ServerError::Config(format!(
@@ -48,19 +61,18 @@ pub fn statistic_distribution(data: &Dataset, normalization: &Normalization) -> 
         ));
     }
     let plane = shape.height * shape.width;
-    let (mut sum, mut squares) = (0.0f64, 0.0f64);
+    let mut sorted = Vec::with_capacity(data.len());
     for index in 0..data.len() {
         let image = data
             .image(index)
             .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let s = statistic_of(image, plane, normalization);
-        sum += s;
-        squares += s * s;
+        sorted.push(statistic_of(image, plane, normalization));
     }
-    let n = data.len() as f64;
-    let mean = sum / n;
-    let std = (squares / n - mean * mean).max(0.0).sqrt();
-    Ok((mean, std))
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len() as f64;
+    let mean = sorted.iter().sum::<f64>() / n;
+    let std = (sorted.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    Ok(Statistic { sorted, mean, std })
 }
 
 /// s(x) of one raw image (channel-major `u8` planes of `plane` pixels).
@@ -88,19 +100,25 @@ fn lowest_statistic(normalization: &Normalization) -> f64 {
         / channels
 }
 
-/// The k thresholds t_0 < t_1 < … < t_{k−1}: t_i = mean + std·Φ⁻¹(i/k) for i ≥ 1, t_0 one
-/// below the lowest possible statistic. Strictly increasing for std > 0.
-pub fn thresholds(bins: usize, mean: f64, std: f64, normalization: &Normalization) -> Vec<f64> {
+/// The k thresholds t_0 ≤ t_1 ≤ … ≤ t_{k−1}: t_i for i ≥ 1 is the i/k quantile of
+/// `statistic` — empirical (midway between the neighbouring sorted samples) when there are at
+/// least k samples, mean + std·Φ⁻¹(i/k) otherwise; t_0 lies one below the lowest possible
+/// statistic. Equal thresholds (tied samples) only leave a bin empty.
+pub fn thresholds(bins: usize, statistic: &Statistic, normalization: &Normalization) -> Vec<f64> {
+    let n = statistic.sorted.len();
     let mut t = Vec::with_capacity(bins);
     for i in 0..bins {
         t.push(if i == 0 {
             0.0
+        } else if n >= bins {
+            let j = i * n / bins;
+            0.5 * (statistic.sorted[j - 1] + statistic.sorted[j])
         } else {
-            mean + std * inverse_normal_cdf(i as f64 / bins as f64)
+            statistic.mean + statistic.std * inverse_normal_cdf(i as f64 / bins as f64)
         });
     }
     if bins > 0 {
-        let above = if bins > 1 { t[1] } else { mean };
+        let above = if bins > 1 { t[1] } else { statistic.mean };
         t[0] = (lowest_statistic(normalization) - 1.0).min(above - 1.0);
     }
     t
@@ -166,10 +184,10 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
 pub fn imprint(
     global: &[(String, Tensor)],
     bins: Option<usize>,
-    mean: f64,
-    std: f64,
+    statistic: &Statistic,
     normalization: &Normalization,
 ) -> Result<(Vec<(String, Tensor)>, ImprintRecord)> {
+    let (mean, std) = (statistic.mean, statistic.std);
     let refuse = |why: String| ServerError::Config(format!("tap.mode = \"imprint\": {why}"));
     let [(w_name, w), (b_name, b), (n_name, next), ..] = global else {
         return Err(refuse("the model has fewer than three tensors".into()));
@@ -210,7 +228,7 @@ pub fn imprint(
     let mut wv = read(w)?;
     let mut bv = read(b)?;
     let mut nv = read(next)?;
-    let t = thresholds(k, mean, std, normalization);
+    let t = thresholds(k, statistic, normalization);
     for i in 0..k {
         wv[i * features..(i + 1) * features].fill(1.0 / features as f64);
         bv[i] = -t[i];
@@ -256,13 +274,26 @@ mod tests {
             mean: vec![0.5],
             std: vec![0.25],
         };
-        let t = thresholds(4, 0.1, 2.0, &norm);
+        let few = Statistic {
+            sorted: vec![0.1],
+            mean: 0.1,
+            std: 2.0,
+        };
+        // fewer samples than bins: Gaussian quantiles,
         // Φ⁻¹(1/4) = −0.674490, Φ⁻¹(2/4) = 0, Φ⁻¹(3/4) = 0.674490
+        let t = thresholds(4, &few, &norm);
         assert!((t[1] - (0.1 - 2.0 * 0.674_489_75)).abs() < 1e-6);
         assert!((t[2] - 0.1).abs() < 1e-12);
         assert!((t[3] - (0.1 + 2.0 * 0.674_489_75)).abs() < 1e-6);
         // an all-black image has s = (0 − 0.5)/0.25 = −2: it fires unit 0
         assert!(t[0] < -2.0 && t[0] < t[1]);
+        // eight samples, four bins: midway between samples 2|3, 4|5, 6|7 (1-based)
+        let many = Statistic {
+            sorted: vec![-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0],
+            mean: 0.5,
+            std: 2.29,
+        };
+        assert_eq!(thresholds(4, &many, &norm)[1..], [-1.5, 0.5, 2.5]);
     }
 
     #[test]
@@ -280,7 +311,12 @@ mod tests {
             ("fc2.weight".to_string(), n),
         ];
         let norm = Normalization::identity(1);
-        let (out, record) = imprint(&global, Some(2), 0.0, 1.0, &norm).unwrap();
+        let statistic = Statistic {
+            sorted: vec![0.0],
+            mean: 0.0,
+            std: 1.0,
+        };
+        let (out, record) = imprint(&global, Some(2), &statistic, &norm).unwrap();
         assert_eq!(record.bins, 2);
         let w: Vec<Vec<f32>> = out[0].1.to_vec2().unwrap();
         assert_eq!(w[0], vec![0.25; 4]);
@@ -297,7 +333,7 @@ mod tests {
         assert_eq!(b[2], 7.0);
         let n: Vec<Vec<f32>> = out[2].1.to_vec2().unwrap();
         assert_eq!(n, vec![vec![1.0, 1.0, 3.0], vec![4.0, 4.0, 6.0]]);
-        let err = imprint(&global, Some(4), 0.0, 1.0, &norm).unwrap_err();
+        let err = imprint(&global, Some(4), &statistic, &norm).unwrap_err();
         assert!(err.to_string().contains("tap.bins"), "{err}");
     }
 }

@@ -113,8 +113,8 @@ pub(crate) struct Tap {
     files: RunFiles,
     written: Vec<PathBuf>,
     failures: usize,
-    /// `imprint`: the statistic's mean and std over the held-out split (computed once).
-    statistic: Option<(f64, f64)>,
+    /// `imprint`: the statistic over the held-out split (computed once).
+    statistic: Option<crate::imprint::Statistic>,
     /// `imprint`: the round whose targeted clients got an imprinted model, that model and
     /// what was imprinted.
     imprinted: Option<(u64, Arc<Vec<(String, Tensor)>>, ImprintRecord)>,
@@ -157,16 +157,16 @@ impl Tap {
         if self.config.mode != TapMode::Imprint || !self.config.rounds.contains(&round) {
             return Ok(None);
         }
-        let (mean, std) = match self.statistic {
-            Some(known) => known,
-            None => {
-                let known = crate::imprint::statistic_distribution(held_out, &self.normalization)?;
-                self.statistic = Some(known);
-                known
-            }
+        if self.statistic.is_none() {
+            let known = crate::imprint::statistic_distribution(held_out, &self.normalization)?;
+            self.statistic = Some(known);
+        }
+        let Some(statistic) = &self.statistic else {
+            return Ok(None);
         };
         let (model, record) =
-            crate::imprint::imprint(global, self.config.bins, mean, std, &self.normalization)?;
+            crate::imprint::imprint(global, self.config.bins, statistic, &self.normalization)?;
+        let (mean, std) = (record.mean, record.std);
         let model = Arc::new(model);
         info!(
             round,
