@@ -80,7 +80,10 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint> {
     let mut endpoint = Endpoint::from_shared(config.server.clone())
         .map_err(|e| ClientError::Config(format!("server URL `{}`: {e}", config.server)))?
         .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(synfed_wire::chunks::STREAM_WINDOW)
+        .initial_connection_window_size(synfed_wire::chunks::CONNECTION_WINDOW)
+        .max_frame_size(synfed_wire::chunks::MAX_FRAME_BYTES);
     if let Some(tls) = &config.tls {
         let mut t = ClientTlsConfig::new();
         if let Some(ca) = &tls.ca {

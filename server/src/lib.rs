@@ -217,7 +217,10 @@ pub async fn run(
     let streams = shared.config.limits.max_streams_per_connection;
     let mut builder = Server::builder()
         .max_concurrent_streams(streams)
-        .concurrency_limit_per_connection(streams as usize);
+        .concurrency_limit_per_connection(streams as usize)
+        .initial_stream_window_size(synfed_wire::chunks::STREAM_WINDOW)
+        .initial_connection_window_size(synfed_wire::chunks::CONNECTION_WINDOW)
+        .max_frame_size(synfed_wire::chunks::MAX_FRAME_BYTES);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }

@@ -25,6 +25,18 @@ pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// The gRPC message size limit both sides set: one chunk plus its envelope.
 pub const MAX_MESSAGE_BYTES: usize = MAX_CHUNK_BYTES + 64 * 1024;
 
+/// HTTP/2 flow-control window of one stream, set by the server and the client: two chunks in
+/// flight, so the sender does not wait for window updates within a chunk (at the 1 MiB
+/// default a 4 MiB chunk waits four times). It bounds what a peer can send that the receiver
+/// has not read yet.
+pub const STREAM_WINDOW: u32 = 2 * MAX_MESSAGE_BYTES as u32;
+/// HTTP/2 flow-control window of one connection: two streams' windows (an upload beside a
+/// model download or a poll).
+pub const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
+/// Largest HTTP/2 DATA frame either side accepts: 1 MiB instead of 16 KiB, so a 4 MiB chunk
+/// crosses in four frames, not 256.
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
 /// What a tensor must look like: its name, element type and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorLayout {
