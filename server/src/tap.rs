@@ -103,6 +103,9 @@ impl TapConfig {
     }
 }
 
+/// A model's tensors by name, shared.
+type Tensors = Arc<Vec<(String, Tensor)>>;
+
 /// Interception of a run's updates.
 pub(crate) struct Tap {
     config: TapConfig,
@@ -117,7 +120,7 @@ pub(crate) struct Tap {
     statistic: Option<crate::imprint::Statistic>,
     /// `imprint`: the round whose targeted clients got an imprinted model, that model and
     /// what was imprinted.
-    imprinted: Option<(u64, Arc<Vec<(String, Tensor)>>, ImprintRecord)>,
+    imprinted: Option<(u64, Tensors, ImprintRecord)>,
 }
 
 impl Tap {
@@ -152,7 +155,7 @@ impl Tap {
         round: u64,
         global: &[(String, Tensor)],
         held_out: &Dataset,
-    ) -> crate::error::Result<Option<Arc<Vec<(String, Tensor)>>>> {
+    ) -> crate::error::Result<Option<Tensors>> {
         self.imprinted = None;
         if self.config.mode != TapMode::Imprint || !self.config.rounds.contains(&round) {
             return Ok(None);
