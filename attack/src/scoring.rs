@@ -17,7 +17,7 @@ use synfed_models::Model;
 use synfed_synapse::Mode;
 
 /// Scores of one matched image.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ImageResult {
     /// Index of the true image.
     pub truth: usize,
@@ -29,12 +29,16 @@ pub struct ImageResult {
 }
 
 /// Scores of a reconstructed batch.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     /// Mean MSE of de-normalised images in [0, 1].
     pub mse: f64,
-    /// Mean PSNR in dB (peak 1); `null` in JSON when a reconstruction is exact.
-    #[serde(serialize_with = "finite_or_null")]
+    /// Mean PSNR in dB (peak 1); `null` in JSON when a reconstruction is exact (read back as
+    /// infinity).
+    #[serde(
+        serialize_with = "finite_or_null",
+        deserialize_with = "null_as_infinity"
+    )]
     pub psnr: f64,
     pub ssim: f64,
     /// Mean squared error in the normalised input space (the paper's Table 3 quantity).
@@ -51,6 +55,10 @@ fn finite_or_null<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S:
     } else {
         s.serialize_none()
     }
+}
+
+fn null_as_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// Reorders `reconstructions` (normalised, `[B, C, H, W]`) so that row j is the one matched

@@ -204,6 +204,9 @@ struct Metrics<'a, C: Serialize> {
     converged: bool,
     seconds: f64,
     device: String,
+    /// The digest of the attacked update: what a resumed comparison checks before it reads
+    /// this attack back instead of running it again.
+    update_digest: String,
 }
 
 /// `cpu`, `cuda` or `metal`, as results record the device.
@@ -296,13 +299,18 @@ pub fn attack_and_write(
         converged,
         seconds,
         device: describe_device(device),
+        update_digest: capture.update_digest()?.to_string(),
     };
-    let path = out.join("metrics.json");
-    let text = serde_json::to_string_pretty(&metrics)
-        .map_err(|e| LabError::Config(format!("serialising the metrics: {e}")))?;
-    std::fs::write(&path, text + "\n").map_err(|e| LabError::io("write", &path, e))?;
+    // the files first, `metrics.json` last and whole (written aside, then renamed): its presence
+    // marks a finished attack that a resumed comparison reads back (crate::finished_attack)
     write_trace(&out.join("trace.csv"), &attack.reconstruction.trace)?;
     write_pictures(out, &scores, &best.images, &escrow.images, meta)?;
+    let path = out.join(crate::finished_attack::METRICS);
+    let text = serde_json::to_string_pretty(&metrics)
+        .map_err(|e| LabError::Config(format!("serialising the metrics: {e}")))?;
+    let partial = out.join("metrics.json.partial");
+    std::fs::write(&partial, text + "\n").map_err(|e| LabError::io("write", &partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| LabError::io("write", &path, e))?;
     tracing::info!(
         "{}: PSNR {:.2} dB, SSIM {:.3}, MSE {:.5}, normalised MSE {:.4}, label accuracy {:.0}%{} in {seconds:.1} s; results in {}",
         options.attack,

@@ -7,15 +7,17 @@
 //! model is built from its seed, optionally trained centrally (the mechanisms act during
 //! training, with the synaptic optimizer) on the training split, and then each of K
 //! consecutive batches of the test split — images the training never saw — is captured as a
-//! client's FedSGD gradient ([`capture_batch`]) and attacked ([`attack_and_write`]). The
+//! client's FedSGD gradient ([`capture_batch`]) and attacked ([`attack_or_reuse`]: a batch
+//! whose attack an interrupted run finished is read back, not attacked again). The
 //! BatchNorm mode is the caller's: `Eval` reproduces the reference protocol, `Train` what
 //! synfed's federated clients compute.
 //!
 //! The trained state comes from [`crate::pretraining`] (saved in the state's folder, reused
 //! and resumed there).
 
-use crate::attacking::{attack_and_write, capture_batch, AttackOptions, AttackOutcome};
+use crate::attacking::{capture_batch, AttackOptions, AttackOutcome};
 use crate::error::{LabError, Result};
+use crate::finished_attack::attack_or_reuse;
 use crate::pretraining::pretrained;
 pub use crate::pretraining::Pretraining;
 use candle_core::{DType, Device};
@@ -90,12 +92,35 @@ impl CentralizedInversion {
     }
 
     /// Builds (and trains) the model, then captures and attacks every batch; each attack's
-    /// files go to `dir/attack/batch-K/`. `on_attack_iteration(batch, trial, iteration,
-    /// objective)` and `on_epoch(epoch, train_loss)` report progress.
+    /// files go to `dir/attack/batch-K/` ([`Self::run_into`] with `dir/attack`).
+    /// `on_attack_iteration(batch, trial, iteration, objective)` and `on_epoch(epoch,
+    /// train_loss)` report progress.
     pub fn run(
         &self,
         splits: &Splits,
         dir: &Path,
+        device: &Device,
+        on_epoch: impl FnMut(usize, f64),
+        on_attack_iteration: impl FnMut(usize, usize, usize, f64),
+    ) -> Result<StudyState> {
+        self.run_into(
+            splits,
+            dir,
+            &dir.join("attack"),
+            device,
+            on_epoch,
+            on_attack_iteration,
+        )
+    }
+
+    /// [`Self::run`] with the attacks' folders in `attacks` (`attacks/batch-K/`): the model's
+    /// files (the trained model, its pretraining record and partial checkpoint) stay in
+    /// `dir`. A batch whose folder holds that very attack, finished, is read back.
+    pub fn run_into(
+        &self,
+        splits: &Splits,
+        dir: &Path,
+        attacks: &Path,
         device: &Device,
         mut on_epoch: impl FnMut(usize, f64),
         mut on_attack_iteration: impl FnMut(usize, usize, usize, f64),
@@ -106,7 +131,7 @@ impl CentralizedInversion {
         let all: Vec<usize> = (0..splits.test.len()).collect();
         let test_accuracy =
             evaluate(&model, &splits.test, &all, &splits.normalization, 250)?.accuracy();
-        let mut attacks = Vec::with_capacity(self.batches);
+        let mut outcomes = Vec::with_capacity(self.batches);
         for k in 0..self.batches {
             let indices: Vec<usize> = (k * self.batch_size..(k + 1) * self.batch_size).collect();
             let name = format!("batch-{k}");
@@ -127,23 +152,23 @@ impl CentralizedInversion {
                 "mode": self.mode,
                 "expose_labels": self.expose_labels,
             });
-            let outcome = attack_and_write(
+            let outcome = attack_or_reuse(
                 &self.attack,
                 &capture,
                 &escrow,
-                &dir.join("attack").join(&name),
+                &attacks.join(&name),
                 device,
                 &described,
                 |trial, i, objective| on_attack_iteration(k, trial, i, objective),
             )?;
-            attacks.push(BatchAttack {
+            outcomes.push(BatchAttack {
                 name,
                 indices,
                 outcome,
             });
         }
         Ok(StudyState {
-            attacks,
+            attacks: outcomes,
             test_accuracy,
             training_seconds,
         })

@@ -22,6 +22,7 @@ pub mod attacking;
 pub mod centralized_inversion;
 pub mod comparison;
 pub mod error;
+pub mod finished_attack;
 pub mod pretraining;
 pub mod simulation;
 pub mod simulation_report;

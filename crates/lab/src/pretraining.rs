@@ -57,6 +57,14 @@ const RECORD: &str = "pretraining.json";
 /// The partial checkpoint of an unfinished pretraining, beside `trained.safetensors`.
 const PARTIAL: &str = "pretraining.partial.safetensors";
 
+/// The trained model's file in its folder.
+const TRAINED: &str = "trained.safetensors";
+
+/// The files of a pretraining in its folder (the trained model, its record, the partial
+/// checkpoint of an unfinished one): what a folder that is cleared for a fresh run must keep
+/// so that a resumed run reuses or continues the training.
+pub const FILES: [&str; 3] = [TRAINED, RECORD, PARTIAL];
+
 /// `spec` built from its seed and trained for `p` on `splits`' training split — or the
 /// model saved in `dir` by an earlier call with the same model and schedule, or the
 /// continuation of an interrupted one — with the seconds the training took (`None` for a
@@ -72,7 +80,7 @@ pub fn pretrained(
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("create", dir, e))?;
     let model = Model::build(spec, DType::F32, device)?;
     let record = dir.join(RECORD);
-    let saved = dir.join("trained.safetensors");
+    let saved = dir.join(TRAINED);
     let state = serde_json::to_value(p)
         .map_err(|e| LabError::Config(format!("serialising the pretraining: {e}")))?;
     if saved.exists() {

@@ -144,8 +144,8 @@ impl CellResult {
 }
 
 /// Reads a finished cell's `cell.json`, or prepares its folder for a fresh run (an unfinished
-/// cell of a killed comparison starts afresh, except for what it keeps on purpose: a trained
-/// model).
+/// cell of a killed comparison starts afresh, except for the entries named in `keep`, which
+/// the cell reuses only after checking them: a pretraining, finished attacks).
 pub(super) fn finished_or_prepare(dir: &Path, keep: &[&str]) -> Result<Option<CellResult>> {
     if let Some(done) = CellResult::read(dir)? {
         return Ok(Some(done));

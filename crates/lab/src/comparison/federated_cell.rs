@@ -29,7 +29,9 @@ pub(super) fn run(
     progress: &dyn ComparisonProgress,
 ) -> Result<CellResult> {
     let dir = cell.dir(out);
-    if let Some(done) = finished_or_prepare(&dir, &[])? {
+    // a restarted cell keeps its (partial) pretraining and its finished attacks; its
+    // federations run again (deterministic: the same captures, which the attacks check)
+    if let Some(done) = finished_or_prepare(&dir, &["pretraining", "attack"])? {
         return Ok(done);
     }
     let started = Instant::now();
@@ -111,7 +113,7 @@ pub(super) fn run(
                     "variant": cell.variant,
                     "capture": capture,
                 });
-                let outcome = crate::attacking::attack_files(
+                let outcome = crate::finished_attack::attack_files_or_reuse(
                     &c.attack_options(attack),
                     &capture,
                     &escrow,

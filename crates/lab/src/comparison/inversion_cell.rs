@@ -25,7 +25,10 @@ pub(super) fn run(
     progress: &dyn ComparisonProgress,
 ) -> Result<CellResult> {
     let dir = cell.dir(out);
-    if let Some(done) = finished_or_prepare(&dir, &["trained.safetensors"])? {
+    // a restarted cell keeps its (partial) pretraining and its finished attacks
+    let mut keep = crate::pretraining::FILES.to_vec();
+    keep.push("attack");
+    if let Some(done) = finished_or_prepare(&dir, &keep)? {
         return Ok(done);
     }
     let state = cell.state.unwrap_or("untrained");
@@ -69,11 +72,13 @@ pub(super) fn run(
             attack: c.attack_options(attack),
         };
         // the first attack trains (and saves) the model, the others reuse it and capture the
-        // very same batches
+        // very same batches; one attacker writes `attack/batch-K/`, several
+        // `attack/<name>/batch-K/`
         let result = study
-            .run(
+            .run_into(
                 splits,
                 &dir,
+                &c.attack_root(&dir, attack),
                 device,
                 |epoch, loss| {
                     work.epoch(epoch, loss);
@@ -82,17 +87,6 @@ pub(super) fn run(
                 |_, _, _, _| work.step(),
             )
             .map_err(|e| state_error(cell, state, e))?;
-        if c.attacks.len() > 1 {
-            // the study writes `attack/batch-K/`; several attacks keep `attack/<name>/batch-K/`
-            let root = c.attack_root(&dir, attack);
-            std::fs::create_dir_all(&root)
-                .map_err(|e| ComparisonError::io("creating", &root, e))?;
-            for a in &result.attacks {
-                let from = dir.join("attack").join(&a.name);
-                let to = root.join(&a.name);
-                std::fs::rename(&from, &to).map_err(|e| ComparisonError::io("moving", &from, e))?;
-            }
-        }
         attacks.extend(
             result
                 .attacks
