@@ -422,6 +422,7 @@ pub fn reconstruct(
         trials: vec![Trial {
             images: analytic.images,
             distance: eval.distance,
+            stopped_at: None,
         }],
         best: 0,
         trace: Vec::new(),

@@ -140,6 +140,7 @@ pub fn reconstruct(
         trials.push(Trial {
             images: Tensor::from_vec(minimum.x, shape.as_slice(), &device)?.to_dtype(dtype)?,
             distance: minimum.value,
+            stopped_at: None,
         });
     }
     Ok(Reconstruction::from_trials(trials, trace))

@@ -154,6 +154,7 @@ pub fn reconstruct(
         trials: vec![Trial {
             images: readout.images,
             distance: eval.distance,
+            stopped_at: None,
         }],
         best: 0,
         trace: Vec::new(),

@@ -109,6 +109,11 @@ pub struct Trial {
     pub images: Tensor,
     /// Final gradient distance (without TV), the score that picks the best trial.
     pub distance: f64,
+    /// The iteration at which the objective stopped being finite, if it did: the trial ended
+    /// there and kept its last iterate with a finite objective (for instead of NaN images
+    /// or an aborted comparison: e.g. a candidate whose ReLUs are all dead has a zero
+    /// gradient, whose cosine distance is undefined).
+    pub stopped_at: Option<usize>,
 }
 
 /// All trials and the best one.
@@ -158,9 +163,14 @@ impl Reconstruction {
         final_descent(&objective)
     }
 
-    /// Whether the best trial's objective had stopped falling (see [`STILL_FALLING`]).
+    /// Whether the best trial's objective had stopped falling (see [`STILL_FALLING`]); never
+    /// for a trial that stopped on a non-finite objective (it did not run its iterations).
     pub fn converged(&self) -> bool {
-        self.final_descent() <= STILL_FALLING
+        let stopped = self
+            .trials
+            .get(self.best)
+            .is_some_and(|t| t.stopped_at.is_some());
+        !stopped && self.final_descent() <= STILL_FALLING
     }
 }
 
@@ -289,44 +299,101 @@ pub fn reconstruct_with_prior(
             Var::from_tensor(&Tensor::from_vec(noise, shape.to_vec(), &device)?.to_dtype(dtype)?)?;
         let mut step = ImageStep::new(&target.bounds, shape, config)?;
         let started = Instant::now();
-        for i in 0..config.iterations {
-            let eval = evaluate_with_prior(target, config, prior, x.as_tensor())?;
-            let value = eval.objective;
-            if !value.is_finite() {
-                return Err(AttackError::Diverged {
-                    trial: k,
-                    iteration: i,
-                });
-            }
-            let lr = config.lr_at(i);
-            step.apply(&x, &eval.gradient, lr)?;
-            trace.push(TraceRow {
-                trial: k,
-                iteration: i,
-                objective: value,
-                distance: eval.distance,
-                tv: eval.tv,
-                lr,
-            });
-            on_iteration(k, i, value);
-        }
+        let Descent {
+            stopped_at,
+            last_finite,
+        } = descend(
+            k,
+            &x,
+            &mut step,
+            config,
+            &mut trace,
+            &mut on_iteration,
+            |x| evaluate_with_prior(target, config, prior, x),
+        )?;
         let seconds = started.elapsed().as_secs_f64();
+        let ran = stopped_at.unwrap_or(config.iterations);
         tracing::info!(
-            "trial {k}: {} iterations in {seconds:.2} s, {:.1} ms per iteration",
-            config.iterations,
-            1e3 * seconds / config.iterations as f64
+            "trial {k}: {ran} iterations in {seconds:.2} s, {:.1} ms per iteration",
+            1e3 * seconds / ran.max(1) as f64
         );
-        let terms = objective(target, config, prior, x.as_tensor())?;
-        tracing::debug!(
-            "trial {k}: final gradient distance in {:.3} s",
-            started.elapsed().as_secs_f64() - seconds
-        );
+        let (images, distance) = match (stopped_at, last_finite) {
+            (None, _) => {
+                let terms = objective(target, config, prior, x.as_tensor())?;
+                tracing::debug!(
+                    "trial {k}: final gradient distance in {:.3} s",
+                    started.elapsed().as_secs_f64() - seconds
+                );
+                (
+                    x.as_tensor().detach(),
+                    terms.distance.to_dtype(DType::F64)?.to_scalar()?,
+                )
+            }
+            (Some(_), Some((images, distance))) => (images, distance),
+            // not finite at the start: the initial candidates, the worst of distances
+            (Some(_), None) => (x.as_tensor().detach(), f64::INFINITY),
+        };
         trials.push(Trial {
-            images: x.as_tensor().detach(),
-            distance: terms.distance.to_dtype(DType::F64)?.to_scalar()?,
+            images,
+            distance,
+            stopped_at,
         });
     }
     Ok(Reconstruction::from_trials(trials, trace))
+}
+
+/// Where one trial's descent ended.
+struct Descent {
+    /// The iteration whose objective was not finite (the descent stopped there), if any.
+    stopped_at: Option<usize>,
+    /// The last iterate whose objective was finite, and its gradient distance.
+    last_finite: Option<(Tensor, f64)>,
+}
+
+/// Trial `k`'s iterations from the images `x`: evaluate, record, step. A non-finite objective
+/// ends the trial at that iteration (there is no gradient to step on) instead of failing the
+/// attack; the iterate before it is kept.
+fn descend(
+    k: usize,
+    x: &Var,
+    step: &mut ImageStep,
+    config: &InversionConfig,
+    trace: &mut Vec<TraceRow>,
+    on_iteration: &mut impl FnMut(usize, usize, f64),
+    mut evaluate: impl FnMut(&Tensor) -> Result<Evaluation>,
+) -> Result<Descent> {
+    let mut last_finite = None;
+    for i in 0..config.iterations {
+        let eval = evaluate(x.as_tensor())?;
+        let value = eval.objective;
+        if !value.is_finite() {
+            tracing::warn!(
+                "trial {k} stopped at iteration {i}: its objective is not finite (the \
+                 candidates' gradient vanished, e.g. on a saturated softmax, or overflowed); it \
+                 keeps its last iterate with a finite objective"
+            );
+            return Ok(Descent {
+                stopped_at: Some(i),
+                last_finite,
+            });
+        }
+        last_finite = Some((x.as_tensor().copy()?, eval.distance));
+        let lr = config.lr_at(i);
+        step.apply(x, &eval.gradient, lr)?;
+        trace.push(TraceRow {
+            trial: k,
+            iteration: i,
+            objective: value,
+            distance: eval.distance,
+            tv: eval.tv,
+            lr,
+        });
+        on_iteration(k, i, value);
+    }
+    Ok(Descent {
+        stopped_at: None,
+        last_finite,
+    })
 }
 
 /// The objective at images `x` and its exact gradient with respect to them: one iteration's
@@ -568,6 +635,7 @@ impl Element for f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn final_descent_compares_medians_before_and_at_the_end_of_the_last_quarter() {
@@ -609,6 +677,77 @@ mod tests {
         assert!(!r.converged());
         let r = Reconstruction { best: 0, ..r };
         assert!(r.converged());
+    }
+
+    #[test]
+    fn a_non_finite_objective_ends_the_trial_and_keeps_the_iterate_before_it() {
+        // objective 1/(i+1) with image gradient +1 everywhere, not finite from iteration 5 on
+        let shape = [1, 1, 2, 2];
+        let config = InversionConfig {
+            iterations: 100,
+            ..Default::default()
+        };
+        let x = Var::from_tensor(&Tensor::zeros(shape.to_vec(), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        let mut step = ImageStep::new(&[(-1.0, 1.0)], shape, &config).unwrap();
+        let mut trace = Vec::new();
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        let descent = descend(
+            0,
+            &x,
+            &mut step,
+            &config,
+            &mut trace,
+            &mut |_, i, _| seen.push(i),
+            |_| {
+                calls += 1;
+                let objective = if calls > 5 {
+                    f64::NAN
+                } else {
+                    1.0 / calls as f64
+                };
+                Ok(Evaluation {
+                    objective,
+                    distance: objective,
+                    tv: 0.0,
+                    bn_penalty: 0.0,
+                    gradient: Tensor::ones(shape.to_vec(), DType::F32, &Device::Cpu)?,
+                })
+            },
+        )
+        .unwrap();
+        assert_eq!(descent.stopped_at, Some(5));
+        assert_eq!(calls, 6, "no evaluation after the non-finite one");
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert_eq!(trace.len(), 5);
+        // Adam on a constant signed gradient steps by lr (1 − 1e-8) each time: after the 4
+        // steps before iteration 4 every pixel is at −0.4, after the 5th at −0.5
+        let (images, distance) = descent.last_finite.unwrap();
+        assert_eq!(distance, 0.2, "iteration 4's distance");
+        for v in images.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+            assert!((v + 0.4).abs() < 1e-6, "{v}");
+        }
+        for v in x
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+        {
+            assert!((v + 0.5).abs() < 1e-6, "{v}");
+        }
+        // a trial that stopped has not converged, whatever its trace says
+        let stopped = Reconstruction {
+            trials: vec![Trial {
+                images,
+                distance,
+                stopped_at: Some(5),
+            }],
+            best: 0,
+            trace: Vec::new(),
+        };
+        assert!(!stopped.converged());
     }
 
     #[test]

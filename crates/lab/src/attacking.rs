@@ -200,6 +200,9 @@ struct Metrics<'a, C: Serialize> {
     /// Final gradient distance of each trial; the best is the lowest.
     trials: Vec<f64>,
     best_trial: usize,
+    /// The iteration at which the best trial's objective stopped being finite (it ended there
+    /// with its last finite iterate); `null` when it ran all its iterations.
+    stopped_at: Option<usize>,
     final_descent: f64,
     converged: bool,
     seconds: f64,
@@ -295,6 +298,7 @@ pub fn attack_and_write(
             .map(|t| t.distance)
             .collect(),
         best_trial: attack.reconstruction.best,
+        stopped_at: best.stopped_at,
         final_descent,
         converged,
         seconds,
