@@ -282,11 +282,8 @@ pub async fn run(
 /// The weights a run starts from when `initial_model` is set: the checkpoint's model, which
 /// must be the one the configuration builds (architecture, size, methods, hyper-parameters).
 fn initial_model(path: &std::path::Path, spec: &synfed_models::ModelSpec) -> Result<Model> {
-    let found = synfed_models::checkpoint::load(
-        path,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )?;
+    let found =
+        synfed_models::checkpoint::load(path, candle_core::DType::F32, &candle_core::Device::Cpu)?;
     if found.model.spec() != spec {
         return Err(ServerError::Config(format!(
             "initial_model {}: holds another model than the configuration builds \
