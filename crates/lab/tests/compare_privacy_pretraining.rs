@@ -2,7 +2,8 @@
 //! centrally pretrained model. Checked independently of the comparison's own bookkeeping: the
 //! trained capture's global model is, weight for weight, the saved pretrained model; the
 //! untrained capture's is the seed's fresh initialisation; the reported test accuracy is the
-//! pretrained model's, evaluated here on the run's evaluation images, and far above chance.
+//! pretrained model's, evaluated here on the run's evaluation images, and far above chance;
+//! the report describes that trained state and shows its accuracy and the privacy-utility plot.
 
 use candle_core::{DType, Device};
 use serde_json::Value;
@@ -99,4 +100,17 @@ fn the_trained_state_federates_the_pretrained_model() {
             .join(format!("attack/{state}-client-0/metrics.json"))
             .is_file());
     }
+    // the report says where the trained state comes from and shows its accuracy and the
+    // privacy-utility plot, although no federated round trained it (rounds = 0)
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for part in [
+        "in round 1 of a federation started from the cell's model pretrained for 2 centralized epochs",
+        "## Utility: test accuracy of the trained state",
+        &format!("| none | {:.2} % |", 100.0 * accuracy),
+        "![privacy against utility](pictures/privacy_utility.png)",
+    ] {
+        assert!(report.contains(part), "{part}\n{report}");
+    }
+    assert!(!report.contains("after 0 rounds"), "{report}");
+    assert!(out.join("pictures/privacy_utility.png").is_file());
 }

@@ -120,7 +120,9 @@ pub fn write(
     if config.kind == Kind::Inversion {
         md.push_str(&utility::held_out_accuracy(config, cells));
     }
-    if config.kind == Kind::Privacy && config.rounds > 0 {
+    // a trained state: federated rounds, or a pretrained model (then perhaps no rounds)
+    let trained = config.states().contains(&"trained");
+    if config.kind == Kind::Privacy && trained {
         md.push_str(&utility::after_rounds(config, cells, train_examples));
         let plotted = match (&worst, views.first()) {
             (Some(w), _) => &w.cells,

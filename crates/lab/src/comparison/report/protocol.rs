@@ -61,10 +61,10 @@ pub fn protocol(config: &CompareConfig) -> String {
         _ => format!(
             "Data `{}`, {} clients ({} split), {} federation, lr {}, batch {}; seed {} for every \
              cell (model initialisation, partition, batches, attacker). Each cell is a \
-             federation whose tap captures clients 0 … {} in round 1 (**untrained**) and, \
-             after {} rounds, in round {} (**trained**); clients compute with BatchNorm in \
-             `{}` mode; every capture is attacked ({} iterations, {} restart(s)) and scored \
-             against the client's true batch. {values}\n\n",
+             federation whose tap captures clients 0 … {} in round 1 (**untrained**){}; \
+             clients compute with BatchNorm in `{}` mode; every capture is attacked ({} \
+             iterations, {} restart(s)) and scored against the client's true batch. \
+             {values}\n\n",
             config.data,
             config.clients,
             config.split,
@@ -73,11 +73,31 @@ pub fn protocol(config: &CompareConfig) -> String {
             config.batch_size,
             config.seed,
             config.batches - 1,
-            config.rounds,
-            config.rounds + 1,
+            trained_capture(config),
             config.bn_mode,
             config.attack_iterations,
             config.attack_restarts,
+        ),
+    }
+}
+
+/// When a privacy comparison captures its trained state (empty without one).
+fn trained_capture(config: &CompareConfig) -> String {
+    let pretrained = format!(
+        "a federation started from the cell's model pretrained for {} centralized epochs (lr \
+         {}, batch {}, on the clients' training split)",
+        config.pretrain_epochs, config.learning.lr, config.learning.batch_size
+    );
+    match (config.pretrain_epochs, config.rounds) {
+        (0, 0) => String::new(),
+        (0, rounds) => format!(
+            " and, after {rounds} rounds, in round {} (**trained**)",
+            rounds + 1
+        ),
+        (_, 0) => format!(" and in round 1 of {pretrained} (**trained**)"),
+        (_, rounds) => format!(
+            " and in round {} of {pretrained}, after {rounds} rounds (**trained**)",
+            rounds + 1
         ),
     }
 }

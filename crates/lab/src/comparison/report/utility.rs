@@ -7,15 +7,12 @@ use crate::comparison::config::CompareConfig;
 use std::fmt::Write as _;
 use synfed_defence::Defence;
 
-/// The federations' test accuracy after `rounds` rounds per variant and model, and ε of each
-/// variant's defence (`train_examples`: size of the training split the clients share).
+/// The test accuracy of the trained state's model per variant and model — after `rounds`
+/// rounds, from a model pretrained for `pretrain_epochs` epochs when there is one — and ε of
+/// each variant's defence (`train_examples`: size of the training split the clients share).
 pub fn after_rounds(config: &CompareConfig, cells: &[Located], train_examples: usize) -> String {
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "## Utility: test accuracy after {} rounds\n",
-        config.rounds
-    );
+    let _ = writeln!(md, "## Utility: {}\n", trained_state(config));
     md.push_str("| variant |");
     for m in &config.models {
         let _ = write!(md, " {} |", m.slug());
@@ -53,6 +50,22 @@ pub fn after_rounds(config: &CompareConfig, cells: &[Located], train_examples: u
     }
     md.push_str("\nε: Rényi-DP accountant of the sampled Gaussian mechanism, for per-example clipping and noise only (a client's batch is sampled from its share each round); other variants give no record-level guarantee.\n\n");
     md
+}
+
+/// What the test accuracy of a privacy comparison's trained state measures.
+fn trained_state(config: &CompareConfig) -> String {
+    match (config.pretrain_epochs, config.rounds) {
+        (0, rounds) => format!("test accuracy after {rounds} rounds"),
+        (epochs, 0) => format!(
+            "test accuracy of the trained state (the model pretrained for {epochs} centralized \
+             epochs that the trained federation starts from; the defences act on the \
+             federation's updates, not on the pretraining)"
+        ),
+        (epochs, rounds) => format!(
+            "test accuracy after {epochs} centralized epochs of pretraining and {rounds} rounds \
+             (the defences act on the federation's updates, not on the pretraining)"
+        ),
+    }
 }
 
 /// `--kind inversion`: the attacked models' accuracy on the held-out images.
