@@ -12,19 +12,22 @@
 # With KERNELS=1 the bare attack iterations of the criterion bench are compared as well.
 #
 # Usage: bench/side_by_side.sh [ROUNDS] > results.jsonl   (needs `torch` for python3)
-#        THREADS=N sets both programs' threads (default 2).
+#        THREADS=N sets both programs' threads (default 2); FEATURES=avx512 builds synfed with
+#        gemm's AVX-512 kernels (see README, Speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 threads=${THREADS:-2}
-cargo build --release --bin synfed >&2
-cargo bench --bench side_by_side --no-run >&2
+features=()
+[[ -n ${FEATURES:-} ]] && features=(--features "$FEATURES")
+cargo build --release --bin synfed "${features[@]}" >&2
+cargo bench --bench side_by_side --no-run "${features[@]}" >&2
 tag() { sed -n "s/^{/{\"round\": $1, /p"; }
 # workload and attack-loop iterations (about 5–10 s of loop per program)
 loops="resnet20:attack:8=100 resnet20:attack:1=300 convnet:attack:1=40 convnet:attack:1:eval=40"
 for r in $(seq "$rounds"); do
   for w in mlp:train:8 resnet20:train:8; do
-    ours() { RAYON_NUM_THREADS=$threads cargo bench -q --bench side_by_side -- --one "$w" --repeats 20 2>/dev/null | tag "$r"; }
+    ours() { RAYON_NUM_THREADS=$threads cargo bench -q --bench side_by_side "${features[@]}" -- --one "$w" --repeats 20 2>/dev/null | tag "$r"; }
     theirs() { python3 bench/pytorch_reference.py --threads "$threads" --repeats 20 --one "$w" 2>/dev/null | tag "$r"; }
     if (( r % 2 )); then ours; theirs; else theirs; ours; fi
   done
@@ -35,7 +38,7 @@ for r in $(seq "$rounds"); do
     theirs() { python3 bench/pytorch_reference.py --threads "$threads" --loop "$n" --one "$w" 2>/dev/null | tag "$r"; }
     if (( r % 2 )); then ours; theirs; else theirs; ours; fi
     if [[ ${KERNELS:-0} == 1 && $mode == train ]]; then
-      RAYON_NUM_THREADS=$threads cargo bench -q --bench side_by_side -- --one "$w" --repeats 20 2>/dev/null | tag "$r"
+      RAYON_NUM_THREADS=$threads cargo bench -q --bench side_by_side "${features[@]}" -- --one "$w" --repeats 20 2>/dev/null | tag "$r"
       python3 bench/pytorch_reference.py --threads "$threads" --repeats 20 --one "$w" 2>/dev/null | tag "$r"
     fi
   done
