@@ -344,9 +344,16 @@ pub fn attack_files(
     args: &impl Serialize,
     on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<AttackOutcome> {
-    let capture = Capture::load(capture, device)?;
-    let escrow = Escrow::load(escrow, device)?;
+    let (capture, escrow) = load_attacked(capture, escrow, device)?;
     attack_and_write(options, &capture, &escrow, out, device, args, on_iteration)
+}
+
+/// A capture and its escrow, read from their files onto `device`.
+pub fn load_attacked(capture: &Path, escrow: &Path, device: &Device) -> Result<(Capture, Escrow)> {
+    Ok((
+        Capture::load(capture, device)?,
+        Escrow::load(escrow, device)?,
+    ))
 }
 
 /// Plays a FedSGD client on the images `indices` of `data`: the gradient of their loss at

@@ -11,7 +11,7 @@
 //! Anything else — another model, another capture, other options, a folder of an older
 //! version without the digest — is attacked afresh and overwritten.
 
-use crate::attacking::{attack_and_write, AttackOptions, AttackOutcome};
+use crate::attacking::{attack_and_write, load_attacked, AttackOptions, AttackOutcome};
 use crate::error::{LabError, Result};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,6 @@ pub fn attack_files_or_reuse(
     args: &impl Serialize,
     on_iteration: impl FnMut(usize, usize, f64),
 ) -> Result<AttackOutcome> {
-    let capture = Capture::load(capture, device)?;
-    let escrow = Escrow::load(escrow, device)?;
+    let (capture, escrow) = load_attacked(capture, escrow, device)?;
     attack_or_reuse(options, &capture, &escrow, out, device, args, on_iteration)
 }
