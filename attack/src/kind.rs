@@ -31,25 +31,41 @@ pub enum AttackKind {
     /// BatchNorm and train-mode FedSGD clients.
     #[serde(rename = "bn-prior")]
     BnPrior,
+    /// A **malicious** server's attack (Fowl et al., *Robbing the Fed*): the client computed
+    /// its update on a model whose fully connected first layer the server rewrote into bins
+    /// of brightness (`synfed_server::imprint`), and the bins are read back in closed form
+    /// ([`imprint_readout`](crate::imprint_readout)). It needs a capture of such an update
+    /// (one that records its imprint); the others read what an honest server receives.
+    Imprint,
 }
 
 impl AttackKind {
     /// Every attack, in the order of the command line's help.
-    pub const ALL: [AttackKind; 4] = [
+    pub const ALL: [AttackKind; 5] = [
         AttackKind::Ig,
         AttackKind::Analytic,
         AttackKind::Dlg,
         AttackKind::BnPrior,
+        AttackKind::Imprint,
     ];
 
-    /// The lowercase name (`ig`, `analytic`, `dlg`, `bn-prior`).
+    /// The lowercase name (`ig`, `analytic`, `dlg`, `bn-prior`, `imprint`).
     pub fn as_str(self) -> &'static str {
         match self {
             AttackKind::Ig => "ig",
             AttackKind::Analytic => "analytic",
             AttackKind::Dlg => "dlg",
             AttackKind::BnPrior => "bn-prior",
+            AttackKind::Imprint => "imprint",
         }
+    }
+
+    /// Whether the attacker is a malicious server that changes the model it sends (only
+    /// `imprint`), not an honest-but-curious one that reads what it receives. The two are
+    /// different threat models: a comparison reports the malicious one apart and leaves it
+    /// out of the honest-but-curious worst case.
+    pub fn is_malicious(self) -> bool {
+        self == AttackKind::Imprint
     }
 }
 
@@ -98,9 +114,13 @@ mod tests {
             "\"bn-prior\""
         );
         assert_eq!(AttackKind::default(), AttackKind::Ig);
+        assert_eq!(
+            AttackKind::ALL.map(AttackKind::is_malicious),
+            [false, false, false, false, true]
+        );
         let err = "rgap".parse::<AttackKind>().unwrap_err().to_string();
         assert!(
-            err.contains("`rgap`") && err.contains("ig, analytic, dlg, bn-prior"),
+            err.contains("`rgap`") && err.contains("ig, analytic, dlg, bn-prior, imprint"),
             "{err}"
         );
     }

@@ -137,6 +137,23 @@ pub fn attack_capture(
                 config.inversion.weighting,
             )?,
         },
+        AttackKind::Imprint => {
+            let imprint = meta.imprint.as_ref().ok_or_else(|| {
+                AttackError::NoSignal(
+                    "imprint reads a malicious server's imprinted first layer, and this \
+                     capture's model was not imprinted (an honest server's capture: use \
+                     analytic)"
+                        .into(),
+                )
+            })?;
+            imprint_readout::reconstruct(
+                &target,
+                shape,
+                imprint.bins,
+                config.inversion.distance,
+                config.inversion.weighting,
+            )?
+        }
         AttackKind::Dlg => dlg::reconstruct(&target, shape, &config.dlg, on_iteration)?,
         AttackKind::BnPrior => {
             let layers = config.bn_statistics.clone().ok_or_else(|| {

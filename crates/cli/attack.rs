@@ -180,7 +180,7 @@ fn attack(
 ) -> Result<AttackOutcome> {
     let o = &args.options;
     let iterations = match o.attack {
-        AttackKind::Analytic => 0,
+        AttackKind::Analytic | AttackKind::Imprint => 0,
         AttackKind::Ig | AttackKind::Dlg | AttackKind::BnPrior => o.iterations * o.restarts.max(1),
     };
     let bar = progress::bar(iterations as u64, "iterations");

@@ -38,8 +38,9 @@ pub struct Args {
     /// with --merge.
     #[arg(long, value_delimiter = ',', conflicts_with = "merge")]
     pub models: Vec<String>,
-    /// The attackers, overriding the configuration's `attacks` (`ig,analytic,dlg,bn-prior`):
-    /// every captured batch is attacked by each, and the report adds the worst case per image.
+    /// The attackers, overriding the configuration's `attacks` (`ig,analytic,dlg,bn-prior,
+    /// imprint`): every captured batch is attacked by each, and the report adds the worst case
+    /// per image of the honest-but-curious ones (`imprint`, a malicious server, apart).
     #[arg(long, value_delimiter = ',', conflicts_with = "merge")]
     pub attacks: Vec<String>,
     /// With --merge: write the report from the finished cells and list the unfinished ones

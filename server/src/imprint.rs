@@ -28,6 +28,15 @@
 //!   following layer built for it too.) The rest of the model is left as it is.
 //!
 //! Rows k.. of the first layer (when k is below its units) keep their weights.
+//!
+//! Weight splitting (III) does not stop the server: unit n of a split layer is the sum of the
+//! pre-activations of its Γ replica rows n + γ·N/Γ (`synfed_synapse::splitting`), and its
+//! activation is tiled into the Γ columns n + γ·N/Γ of the next layer. So with Γ > 1 bin i is
+//! unit i (k ≤ N/Γ): each of its replica rows gets W_i/Γ and bias −t_i/Γ (their sum is the
+//! imprint row), and every next-layer column of an imprinted unit is set to column 0 (each unit
+//! then passes Γ·g_b back, the same for all of them). Every replica row receives the gradient
+//! of its unit, so rows 0..k hold the bins exactly as without splitting and the readout is
+//! unchanged.
 
 use crate::error::{Result, ServerError};
 use candle_core::{DType, Tensor};
@@ -86,6 +95,16 @@ fn statistic_of(image: &[u8], plane: usize, normalization: &Normalization) -> f6
         })
         .sum();
     total / image.len().max(1) as f64
+}
+
+/// Γ of the first layer of a model built from `spec`: its split factor under weight splitting
+/// (III), 1 otherwise.
+pub fn split_factor(spec: &synfed_models::ModelSpec) -> usize {
+    if spec.methods.splitting {
+        spec.hyper.gamma.max(1)
+    } else {
+        1
+    }
 }
 
 /// The smallest statistic any image can have: every pixel 0.
@@ -177,15 +196,18 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
 }
 
 /// `global` (every tensor of an `mlp`, by name, in parameter order) with its first layer
-/// imprinted as the module docs describe: `bins` rows (all the layer's units when `None`)
-/// measuring the mean of the input, biased at the quantiles of N(`mean`, `std`²), and the next
-/// layer's columns for them made equal. Refuses a model whose first three tensors are not a
-/// weight `[N, D]`, its bias `[N]` and a next weight `[M, N]`, or more bins than units.
+/// imprinted as the module docs describe: `bins` units (all the layer's N/Γ distinct units
+/// when `None`) measuring the mean of the input, biased at the quantiles of the statistic, and
+/// the next layer's columns for them made equal. `gamma` is the first layer's split factor Γ
+/// (1 without weight splitting). Refuses a model whose first three tensors are not a weight
+/// `[N, D]`, its bias `[N]` and a next weight `[M, N]`, a Γ that does not divide N, or more
+/// bins than distinct units.
 pub fn imprint(
     global: &[(String, Tensor)],
     bins: Option<usize>,
     statistic: &Statistic,
     normalization: &Normalization,
+    gamma: usize,
 ) -> Result<(Vec<(String, Tensor)>, ImprintRecord)> {
     let (mean, std) = (statistic.mean, statistic.std);
     let refuse = |why: String| ServerError::Config(format!("tap.mode = \"imprint\": {why}"));
@@ -209,10 +231,16 @@ pub fn imprint(
             next.dims()
         )));
     }
-    let k = bins.unwrap_or(units);
-    if k == 0 || k > units {
+    if gamma == 0 || units % gamma != 0 {
         return Err(refuse(format!(
-            "tap.bins = {k} must be between 1 and the first layer's {units} units"
+            "a split factor Γ = {gamma} does not divide the first layer's {units} rows"
+        )));
+    }
+    let distinct = units / gamma;
+    let k = bins.unwrap_or(distinct);
+    if k == 0 || k > distinct {
+        return Err(refuse(format!(
+            "tap.bins = {k} must be between 1 and the first layer's {distinct} units"
         )));
     }
     if !(mean.is_finite() && std.is_finite() && std > 0.0) {
@@ -229,15 +257,24 @@ pub fn imprint(
     let mut bv = read(b)?;
     let mut nv = read(next)?;
     let t = thresholds(k, statistic, normalization);
+    // the rows (and next-layer columns) of imprinted unit i: its Γ replicas
+    let replicas = |i: usize| (0..gamma).map(move |g| i + g * distinct);
+    let share = gamma as f64;
     for i in 0..k {
-        wv[i * features..(i + 1) * features].fill(1.0 / features as f64);
-        bv[i] = -t[i];
+        for row in replicas(i) {
+            wv[row * features..(row + 1) * features].fill(1.0 / (features as f64 * share));
+            bv[row] = -t[i] / share;
+        }
     }
     let outputs = next.dims()[0];
     for o in 0..outputs {
         let row = &mut nv[o * units..(o + 1) * units];
         let common = row[0];
-        row[..k].fill(common);
+        for i in 0..k {
+            for column in replicas(i) {
+                row[column] = common;
+            }
+        }
     }
     let build = |values: Vec<f64>, like: &Tensor| -> Result<Tensor> {
         Ok(Tensor::from_vec(values, like.dims(), &device)?.to_dtype(dtype)?)
@@ -316,7 +353,7 @@ mod tests {
             mean: 0.0,
             std: 1.0,
         };
-        let (out, record) = imprint(&global, Some(2), &statistic, &norm).unwrap();
+        let (out, record) = imprint(&global, Some(2), &statistic, &norm, 1).unwrap();
         assert_eq!(record.bins, 2);
         let w: Vec<Vec<f32>> = out[0].1.to_vec2().unwrap();
         assert_eq!(w[0], vec![0.25; 4]);
@@ -333,7 +370,53 @@ mod tests {
         assert_eq!(b[2], 7.0);
         let n: Vec<Vec<f32>> = out[2].1.to_vec2().unwrap();
         assert_eq!(n, vec![vec![1.0, 1.0, 3.0], vec![4.0, 4.0, 6.0]]);
-        let err = imprint(&global, Some(4), &statistic, &norm).unwrap_err();
+        let err = imprint(&global, Some(4), &statistic, &norm, 1).unwrap_err();
         assert!(err.to_string().contains("tap.bins"), "{err}");
+    }
+
+    #[test]
+    fn a_split_first_layer_is_imprinted_on_every_replica_of_its_units() {
+        let dev = Device::Cpu;
+        // 4 rows, Γ = 2: unit 0 = rows 0 + 2, unit 1 = rows 1 + 3; 2 inputs
+        let w = Tensor::arange(0f32, 8.0, &dev)
+            .unwrap()
+            .reshape((4, 2))
+            .unwrap();
+        let b = Tensor::new(&[1f32, 2.0, 3.0, 4.0], &dev).unwrap();
+        let n = Tensor::new(&[[1f32, 2.0, 3.0, 4.0]], &dev).unwrap();
+        let global = vec![
+            ("fc1.weight".to_string(), w),
+            ("fc1.bias".to_string(), b),
+            ("fc2.weight".to_string(), n),
+        ];
+        let norm = Normalization::identity(1);
+        let statistic = Statistic {
+            sorted: vec![0.0],
+            mean: 0.0,
+            std: 1.0,
+        };
+        // one bin: unit 0's replicas (rows 0 and 2) each carry half of (1/2, 1/2) and of −t_0
+        let (out, record) = imprint(&global, Some(1), &statistic, &norm, 2).unwrap();
+        assert_eq!(record.bins, 1);
+        let w: Vec<Vec<f32>> = out[0].1.to_vec2().unwrap();
+        assert_eq!(w[0], vec![0.25, 0.25]);
+        assert_eq!(w[2], vec![0.25, 0.25]);
+        assert_eq!(w[1], vec![2.0, 3.0], "unit 1 keeps its rows");
+        assert_eq!(w[3], vec![6.0, 7.0]);
+        let b: Vec<f32> = out[1].1.to_vec1().unwrap();
+        assert_eq!(b[0], b[2]);
+        // the unit's summed bias is −t_0, t_0 one below the lowest statistic 0
+        assert!((b[0] + b[2] - 1.0).abs() < 1e-6, "{b:?}");
+        assert_eq!((b[1], b[3]), (2.0, 4.0));
+        // the next layer's columns of unit 0 (0 and 2) take column 0's value
+        let n: Vec<Vec<f32>> = out[2].1.to_vec2().unwrap();
+        assert_eq!(n, vec![vec![1.0, 2.0, 1.0, 4.0]]);
+        // all distinct units by default; Γ must divide the rows; at most N/Γ bins
+        let (_, all) = imprint(&global, None, &statistic, &norm, 2).unwrap();
+        assert_eq!(all.bins, 2);
+        let err = imprint(&global, Some(3), &statistic, &norm, 2).unwrap_err();
+        assert!(err.to_string().contains("2 units"), "{err}");
+        let err = imprint(&global, None, &statistic, &norm, 3).unwrap_err();
+        assert!(err.to_string().contains("does not divide"), "{err}");
     }
 }

@@ -38,10 +38,11 @@ pub struct TapConfig {
     pub clients: Vec<String>,
     /// `honest` (the server only reads what it receives) or `imprint` (a malicious server:
     /// the tapped clients of the tapped rounds get a model whose first layer is an imprint
-    /// module; `mlp` models without weight splitting only).
+    /// module; `mlp` models, with or without weight splitting).
     #[serde(skip_serializing_if = "TapMode::is_honest")]
     pub mode: TapMode,
-    /// `imprint`: how many rows of the first layer become bins (all its units when absent).
+    /// `imprint`: how many units of the first layer become bins (all its units when absent;
+    /// with weight splitting a unit is Γ rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bins: Option<usize>,
 }
@@ -80,17 +81,17 @@ impl TapConfig {
                 model.arch
             ));
         }
-        if model.methods.contains(Method::Splitting) {
-            return Err(
-                "tap.mode = \"imprint\" needs each first-layer row to be one unit: not with \
-                 weight splitting (III) in model.methods"
-                    .into(),
-            );
-        }
+        // with weight splitting the first layer's width counts Γ replicas per unit
+        let gamma = if model.methods.contains(Method::Splitting) {
+            model.gamma.max(1)
+        } else {
+            1
+        };
         match (self.bins, model.width) {
             (Some(0), _) => Err("tap.bins must be at least 1".into()),
-            (Some(bins), Some(width)) if bins > width => Err(format!(
-                "tap.bins = {bins} exceeds the first layer's {width} units (model.width)"
+            (Some(bins), Some(width)) if bins > width / gamma => Err(format!(
+                "tap.bins = {bins} exceeds the first layer's {} units (model.width {width} / Γ {gamma})",
+                width / gamma
             )),
             _ => Ok(()),
         }
@@ -167,8 +168,13 @@ impl Tap {
         let Some(statistic) = &self.statistic else {
             return Ok(None);
         };
-        let (model, record) =
-            crate::imprint::imprint(global, self.config.bins, statistic, &self.normalization)?;
+        let (model, record) = crate::imprint::imprint(
+            global,
+            self.config.bins,
+            statistic,
+            &self.normalization,
+            crate::imprint::split_factor(&self.spec),
+        )?;
         let (mean, std) = (record.mean, record.std);
         let model = Arc::new(model);
         info!(

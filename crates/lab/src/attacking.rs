@@ -37,8 +37,10 @@ use tracing::warn;
 pub struct AttackOptions {
     /// The attacker: ig (Geiping et al.'s Inverting Gradients), analytic (closed form from a
     /// fully connected first layer; no iterations), dlg (Zhu et al.'s Deep Leakage from
-    /// Gradients, L2 + L-BFGS) or bn-prior (ig + BatchNorm statistics matching; "BN exact":
-    /// the statistics of the escrowed true batch; FedSGD, train-mode BatchNorm models).
+    /// Gradients, L2 + L-BFGS), bn-prior (ig + BatchNorm statistics matching; "BN exact":
+    /// the statistics of the escrowed true batch; FedSGD, train-mode BatchNorm models) or
+    /// imprint (a malicious server's closed-form readout of the first layer it imprinted:
+    /// captures of `[tap] mode = "imprint"` only; no iterations).
     #[arg(long, default_value = "ig")]
     #[serde(with = "as_text")]
     pub attack: AttackKind,

@@ -14,14 +14,20 @@
 //!
 //! The trained state comes from [`crate::pretraining`] (saved in the state's folder, reused
 //! and resumed there).
+//!
+//! The `imprint` attacker is a malicious server: for it the batches are captured on the model
+//! with its first layer imprinted ([`crate::malicious_server`], bins placed on the training
+//! split's brightness), as the server would have sent it to the client.
 
 use crate::attacking::{capture_batch, AttackOptions, AttackOutcome};
 use crate::error::{LabError, Result};
 use crate::finished_attack::attack_or_reuse;
+use crate::malicious_server::imprint_model;
 use crate::pretraining::pretrained;
 pub use crate::pretraining::Pretraining;
 use candle_core::{DType, Device};
 use std::path::Path;
+use synfed_attack::AttackKind;
 use synfed_data::Splits;
 use synfed_models::{evaluate, Model, ModelSpec};
 use synfed_synapse::Mode;
@@ -131,11 +137,15 @@ impl CentralizedInversion {
         let all: Vec<usize> = (0..splits.test.len()).collect();
         let test_accuracy =
             evaluate(&model, &splits.test, &all, &splits.normalization, 250)?.accuracy();
+        // a malicious server sends the client an imprinted model
+        let imprint = (self.attack.attack == AttackKind::Imprint)
+            .then(|| imprint_model(&model, &splits.train, &splits.normalization))
+            .transpose()?;
         let mut outcomes = Vec::with_capacity(self.batches);
         for k in 0..self.batches {
             let indices: Vec<usize> = (k * self.batch_size..(k + 1) * self.batch_size).collect();
             let name = format!("batch-{k}");
-            let (capture, escrow) = capture_batch(
+            let (mut capture, escrow) = capture_batch(
                 &model,
                 &splits.test,
                 &splits.normalization,
@@ -144,6 +154,7 @@ impl CentralizedInversion {
                 self.expose_labels,
                 &name,
             )?;
+            capture.meta.imprint = imprint.clone();
             let described = serde_json::json!({
                 "study": "centralized inversion",
                 "spec": self.spec,

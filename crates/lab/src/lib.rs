@@ -23,6 +23,7 @@ pub mod centralized_inversion;
 pub mod comparison;
 pub mod error;
 pub mod finished_attack;
+pub mod malicious_server;
 pub mod pretraining;
 pub mod simulation;
 pub mod simulation_report;

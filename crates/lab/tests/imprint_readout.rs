@@ -1,14 +1,15 @@
 //! The malicious server's imprint (Robbing the Fed) read back by the analytic attack, on a
 //! hand-built batch: eight demo-MNIST digits chosen so that each lies alone in its bin of the
 //! imprinted layer (bins computed here from the sent biases and the images' mean, independently
-//! of the readout). Theory: every image alone in its bin comes back exactly.
+//! of the readout). Theory: every image alone in its bin comes back exactly, with or without
+//! weight splitting (III): a split unit's replica rows each receive the unit's gradient.
 
 use candle_core::{DType, Device, Tensor};
 use synfed_attack::pipeline::{attack_capture, AttackConfig};
 use synfed_attack::scoring::score;
 use synfed_attack::AttackKind;
 use synfed_models::{Arch, InputShape, Model, ModelSpec};
-use synfed_server::imprint::{imprint, statistic_distribution};
+use synfed_server::imprint::{imprint, split_factor, statistic_distribution};
 use synfed_synapse::{MethodSet, Mode};
 use synfed_wire::{Capture, CaptureMeta};
 
@@ -21,31 +22,39 @@ fn bin_of(s: f64, t: &[f64]) -> Option<usize> {
 
 #[test]
 fn eight_images_alone_in_their_bins_come_back_exactly() {
+    eight_images_alone_in_their_bins(MethodSet::NONE);
+}
+
+#[test]
+fn weight_splitting_does_not_stop_the_imprint() {
+    eight_images_alone_in_their_bins("III".parse().unwrap());
+}
+
+fn eight_images_alone_in_their_bins(methods: MethodSet) {
     let splits = synfed_data::load("demo-mnist", None).unwrap();
-    let mut spec = ModelSpec::new(
-        Arch::Mlp,
-        InputShape::new(1, 28, 28),
-        10,
-        MethodSet::NONE,
-        3,
-    );
-    spec.width = Some(BINS);
+    let mut spec = ModelSpec::new(Arch::Mlp, InputShape::new(1, 28, 28), 10, methods, 3);
+    let gamma = split_factor(&spec);
+    assert_eq!(gamma, if methods.splitting { 2 } else { 1 });
+    // BINS distinct units: Γ·BINS rows
+    spec.width = Some(BINS * gamma);
     let model = Model::build(&spec, DType::F32, &Device::Cpu).unwrap();
     let global = model.params().tensors();
     let statistic = statistic_distribution(&splits.test, &splits.normalization).unwrap();
-    let (imprinted, record) = imprint(&global, None, &statistic, &splits.normalization).unwrap();
+    let (imprinted, record) =
+        imprint(&global, None, &statistic, &splits.normalization, gamma).unwrap();
     assert_eq!(record.bins, BINS);
     for (p, (name, t)) in model.params().iter().zip(&imprinted) {
         assert_eq!(&p.name, name);
         p.var.set(&t.copy().unwrap()).unwrap();
     }
-    // thresholds as sent: t_i = −b_i
-    let thresholds: Vec<f64> = imprinted[1]
-        .1
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .map(|b| -f64::from(*b))
+    // thresholds as sent: t_i = −(sum of the biases of unit i's replica rows i + γ·BINS)
+    let biases = imprinted[1].1.to_vec1::<f32>().unwrap();
+    let thresholds: Vec<f64> = (0..BINS)
+        .map(|i| {
+            -(0..gamma)
+                .map(|g| f64::from(biases[i + g * BINS]))
+                .sum::<f64>()
+        })
         .collect();
     assert!(thresholds.windows(2).all(|w| w[0] <= w[1]));
 
@@ -130,8 +139,8 @@ fn eight_images_alone_in_their_bins_come_back_exactly() {
         .filter(|i| i.scores.psnr > 40.0)
         .count();
     println!(
-        "imprint, mlp width {BINS}, B = 8 in distinct bins {:?}: {exact} of 8 to ≤ 1e-4 relative \
-         error, {above} of 8 above 40 dB",
+        "imprint, mlp {methods} of {BINS} units, B = 8 in distinct bins {:?}: {exact} of 8 to \
+         ≤ 1e-4 relative error, {above} of 8 above 40 dB",
         chosen.iter().map(|&(_, b)| b).collect::<Vec<_>>()
     );
     assert_eq!(exact, 8, "every image alone in its bin comes back exactly");

@@ -1,5 +1,6 @@
 //! Which attacks of a comparison apply to a cell's model. Not every attacker can attack every
-//! model: `analytic` reads images off a fully connected first layer with bias, and `bn-prior`
+//! model: `analytic` reads images off a fully connected first layer with bias, `imprint` (a
+//! malicious server) rewrites such a layer before the client computes, and `bn-prior`
 //! matches the statistics of BatchNorm layers computed on the client's batch (train mode). A
 //! comparison over several models and attacks skips the pairs that do not fit, with the
 //! reason in the report, rather than failing the whole run on the first of them.
@@ -18,6 +19,12 @@ pub fn inapplicable(attack: AttackKind, model: &Model, bn_mode: BnMode) -> Optio
         AttackKind::Analytic => synfed_attack::analytic::first_layer(model)
             .err()
             .map(|e| format!("analytic needs a fully connected first layer with bias: {e}")),
+        AttackKind::Imprint => synfed_attack::analytic::first_layer(model).err().map(|e| {
+            format!(
+                "imprint rewrites a fully connected first layer with bias, which the \
+                     model lacks: {e}"
+            )
+        }),
         AttackKind::BnPrior => {
             let has_batch_norm = model.params().iter().any(|p| p.role == Role::RunningMean);
             if !has_batch_norm {
@@ -84,6 +91,12 @@ mod tests {
         );
         let conv = inapplicable(AttackKind::Analytic, &resnet, BnMode::Train).unwrap();
         assert!(conv.contains("fully connected"), "{conv}");
+        assert_eq!(inapplicable(AttackKind::Imprint, &mlp, BnMode::Eval), None);
+        let conv = inapplicable(AttackKind::Imprint, &resnet, BnMode::Train).unwrap();
+        assert!(
+            conv.contains("imprint rewrites a fully connected"),
+            "{conv}"
+        );
         let none = inapplicable(AttackKind::BnPrior, &mlp, BnMode::Train).unwrap();
         assert!(none.contains("has none"), "{none}");
         assert_eq!(

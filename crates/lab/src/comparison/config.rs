@@ -96,8 +96,9 @@ pub struct CompareConfig {
     /// Iterations and restarts of each attack.
     pub attack_iterations: usize,
     pub attack_restarts: usize,
-    /// The attackers (`ig`, `analytic`, `dlg`, `bn-prior`): every captured batch is attacked
-    /// by each; with more than one, the report adds the worst case per image. Left out of the
+    /// The attackers (`ig`, `analytic`, `dlg`, `bn-prior`, and `imprint`, a malicious server):
+    /// every captured batch is attacked by each; with more than one honest-but-curious attack,
+    /// the report adds their worst case per image (`imprint` is reported apart). Left out of the
     /// saved configuration when it is `["ig"]`, so that folders of older comparisons still
     /// hold the same comparison.
     #[serde(with = "attack_list", skip_serializing_if = "attack_list::is_default")]

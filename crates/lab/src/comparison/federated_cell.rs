@@ -4,6 +4,10 @@
 //! inverts each capture and scores it against the client's escrow. Every cell shares the seed,
 //! the partition and the attacker's seed, so the K attacked batches are the same images in
 //! every cell and two cells differ only in what is compared.
+//!
+//! The `imprint` attacker is a malicious server, another threat model: it runs federations of
+//! its own ([`imprint_federations`]), the same as the honest ones up to the captured round, in
+//! which the tapped clients are sent an imprinted model.
 
 use super::applicability::split_applicable;
 use super::cell_result::{finished_or_prepare, AttackRecord, CellResult, Skipped};
@@ -18,6 +22,7 @@ use std::path::Path;
 use std::time::Instant;
 use synfed_attack::AttackKind;
 use synfed_models::evaluate;
+use synfed_server::config::TapMode;
 use synfed_server::{read_rounds, RunConfig};
 
 /// Runs one cell (or reads it if it is finished) into its folder under `out`.
@@ -42,37 +47,14 @@ pub(super) fn run(
     } else {
         None
     };
-    // (state, folder of its captures, the round captured)
-    let mut states: Vec<(&str, std::path::PathBuf, u64)> = Vec::new();
+    // (state, folder of its captures, the round captured, whether a malicious server ran it)
+    let mut states: Vec<(&str, std::path::PathBuf, u64, bool)> = Vec::new();
     let mut trained_records = Vec::new();
     let mut first_run = None;
     for federation in federations(c, cell, &dir, pretrained.as_ref()) {
-        tracing::info!(
-            "cell {} / {}: federating ({})",
-            cell.model.slug(),
-            cell.variant.label,
-            federation
-                .states
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        // no shutdown of its own: an interrupted comparison is resumed, and this cell redone
-        let summary = federate(
-            federation.run.clone(),
-            &fleet,
-            device,
-            std::future::pending(),
-        )?;
-        if !summary.complete {
-            return Err(ComparisonError::Stopped);
-        }
-        let records =
-            read_rounds(&federation.run.out.join("rounds.csv")).map_err(crate::LabError::from)?;
-        let captures = federation.run.out.join("captures");
+        let (records, captures) = federate_cell(cell, &federation, &fleet, device)?;
         for (state, round) in federation.states {
-            states.push((state, captures.clone(), round));
+            states.push((state, captures.clone(), round, false));
             if state == "trained" {
                 trained_records = records.clone();
             }
@@ -84,26 +66,42 @@ pub(super) fn run(
             "a cell without a federation".into(),
         ));
     };
-    let mut attacks = Vec::new();
     let (runs, skipped) = {
-        let (_, captures, round) = &states[0];
+        let (_, captures, round, _) = &states[0];
         applicable(
             c,
             &captures.join(synfed_wire::capture_file_name(*round, &Fleet::name(0))),
             device,
         )?
     };
-    let work = progress.cell_work(
-        cell,
-        (states.len() * c.batches * runs.len()) as u64,
-        "attacks",
-    );
-    for (state, captures, round) in states {
+    // a malicious server's federations of the same cell: the clients it targets get an
+    // imprinted model in the captured round
+    if runs.contains(&AttackKind::Imprint) {
+        for federation in imprint_federations(c, cell, &dir, pretrained.as_ref()) {
+            let (_, captures) = federate_cell(cell, &federation, &fleet, device)?;
+            for (state, round) in federation.states {
+                states.push((state, captures.clone(), round, true));
+            }
+        }
+    }
+    let attacked = |malicious: bool| -> Vec<AttackKind> {
+        runs.iter()
+            .copied()
+            .filter(|a| a.is_malicious() == malicious)
+            .collect()
+    };
+    let total: usize = states
+        .iter()
+        .map(|(_, _, _, malicious)| c.batches * attacked(*malicious).len())
+        .sum();
+    let work = progress.cell_work(cell, total as u64, "attacks");
+    let mut attacks = Vec::new();
+    for (state, captures, round, malicious) in states {
         for k in 0..c.batches {
             let client = Fleet::name(k);
             let capture = captures.join(synfed_wire::capture_file_name(round, &client));
             let escrow = captures.join(synfed_wire::escrow_file_name(round, &client));
-            for &attack in &runs {
+            for attack in attacked(malicious) {
                 let target = c
                     .attack_root(&dir, attack)
                     .join(format!("{state}-{client}"));
@@ -162,6 +160,44 @@ pub(super) fn run(
     Ok(result)
 }
 
+/// Runs one federation of `cell`; returns its rounds and the folder of its captures.
+fn federate_cell(
+    cell: &Cell,
+    federation: &Federation,
+    fleet: &Fleet,
+    device: &Device,
+) -> Result<(Vec<synfed_server::RoundRecord>, std::path::PathBuf)> {
+    tracing::info!(
+        "cell {} / {}: federating ({}{})",
+        cell.model.slug(),
+        cell.variant.label,
+        federation
+            .states
+            .iter()
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if federation.run.tap.mode == TapMode::Imprint {
+            ", malicious server"
+        } else {
+            ""
+        }
+    );
+    // no shutdown of its own: an interrupted comparison is resumed, and this cell redone
+    let summary = federate(
+        federation.run.clone(),
+        fleet,
+        device,
+        std::future::pending(),
+    )?;
+    if !summary.complete {
+        return Err(ComparisonError::Stopped);
+    }
+    let records =
+        read_rounds(&federation.run.out.join("rounds.csv")).map_err(crate::LabError::from)?;
+    Ok((records, federation.run.out.join("captures")))
+}
+
 /// The comparison's attacks that apply to the model of the capture `first` (in the
 /// comparison's order), and those that do not, with the reason.
 fn applicable(
@@ -218,6 +254,38 @@ fn federations(
             states: vec![("trained", c.rounds + 1)],
         },
     ]
+}
+
+/// The federations of a cell's malicious server (attack `imprint`), one per state so that each
+/// is the honest federation up to the captured round: the untrained state's round 1 (in
+/// `run-imprint/`) and, where the cell has a trained state, the trained state's round R + 1
+/// (in `run-trained-imprint/`, from the pretrained model when there is one). In the captured
+/// round the tapped clients are sent the imprinted model (`[tap] mode = "imprint"`); their
+/// updates are left out of that round's aggregate, which no later round sees.
+fn imprint_federations(
+    c: &CompareConfig,
+    cell: &Cell,
+    dir: &Path,
+    pretrained: Option<&Pretrained>,
+) -> Vec<Federation> {
+    let malicious = |mut run: RunConfig, round: u64| {
+        run.tap.rounds = vec![round];
+        run.tap.mode = TapMode::Imprint;
+        run
+    };
+    let mut out = vec![Federation {
+        run: malicious(run_config(c, cell, &dir.join("run-imprint"), 0), 1),
+        states: vec![("untrained", 1)],
+    }];
+    if c.rounds > 0 || pretrained.is_some() {
+        let mut trained = run_config(c, cell, &dir.join("run-trained-imprint"), c.rounds);
+        trained.initial_model = pretrained.map(|p| p.path.clone());
+        out.push(Federation {
+            run: malicious(trained, c.rounds + 1),
+            states: vec![("trained", c.rounds + 1)],
+        });
+    }
+    out
 }
 
 /// A cell's pretrained model: where it is saved, its test accuracy (on the run's evaluation

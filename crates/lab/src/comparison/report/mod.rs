@@ -58,8 +58,14 @@ pub fn write(
     if views.iter().any(|(_, v)| ran(v)) {
         views.retain(|(_, v)| ran(v));
     }
-    let ran: Vec<AttackKind> = views.iter().map(|(a, _)| *a).collect();
-    let worst = several.then(|| worst_case::worst_case(&ran, cells));
+    // the worst case is an honest-but-curious server's: a malicious one (`imprint`) is
+    // another threat model, reported apart
+    let honest: Vec<AttackKind> = views
+        .iter()
+        .map(|(a, _)| *a)
+        .filter(|a| !a.is_malicious())
+        .collect();
+    let worst = (honest.len() > 1).then(|| worst_case::worst_case(&honest, cells));
     let mut sections: Vec<(&str, &[Located])> = views
         .iter()
         .map(|(a, v)| (a.as_str(), v.as_slice()))
@@ -95,10 +101,17 @@ pub fn write(
         );
         md.push_str(PAIRED_TESTS_OF_EACH);
         md.push_str(&PAIRED_TESTS.replace("The tables above", "The tables"));
+        if config.attacks.iter().any(|a| a.is_malicious()) {
+            md.push_str(MALICIOUS_APART);
+        }
     }
     for (attack, view) in &views {
         let section = attack_section(config, view);
-        if several {
+        if attack.is_malicious() {
+            let _ = writeln!(md, "## Attack `{attack}`: a malicious server\n");
+            md.push_str(&malicious_server(config));
+            md.push_str(&demote(&section));
+        } else if several {
             let _ = writeln!(md, "## Attack `{attack}`\n");
             md.push_str(&demote(&section));
         } else {
@@ -124,7 +137,12 @@ pub fn write(
     let trained = config.states().contains(&"trained");
     if config.kind == Kind::Privacy && trained {
         md.push_str(&utility::after_rounds(config, cells, train_examples));
-        let plotted = match (&worst, views.first()) {
+        // the honest-but-curious server's view: its worst case, or its one attack
+        let first_honest = views
+            .iter()
+            .find(|(a, _)| !a.is_malicious())
+            .or(views.first());
+        let plotted = match (&worst, first_honest) {
             (Some(w), _) => &w.cells,
             (None, Some((_, view))) => view,
             (None, None) => cells,
@@ -181,6 +199,40 @@ private value only where it is such a significant difference.\n\n";
 const PAIRED_TESTS_OF_EACH: &str = "Each attack's section below, and the worst case's, has the \
 attack tables and the paired tests of its values. ";
 
+/// How a comparison with a malicious server's attack reads, after the list of attacks.
+const MALICIOUS_APART: &str = "`imprint` is a malicious server, another threat model than the \
+honest-but-curious server of the other attacks: its section says what it assumes, and it is \
+left out of the worst case per image. ";
+
+/// What the malicious server's attack assumes and does, at the top of its section.
+fn malicious_server(config: &CompareConfig) -> String {
+    let how = match config.kind {
+        Kind::Privacy => {
+            "Each cell runs its federations again with `[tap] mode = \"imprint\"`: in the \
+             captured round the attacked clients download a global model whose first layer the \
+             server rewrote, and their updates are left out of that round's aggregate"
+        }
+        _ => {
+            "Before each batch is captured, the attacked model's first layer is rewritten as the \
+             server would send it, with its bins on the brightness of the training split's images \
+             (which do not include the attacked ones)"
+        }
+    };
+    format!(
+        "Threat model: the server is **malicious** (Fowl et al., *Robbing the Fed*, ICLR 2022). \
+         It assumes that clients compute on whatever model they are sent, and it needs a fully \
+         connected first layer (cells without one skip it). Its imprint makes the first layer's \
+         units bins of the images' mean brightness, with thresholds at the quantiles of the \
+         brightness over images the server holds, and gives the imprinted units the same \
+         column in the next layer; an image alone in its bin is read back exactly from the \
+         difference of neighbouring units' gradients, and images that share a bin come back as \
+         one mixture. {how}. The mechanisms do not change this readout by construction: weight \
+         splitting (III) is imprinted on every replica of a unit, rejuvenation (II) acts after \
+         the update; fuzzy learning rates (I) change it only where the client scales its own \
+         update (`fuzzy_at = \"client\"`).\n\n"
+    )
+}
+
 /// The attack tables and paired tests of the records of `cells`.
 fn attack_section(config: &CompareConfig, cells: &[Located]) -> String {
     let (paired, significant) = paired::paired_tests(config, cells);
@@ -196,8 +248,9 @@ fn attack_section(config: &CompareConfig, cells: &[Located]) -> String {
 /// The worst case per image: which attack gave it how often, and its tables.
 fn worst_case_section(config: &CompareConfig, w: &worst_case::WorstCase) -> String {
     let mut md = String::from(
-        "## Worst case per image\n\nPer attacked image and per measure, the attacker's best \
-         over every attack that ran: the highest PSNR and SSIM and the lowest MSE (each measure \
+        "## Worst case per image\n\nPer attacked image and per measure, the honest-but-curious \
+         attacker's best over every attack that ran (a malicious server's `imprint` is not \
+         among them): the highest PSNR and SSIM and the lowest MSE (each measure \
          on its own; MSE in the normalised space and label accuracy per batch), averaged over \
          the batch as an attack's scores are. These are the values a user must assume when the \
          attacker may choose the attack. Images whose best value each attack gave (ties to the \
